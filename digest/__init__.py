@@ -1,0 +1,31 @@
+"""digest: SCO and Putin–Xi stories from many feeds, folded into one digest per subscriber.
+
+The public surface is small: load a config, open a store, run the pipeline.
+"""
+
+from .config import Config, LoadedConfig, load_config
+from .errors import ConfigError, DigestError, FeedError, StorageError
+from .pipeline import FetchOptions, fetch_feeds, open_store
+from .records import Entry, FeedState, FetchStatus, FetchSummary
+from .store import Store, StoredEntry
+
+__version__ = "0.1.0"
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DigestError",
+    "Entry",
+    "FeedError",
+    "FeedState",
+    "FetchOptions",
+    "FetchStatus",
+    "FetchSummary",
+    "LoadedConfig",
+    "StorageError",
+    "Store",
+    "StoredEntry",
+    "__version__",
+    "fetch_feeds",
+    "load_config",
+    "open_store",
+]

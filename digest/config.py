@@ -1,0 +1,306 @@
+"""Load and validate `feeds.yaml`: the first stage, and the only place config errors are made.
+
+Lookup order: `--config PATH`, then `$DIGEST_CONFIG`, then `./feeds.yaml`, then the defaults
+embedded in the package. Strings may use `${ENV_VAR}` (or `${ENV_VAR:-default}`) for secrets.
+Every error names the file, the key path and the fix, on one line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 10**6,
+    "mb": 10**6,
+    "mib": 2**20,
+    "g": 10**9,
+    "gb": 10**9,
+    "gib": 2**30,
+}
+
+
+def _duration(value: Any) -> Any:
+    """`90`, `"90s"`, `"15m"`, `"1h30m"`, `"2d"` -> seconds."""
+    if isinstance(value, str):
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhdw])", value.strip().lower())
+        joined = "".join(f"{n}{u}" for n, u in parts)
+        if not parts or joined != re.sub(r"\s+", "", value.strip().lower()):
+            raise ValueError(f"{value!r} is not a duration; write seconds (90) or e.g. '15m', '1h', '2d'")
+        return sum(float(n) * _UNITS[u] for n, u in parts)
+    return value
+
+
+def _size(value: Any) -> Any:
+    """`1048576`, `"5 MiB"`, `"500kB"` -> bytes."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
+        if not m or m.group(2).lower() not in _SIZE_UNITS:
+            raise ValueError(f"{value!r} is not a size; write bytes or e.g. '5 MiB', '500 kB'")
+        return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+Size = Annotated[int, BeforeValidator(_size), Field(gt=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpSettings(_Model):
+    concurrency: int = Field(64, ge=1, le=1024, description="requests in flight at once")
+    per_host: int = Field(4, ge=1, le=64, description="connections to one host at once")
+    connect_timeout: Duration = 10.0
+    read_timeout: Duration = 20.0
+    deadline: Duration = Field(60.0, description="total time for one feed, however slowly it drips")
+    max_body: Size = Field(8 * 2**20, description="cap on the bytes on the wire")
+    max_decoded: Size = Field(32 * 2**20, description="cap on the body after gzip/deflate")
+    max_redirects: int = Field(5, ge=0, le=20)
+    user_agent: str = "digest/0.1 (feed-to-mail digest; +https://github.com/digest-news/digest)"
+    default_interval: Duration = Field(1800.0, description="how often a feed is polled")
+    max_backoff: Duration = Field(86400.0, description="longest wait after repeated failures")
+    parse_workers: int = Field(0, ge=0, le=64, description="parser processes; 0 = one per core")
+
+
+class FeedSettings(_Model):
+    name: str = Field(min_length=1, max_length=100)
+    url: str = Field(min_length=1)
+    interval: Duration | None = None
+    enabled: bool = True
+    language: str | None = None
+    tags: tuple[str, ...] = ()
+    timezone: str | None = Field(None, description="IANA zone for dates without an offset (and CST)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if v != v.strip() or any(c in v for c in "\r\n\t"):
+            raise ValueError(f"{v!r} has leading/trailing spaces or control characters; use a short label")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        scheme = urlsplit(v).scheme.lower()
+        if scheme in ("http", "https"):
+            if not urlsplit(v).netloc:
+                raise ValueError(f"{v!r} has no host; write e.g. 'https://example.org/feed.xml'")
+        elif scheme not in ("file", "") and not (len(scheme) == 1 and v[1:3] in (":\\", ":/")):
+            raise ValueError(f"{v!r} is not an http(s) or file URL, nor a path")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            _check_zone(v)
+        return v
+
+
+def _check_zone(v: str) -> None:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{v!r} is not an IANA time zone; write e.g. 'Europe/Moscow'") from None
+
+
+class Config(_Model):
+    database: str = "sqlite:///digest.db"
+    http: HttpSettings = HttpSettings()
+    feeds: tuple[FeedSettings, ...] = ()
+    # Sections that later stages read; validated by their own models in rules.py etc.
+    topics: dict[str, Any] | None = None
+    tags: dict[str, Any] | None = None
+    clustering: dict[str, Any] | None = None
+
+    @field_validator("feeds")
+    @classmethod
+    def _unique(cls, feeds: tuple[FeedSettings, ...]) -> tuple[FeedSettings, ...]:
+        seen: set[str] = set()
+        for f in feeds:
+            if f.name in seen:
+                raise ValueError(f"feed name {f.name!r} is used twice; give each feed its own name")
+            seen.add(f.name)
+        return feeds
+
+    def feed(self, name: str) -> FeedSettings:
+        for f in self.feeds:
+            if f.name == name:
+                return f
+        raise ConfigError(f"no feed named {name!r} in the config; `digest feeds list` shows the names")
+
+    def interval(self, feed: FeedSettings) -> float:
+        return feed.interval or self.http.default_interval
+
+
+class LoadedConfig:
+    """A validated config plus where it came from (paths in it resolve against `base_dir`)."""
+
+    def __init__(self, config: Config, source: str, base_dir: Path) -> None:
+        self.config = config
+        self.source = source
+        self.base_dir = base_dir
+
+    @property
+    def database_url(self) -> str:
+        return resolve_database_url(self.config.database, self.base_dir)
+
+    def feed_url(self, url: str) -> str:
+        """Plain paths and relative file: URLs resolve beside the config file."""
+        parts = urlsplit(url)
+        if parts.scheme in ("http", "https", "file"):
+            return url
+        return (self.base_dir / url).resolve().as_uri()
+
+
+def resolve_database_url(url: str, base_dir: Path) -> str:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite://":
+        rest = url[len(prefix) :]
+        if rest and rest != ":memory:" and not rest.startswith("file:"):
+            return prefix + str((base_dir / rest).resolve())
+    return url
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any, where: str, source: str) -> Any:
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"{source}: {where}: environment variable {name} is not set; "
+                f"export it, or write ${{{name}:-default}}"
+            )
+
+        return _ENV.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{where}.{k}" if where else str(k), source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{where}[{i}]", source) for i, v in enumerate(value)]
+    return value
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
+    model: Any = Config
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        model = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return []
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc)
+            hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+            lines.append(f"{source}: {_loc(loc)}: unknown key; remove it or fix its spelling{hint}")
+        elif e["type"] == "missing":
+            lines.append(f"{source}: {_loc(loc)}: required key is missing; add it")
+        else:
+            msg = str(e["msg"]).removeprefix("Value error, ")
+            lines.append(f"{source}: {_loc(loc)}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(text: str, source: str, base_dir: Path) -> LoadedConfig:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: {where}not valid YAML ({problem}); fix the syntax there") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping (feeds:, http:, database: ...)")
+    data = _expand(data, "", source)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+    for f in config.feeds:
+        if f.interval is not None and f.interval < 60:
+            raise ConfigError(
+                f"{source}: feeds[{f.name}].interval: polling more often than once a "
+                "minute is impolite; use 60 or more"
+            )
+    return LoadedConfig(config, source, base_dir)
+
+
+def embedded_text(name: str) -> str:
+    """A file from the defaults shipped in the wheel, or from the source checkout."""
+    packaged = resources.files("digest").joinpath("_defaults", name)
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    return (Path(__file__).resolve().parent.parent / name).read_text(encoding="utf-8")
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("DIGEST_CONFIG")
+    if env:
+        return Path(env)
+    local = Path("feeds.yaml")
+    return local if local.is_file() else None
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None) -> LoadedConfig:
+    path = find_config_path(explicit)
+    if path is None:
+        return parse_config(embedded_text("feeds.yaml"), "embedded feeds.yaml", Path.cwd())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found; pass --config PATH or set DIGEST_CONFIG") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{path}: cannot read the config file ({exc}); check its permissions and that it is UTF-8"
+        ) from None
+    return parse_config(text, str(path), path.resolve().parent)

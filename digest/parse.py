@@ -1,0 +1,293 @@
+"""Parse fetched bytes with feedparser into clean Entry records. Pure: bytes in, records out.
+
+Runs in worker processes (see pipeline.py), so everything here takes and returns picklables.
+"""
+
+from __future__ import annotations
+
+import calendar
+import email.utils
+import hashlib
+import html
+import io
+import re
+import unicodedata
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import feedparser
+import nh3
+
+from .records import Entry, ParsedFeed
+
+# Markup kept in summaries. No <img>: feed images are tracking pixels as often as not,
+# and feedparser's own sanitizer keeps them (notes §2.1).
+_ALLOWED_TAGS = {
+    "a",
+    "b",
+    "strong",
+    "i",
+    "em",
+    "p",
+    "br",
+    "ul",
+    "ol",
+    "li",
+    "blockquote",
+    "q",
+    "code",
+    "pre",
+    "sub",
+    "sup",
+    "small",
+}
+_ALLOWED_ATTRS = {"a": {"href", "title"}}
+_BLOCK = re.compile(r"<(/?)(p|br|div|li|ul|ol|h[1-6]|tr|td|th|blockquote|font|a|span|table)\b", re.I)
+_WS = re.compile(r"\s+")
+MAX_ID = 512
+MAX_TITLE = 1000
+MAX_SUMMARY = 20000
+
+
+def html_to_text(fragment: str) -> str:
+    """Markup -> one line of plain text: tags (and <script>/<style> bodies) dropped, entities decoded."""
+    if not fragment:
+        return ""
+    if "<" in fragment:
+        spaced = _BLOCK.sub(r" <\1\2", fragment)
+        fragment = nh3.clean(spaced, tags=set(), attributes={})
+    text = html.unescape(fragment)
+    text = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+    return _WS.sub(" ", text).strip()
+
+
+def sanitize_html(fragment: str) -> str:
+    if not fragment:
+        return ""
+    return nh3.clean(
+        fragment,
+        tags=_ALLOWED_TAGS,
+        attributes=_ALLOWED_ATTRS,
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener noreferrer nofollow",
+    )
+
+
+# -- dates -----------------------------------------------------------------------------------
+
+# fmt: off
+_RU_MONTH_STEMS = ["январ", "феврал", "март", "апрел", "ма", "июн", "июл", "август", "сентябр", "октябр",
+                   "ноябр", "декабр"]
+# fmt: on
+_RU_MONTHS = {m: i + 1 for i, m in enumerate(_RU_MONTH_STEMS)}
+_RU_DATE = re.compile(
+    r"(\d{1,2})\s+([а-яё]+)\s+(\d{4})(?:\s*г\.?)?"  # 1 сентября 2025 г.
+    r"(?:[,\s]+(\d{1,2}):(\d{2})(?::(\d{2}))?)?",  # , 12:40
+    re.I,
+)
+_NAIVE_ISO = re.compile(r"^\s*(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}(?::\d{2})?)(?:\.\d+)?\s*$")
+_ABBR = re.compile(r"\b(CST|MSK|MSD)\b")
+# Zones assumed for dates with no offset when the config names none, by feed language.
+_LANGUAGE_ZONES = {"ru": "Europe/Moscow", "zh": "Asia/Shanghai"}
+
+
+def _ru_month(word: str) -> int | None:
+    w = word.lower()
+    for stem, n in sorted(_RU_MONTHS.items(), key=lambda kv: -len(kv[0])):
+        if w.startswith(stem) and (stem != "ма" or w in ("мая", "май")):
+            return n
+    return None
+
+
+def _zone_for(language: str | None, timezone: str | None) -> ZoneInfo | None:
+    name = timezone or _LANGUAGE_ZONES.get((language or "")[:2])
+    return ZoneInfo(name) if name else None
+
+
+def parse_published(
+    raw: str | None, parsed: Any, *, language: str | None, timezone: str | None
+) -> datetime | None:
+    """The entry's date in UTC, fixing feedparser's known traps (notes §2.3)."""
+    zone = _zone_for(language, timezone)
+    if raw:
+        m = _ABBR.search(raw)
+        if m:
+            # feedparser reads CST as US Central (-6) and MSK as UTC; Chinese feeds mean +8.
+            abbr = m.group(1)
+            chinese = (language or "").startswith("zh") or (timezone or "").startswith("Asia/")
+            offset = {"MSK": "+0300", "MSD": "+0400"}.get(abbr) or ("+0800" if chinese else "-0600")
+            try:
+                return email.utils.parsedate_to_datetime(_ABBR.sub(offset, raw)).astimezone(UTC)
+            except (TypeError, ValueError):
+                pass
+        naive = _NAIVE_ISO.match(raw)
+        if naive and zone is not None:
+            local = datetime.fromisoformat(f"{naive.group(1)}T{naive.group(2)}")
+            return local.replace(tzinfo=zone).astimezone(UTC)
+        ru = _RU_DATE.search(raw)
+        if ru and (month := _ru_month(ru.group(2))):
+            day, year = int(ru.group(1)), int(ru.group(3))
+            hh, mm, ss = (int(ru.group(i) or 0) for i in (4, 5, 6))
+            try:
+                local = datetime(year, month, day, hh, mm, ss)
+            except ValueError:
+                return None
+            return local.replace(tzinfo=zone or ZoneInfo("Europe/Moscow")).astimezone(UTC)
+    if parsed:
+        # struct_time in UTC: timegm, never mktime (which assumes local time)
+        return datetime.fromtimestamp(calendar.timegm(parsed), UTC)
+    return None
+
+
+# -- language ----------------------------------------------------------------------------------
+
+
+def guess_language(text: str) -> str | None:
+    han = sum(1 for c in text if "\u4e00" <= c <= "\u9fff")
+    cyr = sum(1 for c in text if "\u0400" <= c <= "\u04ff")
+    lat = sum(1 for c in text if c.isascii() and c.isalpha())
+    best = max((han * 3, "zh"), (cyr, "ru"), (lat, "en"))
+    return best[1] if best[0] else None
+
+
+def normalise_language(tag: str | None) -> str | None:
+    if not tag:
+        return None
+    return tag.strip().replace("_", "-").split("-")[0].lower() or None
+
+
+# -- entries -----------------------------------------------------------------------------------
+
+
+def _sha(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _summary(e: Any) -> str:
+    detail = e.get("summary_detail") or {}
+    value = e.get("summary") or ""
+    if not value and e.get("content"):
+        detail = e["content"][0]
+        value = detail.get("value") or ""
+    if detail.get("type") == "text/plain":
+        value = html.escape(value)  # plain text is not sanitized by anyone: escape it (notes §2.1)
+    return value
+
+
+def _entry_ids(raw_entries: list[Any]) -> list[str | None]:
+    """GUIDs, except those a feed reuses for different items: those are broken (notes §5.1)."""
+    guids = [e.get("id") or None for e in raw_entries]
+    counts = Counter(g for g in guids if g)
+    return [g if g and counts[g] == 1 else None for g in guids]
+
+
+def _entry_id(guid: str | None, link: str | None, title: str, summary: str) -> str:
+    key = guid or link
+    if key and len(key) <= MAX_ID:
+        return key
+    if key:
+        return "sha256:" + _sha(key)
+    return "sha256:" + _sha(title, summary)
+
+
+def _looks_like_html(body: bytes) -> bool:
+    head = body[:512].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html"))
+
+
+_SURVIVABLE = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
+
+
+def parse_feed(
+    feed: str,
+    body: bytes,
+    *,
+    content_type: str | None = None,
+    content_language: str | None = None,
+    url: str | None = None,
+    fetched_at: datetime,
+    language: str | None = None,
+    timezone: str | None = None,
+) -> ParsedFeed:
+    """Bytes of one feed -> its clean entries, or the reason there are none."""
+    if not body.strip():
+        return ParsedFeed(feed, None, None, (), error="the server sent an empty body; check the feed URL")
+    headers = {}
+    if content_type:
+        headers["content-type"] = content_type  # lower-case keys: feedparser ignores others (notes §2.4)
+    if url:
+        headers["content-location"] = url
+    if content_language:
+        headers["content-language"] = content_language
+    # BytesIO, never bytes: feedparser opens a path or URL given as bytes (notes §2.4).
+    # Our own sanitizer (nh3) runs below, so feedparser's slower one is skipped.
+    parsed = feedparser.parse(
+        io.BytesIO(body), response_headers=headers, sanitize_html=False, resolve_relative_uris=True
+    )
+    raw_entries = list(parsed.entries)
+    bozo = parsed.get("bozo_exception") if parsed.get("bozo") else None
+    if not raw_entries:
+        if _looks_like_html(body):
+            return ParsedFeed(
+                feed,
+                None,
+                None,
+                (),
+                error="the URL serves an HTML page, not a feed; use the page's RSS/Atom link instead",
+            )
+        if bozo is not None and not parsed.get("version"):
+            reason = str(bozo).splitlines()[0] if str(bozo) else bozo.__class__.__name__
+            return ParsedFeed(
+                feed,
+                None,
+                None,
+                (),
+                error=f"not a readable feed ({reason}); check the URL serves RSS or Atom",
+            )
+    meta = parsed.get("feed", {})
+    feed_title = html_to_text(meta.get("title", "")) or None
+    feed_lang = normalise_language(language or content_language or meta.get("language"))
+    entries: list[Entry] = []
+    for raw, guid in zip(raw_entries, _entry_ids(raw_entries), strict=True):
+        title = html_to_text(raw.get("title", ""))[:MAX_TITLE]
+        summary_html = sanitize_html(_summary(raw))[:MAX_SUMMARY]
+        summary_text = html_to_text(summary_html)
+        if not title and not summary_text:
+            continue
+        link = (raw.get("link") or "").strip() or None
+        lang = feed_lang or guess_language(f"{title} {summary_text}")
+        published = parse_published(
+            raw.get("published") or raw.get("updated"),
+            raw.get("published_parsed") or raw.get("updated_parsed"),
+            language=lang,
+            timezone=timezone,
+        )
+        fallback = published is None or published > fetched_at + timedelta(hours=1)
+        source = raw.get("source") or {}
+        entries.append(
+            Entry(
+                feed=feed,
+                entry_id=_entry_id(guid, link, title, summary_text),
+                guid=raw.get("id") or None,
+                link=link,
+                title=title,
+                summary_html=summary_html,
+                summary_text=summary_text,
+                # a missing or future date becomes the fetch time, flagged (notes §2.3)
+                published=fetched_at if fallback or published is None else published,
+                published_fallback=fallback,
+                author=html_to_text(raw.get("author", "")) or None,
+                language=lang,
+                content_hash=_sha(title, summary_text, link or ""),
+                source_title=html_to_text(source.get("title", "")) or None,
+                source_url=source.get("href") or None,
+            )
+        )
+    warning = None
+    # Survivable per lemon24/reader: a wrong or missing content type, an encoding override.
+    if bozo is not None and not isinstance(bozo, _SURVIVABLE):
+        reason = str(bozo).splitlines()[0] if str(bozo) else bozo.__class__.__name__
+        warning = f"feed is not well-formed ({reason}); kept {len(entries)} entries"
+    return ParsedFeed(feed, feed_title, feed_lang, tuple(entries), warning=warning)

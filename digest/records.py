@@ -1,0 +1,121 @@
+"""Small typed records that move between pipeline stages. No I/O here."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class FetchStatus(enum.StrEnum):
+    OK = "ok"  # a new body, parsed and stored
+    NOT_MODIFIED = "not_modified"  # 304, or a 200 whose body hash is unchanged
+    FAILED = "failed"
+    DEFERRED = "deferred"  # held back by back-off or Retry-After; not requested
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    """What the store knows about one feed between polls."""
+
+    name: str
+    url: str  # the URL in the config
+    fetch_url: str | None = None  # where a permanent redirect moved it, if anywhere
+    title: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    status: str | None = None
+    last_error: str | None = None
+    error_count: int = 0
+    last_fetched: datetime | None = None
+    last_ok: datetime | None = None
+    next_poll: datetime | None = None
+
+    @property
+    def effective_url(self) -> str:
+        return self.fetch_url or self.url
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRequest:
+    feed: str
+    url: str
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """The outcome of one HTTP (or file) request, before parsing."""
+
+    feed: str
+    url: str  # the URL requested
+    status: FetchStatus
+    http_status: int | None = None
+    final_url: str | None = None
+    permanent_url: str | None = None  # set when every hop was 301/308
+    body: bytes | None = None
+    content_type: str | None = None
+    content_language: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    retry_after: float | None = None  # seconds
+    error: str | None = None
+    elapsed: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One feed entry, cleaned: the unit everything downstream works on."""
+
+    feed: str
+    entry_id: str
+    guid: str | None
+    link: str | None
+    title: str
+    summary_html: str
+    summary_text: str
+    published: datetime  # UTC
+    published_fallback: bool  # True when `published` is the fetch time, not the feed's date
+    author: str | None
+    language: str | None
+    content_hash: str
+    source_title: str | None = None  # the outlet, when an aggregator names it
+    source_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    feed: str
+    title: str | None
+    language: str | None
+    entries: tuple[Entry, ...]
+    warning: str | None = None  # a survivable problem (bozo with usable entries)
+    error: str | None = None  # fatal: nothing usable
+
+
+@dataclass(frozen=True, slots=True)
+class FeedReport:
+    """One line of the `digest fetch` summary."""
+
+    feed: str
+    status: FetchStatus
+    new_entries: int = 0
+    updated_entries: int = 0
+    error: str | None = None
+    warning: str | None = None
+    next_poll: datetime | None = None
+    http_status: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchSummary:
+    reports: tuple[FeedReport, ...] = field(default_factory=tuple)
+
+    def count(self, status: FetchStatus) -> int:
+        return sum(1 for r in self.reports if r.status is status)
+
+    @property
+    def new_entries(self) -> int:
+        return sum(r.new_entries for r in self.reports)

@@ -1,0 +1,75 @@
+"""Table definitions (SQLAlchemy Core). Migrations in digest/migrations must match these."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC: SQLite has no time zones, PostgreSQL would convert."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} given to the store; pass an aware UTC time")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+metadata = sa.MetaData()
+
+feeds = sa.Table(
+    "feeds",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("fetch_url", sa.Text),
+    sa.Column("title", sa.Text),
+    sa.Column("etag", sa.Text),
+    sa.Column("last_modified", sa.Text),
+    sa.Column("body_hash", sa.String(64)),
+    sa.Column("status", sa.String(20)),
+    sa.Column("http_status", sa.Integer),
+    sa.Column("last_error", sa.Text),
+    sa.Column("error_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_fetched", UTCDateTime),
+    sa.Column("last_ok", UTCDateTime),
+    sa.Column("next_poll", UTCDateTime),
+)
+
+entries = sa.Table(
+    "entries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("feed", sa.String(100), sa.ForeignKey("feeds.name", ondelete="CASCADE"), nullable=False),
+    sa.Column("entry_id", sa.String(512), nullable=False),
+    sa.Column("guid", sa.Text),
+    sa.Column("link", sa.Text),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("summary_html", sa.Text, nullable=False),
+    sa.Column("summary_text", sa.Text, nullable=False),
+    sa.Column("published", UTCDateTime, nullable=False),
+    sa.Column("published_fallback", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("author", sa.Text),
+    sa.Column("language", sa.String(16)),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("source_title", sa.Text),
+    sa.Column("source_url", sa.Text),
+    sa.Column("first_seen", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("feed", "entry_id", name="uq_entries_feed_entry_id"),
+    sa.Index("ix_entries_first_seen", "first_seen"),
+    sa.Index("ix_entries_published", "published"),
+)

@@ -1,0 +1,297 @@
+"""The one module that speaks SQL. SQLite by default (WAL, busy timeout); PostgreSQL supported.
+
+Every write that belongs together happens in one transaction, so a crash leaves either the old
+state or the new one. Migrations (Alembic, digest/migrations) run when a Store is opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+
+from .errors import StorageError
+from .records import Entry, FeedState
+from .schema import entries, feeds
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """An entry as stored: the row id and when it was first seen, plus the entry itself."""
+
+    id: int
+    first_seen: datetime
+    entry: Entry
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cur = dbapi_connection.cursor()
+    # WAL lets readers (digest status, the web app) run while the daemon writes.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _alembic_config(connection: Connection) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def make_engine(url: str) -> Engine:
+    try:
+        engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise StorageError(
+            f"database URL {url!r} is not usable ({exc}); write e.g. "
+            "'sqlite:///digest.db' or 'postgresql+psycopg://user@host/db'"
+        ) from None
+    except ModuleNotFoundError as exc:
+        raise StorageError(
+            f"database URL {url!r} needs the driver {exc.name!r}; install it (pip install 'digest[postgres]')"
+        ) from None
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        db = engine.url.database
+        if db and db != ":memory:" and not db.startswith("file:"):
+            try:
+                Path(db).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(
+                    f"database {url}: cannot create folder {Path(db).parent} "
+                    f"({exc.strerror}); fix the path in `database:`"
+                ) from None
+    return engine
+
+
+class Store:
+    """Owns every SQL statement. Thread-safe as SQLAlchemy engines are; no ORM sessions."""
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        if migrate:
+            self.upgrade()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _safe(self) -> Any:
+        return _StorageGuard(self.url)
+
+    def current_revision(self) -> str | None:
+        with self._safe(), self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def head_revision(self) -> str | None:
+        return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()  # type: ignore[arg-type]
+
+    def upgrade(self) -> bool:
+        """Apply pending migrations; True when something was applied."""
+        if self.current_revision() == self.head_revision():
+            return False
+        with self._safe(), self.engine.begin() as conn:
+            command.upgrade(_alembic_config(conn), "head")
+        return True
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- feeds -------------------------------------------------------------------------------
+
+    def sync_feeds(self, configured: Iterable[tuple[str, str]]) -> None:
+        """Add configured feeds the store lacks; when a feed's URL changed, forget its HTTP state."""
+        with self._safe(), self.engine.begin() as conn:
+            known = {r.name: r.url for r in conn.execute(sa.select(feeds.c.name, feeds.c.url))}
+            for name, url in configured:
+                if name not in known:
+                    conn.execute(feeds.insert().values(name=name, url=url, error_count=0))
+                elif known[name] != url:
+                    conn.execute(
+                        feeds.update()
+                        .where(feeds.c.name == name)
+                        .values(
+                            url=url,
+                            fetch_url=None,
+                            etag=None,
+                            last_modified=None,
+                            body_hash=None,
+                            error_count=0,
+                            next_poll=None,
+                            status=None,
+                            last_error=None,
+                        )
+                    )
+
+    def feed_states(self) -> dict[str, FeedState]:
+        cols = [f.name for f in fields(FeedState)]
+        with self._safe(), self.engine.connect() as conn:
+            rows = conn.execute(sa.select(*[feeds.c[c] for c in cols])).mappings()
+            return {r["name"]: FeedState(**r) for r in rows}
+
+    def save_feed_state(self, state: FeedState, *, http_status: int | None = None) -> None:
+        with self._safe(), self.engine.begin() as conn:
+            self._write_state(conn, state, http_status)
+
+    @staticmethod
+    def _write_state(conn: Connection, state: FeedState, http_status: int | None) -> None:
+        values = asdict(state)
+        name = values.pop("name")
+        values["http_status"] = http_status
+        conn.execute(feeds.update().where(feeds.c.name == name).values(**values))
+
+    # -- entries -----------------------------------------------------------------------------
+
+    def record_fetch(
+        self, state: FeedState, new: Sequence[Entry], now: datetime, *, http_status: int | None = None
+    ) -> tuple[int, int]:
+        """Store a feed's new state and its entries in one transaction -> (new, updated)."""
+        with self._safe(), self.engine.begin() as conn:
+            self._write_state(conn, state, http_status)
+            return self._upsert_entries(conn, state.name, new, now)
+
+    def _upsert_entries(
+        self, conn: Connection, feed: str, batch: Sequence[Entry], now: datetime
+    ) -> tuple[int, int]:
+        if not batch:
+            return 0, 0
+        by_id = {e.entry_id: e for e in batch}  # a feed repeating an id: the last copy wins
+        existing: dict[str, str] = {}
+        ids = list(by_id)
+        for chunk in _chunks(ids, 500):
+            existing.update(
+                conn.execute(
+                    sa.select(entries.c.entry_id, entries.c.content_hash).where(
+                        entries.c.feed == feed, entries.c.entry_id.in_(chunk)
+                    )
+                )
+                .tuples()
+                .all()
+            )
+        fresh = [_entry_row(e, now) for i, e in by_id.items() if i not in existing]
+        changed = [e for i, e in by_id.items() if i in existing and existing[i] != e.content_hash]
+        inserted = 0
+        if fresh:
+            stmt = _insert_ignore(conn, entries, ["feed", "entry_id"])
+            result = conn.execute(stmt, fresh)
+            # rowcount skips rows another writer inserted first; some drivers report -1
+            inserted = result.rowcount if (result.rowcount or -1) >= 0 else len(fresh)
+        for e in changed:
+            row = _entry_row(e, now)
+            for key in ("feed", "entry_id", "first_seen"):
+                row.pop(key)
+            conn.execute(
+                entries.update().where(entries.c.feed == feed, entries.c.entry_id == e.entry_id).values(**row)
+            )
+        return inserted, len(changed)
+
+    def iter_entries(
+        self,
+        *,
+        feed: str | None = None,
+        since: datetime | None = None,
+        ids: Sequence[int] | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> Iterator[StoredEntry]:
+        q = sa.select(entries)
+        if feed:
+            q = q.where(entries.c.feed == feed)
+        if since:
+            q = q.where(entries.c.first_seen >= since)
+        if ids is not None:
+            q = q.where(entries.c.id.in_(list(ids)))
+        q = q.order_by(entries.c.id.desc() if newest_first else entries.c.id)
+        if limit:
+            q = q.limit(limit)
+        with self._safe(), self.engine.connect() as conn:
+            for row in conn.execute(q).mappings():
+                yield _stored(row)
+
+    def count_entries(self, feed: str | None = None) -> int:
+        q = sa.select(sa.func.count()).select_from(entries)
+        if feed:
+            q = q.where(entries.c.feed == feed)
+        with self._safe(), self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def entry_counts(self) -> dict[str, int]:
+        q = sa.select(entries.c.feed, sa.func.count()).group_by(entries.c.feed)
+        with self._safe(), self.engine.connect() as conn:
+            return {f: int(n) for f, n in conn.execute(q).tuples()}
+
+
+_ENTRY_FIELDS = [f.name for f in fields(Entry)]
+
+
+def _entry_row(e: Entry, now: datetime) -> dict[str, Any]:
+    row = {k: getattr(e, k) for k in _ENTRY_FIELDS}
+    row["first_seen"] = now
+    row["updated_at"] = now
+    return row
+
+
+def _stored(row: Any) -> StoredEntry:
+    return StoredEntry(
+        id=row["id"], first_seen=row["first_seen"], entry=Entry(**{k: row[k] for k in _ENTRY_FIELDS})
+    )
+
+
+def _insert_ignore(conn: Connection, table: sa.Table, keys: list[str]) -> Any:
+    """INSERT that skips rows another writer inserted first (several machines on PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing(index_elements=keys)
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=keys)
+    return table.insert()
+
+
+def _chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+class _StorageGuard:
+    """Turns driver errors into one StorageError line that names the database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = sa.engine.make_url(url).render_as_string(hide_password=True)
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, OperationalError):
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise StorageError(
+                f"database {self.url}: {reason}; check that it is reachable, "
+                "writable and not locked by another program"
+            ) from exc
+        if isinstance(exc, SQLAlchemyError) and not isinstance(exc, StorageError):
+            raise StorageError(
+                f"database {self.url}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+            ) from exc

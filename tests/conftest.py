@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import os
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from digest.config import LoadedConfig, load_config
+from tests.support.feedserver import FeedServer
+
+PG_URL = os.environ.get("DIGEST_TEST_DATABASE_URL")
+BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a schema of its own on the PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    assert PG_URL
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = sa.engine.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def feed_server() -> Iterator[FeedServer]:
+    with FeedServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, db_url: str):
+    """write_config(feeds_yaml_fragment, **http) -> LoadedConfig, with the test database."""
+
+    def make(body: str = "feeds: []\n", http: dict[str, object] | None = None) -> LoadedConfig:
+        http_settings = {"deadline": "5s", "connect_timeout": "2s", "read_timeout": "2s", **(http or {})}
+        http_yaml = "".join(f"  {k}: {v}\n" for k, v in http_settings.items())
+        text = f"database: '{db_url}'\nhttp:\n{http_yaml}" + textwrap.dedent(body)
+        path = tmp_path / "feeds.yaml"
+        path.write_text(text, encoding="utf-8")
+        return load_config(path)
+
+    return make

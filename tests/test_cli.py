@@ -1,0 +1,95 @@
+"""The command line: summaries, formats, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from defusedxml import ElementTree
+
+from digest.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def offline(tmp_path: Path, db_url: str) -> Path:
+    """A copy of examples/offline using the test database."""
+    dest = tmp_path / "offline"
+    shutil.copytree(ROOT / "examples" / "offline", dest)
+    cfg = dest / "feeds.yaml"
+    cfg.write_text(cfg.read_text().replace("sqlite:///digest.db", f"'{db_url}'"))
+    return cfg
+
+
+def digest(*args: str, config: Path | None = None):
+    prefix = ["--config", str(config)] if config else []
+    return CliRunner().invoke(main, [*prefix, *args], catch_exceptions=False)
+
+
+def test_fetch_prints_a_summary_and_entries_come_out_as_jsonl(offline: Path):
+    r = digest("fetch", config=offline)
+    assert r.exit_code == 0, r.output
+    assert "3 ok, 0 not modified, 0 failed" in r.output
+    rows = [
+        json.loads(line)
+        for line in digest("entries", "--format", "jsonl", config=offline).output.splitlines()
+    ]
+    assert len(rows) == 9
+    by_feed = {row["feed"] for row in rows}
+    assert by_feed == {"example-wire", "vestnik-ru", "shiping-zh"}
+    zh = next(row for row in rows if row["feed"] == "shiping-zh" and "峰会" in row["title"])
+    assert zh["published"] == "2025-08-31T02:00:00+00:00" and zh["language"] == "zh"
+    assert "0 ok, 3 not modified" in digest("fetch", config=offline).output
+
+
+def test_invalid_config_is_one_line_and_exit_2(tmp_path: Path):
+    cfg = tmp_path / "feeds.yaml"
+    cfg.write_text("feeds:\n  - name: a\n    url: htp://x\n")
+    r = CliRunner().invoke(main, ["--config", str(cfg), "fetch"])
+    assert r.exit_code == 2
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert lines[0].startswith("digest: error: ") and "feeds[0].url" in lines[0]
+
+
+def test_all_feeds_failing_exits_1_and_check_reports_them(tmp_path: Path, db_url: str):
+    cfg = tmp_path / "feeds.yaml"
+    cfg.write_text(f"database: '{db_url}'\nfeeds:\n  - name: gone\n    url: missing.xml\n")
+    r = digest("fetch", config=cfg)
+    assert r.exit_code == 1 and "does not exist" in r.output
+    check = digest("feeds", "check", config=cfg)
+    assert check.exit_code == 1 and "1 failing of 1" in check.output
+
+
+def test_opml_import_keeps_comments_and_export_round_trips(tmp_path: Path, db_url: str):
+    cfg = tmp_path / "feeds.yaml"
+    cfg.write_text(f"# my comment\ndatabase: '{db_url}'\nfeeds:\n  - name: a\n    url: https://a.example/f\n")
+    opml = tmp_path / "in.opml"
+    opml.write_text(
+        '<?xml version="1.0"?><opml version="2.0"><head/><body><outline text="News">'
+        '<outline text="The Diplomat" xmlUrl="https://thediplomat.com/feed/"/>'
+        '<outline text="A again" xmlUrl="https://a.example/f"/></outline></body></opml>'
+    )
+    r = digest("feeds", "import", str(opml), config=cfg)
+    assert r.exit_code == 0 and "added 1 feeds" in r.output
+    assert cfg.read_text().startswith("# my comment")
+    exported = digest("feeds", "export", config=cfg).output
+    urls = [o.get("xmlUrl") for o in ElementTree.fromstring(exported.encode()).iter("outline")]
+    assert urls == ["https://a.example/f", "https://thediplomat.com/feed/"]
+
+
+def test_db_upgrade_reports_the_revision(tmp_path: Path, db_url: str):
+    cfg = tmp_path / "feeds.yaml"
+    cfg.write_text(f"database: '{db_url}'\n")
+    first = digest("db", "upgrade", config=cfg)
+    assert first.exit_code == 0 and "(was empty)" in first.output
+    assert "already current" in digest("db", "upgrade", config=cfg).output
+
+
+def test_unknown_feed_name_is_a_usage_error(offline: Path):
+    r = CliRunner().invoke(main, ["--config", str(offline), "fetch", "--feed", "nope"])
+    assert r.exit_code == 2 and "no feed named 'nope'" in r.output

@@ -1,0 +1,277 @@
+"""Fetching against a real loopback HTTP server that misbehaves on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from digest.pipeline import FetchOptions, fetch_feeds
+from digest.records import FetchStatus, FetchSummary
+from digest.store import Store
+from tests.support.feedserver import FeedServer, Reply, atom, etag_of, gzip_bomb, rss
+
+ITEMS = [
+    {
+        "title": "SCO summit opens in Tianjin",
+        "link": "https://example.org/a",
+        "guid": "a",
+        "description": "Leaders arrive.",
+        "pubDate": "Sun, 31 Aug 2025 10:00:00 +0000",
+    },
+    {
+        "title": "Putin and Xi hold talks",
+        "link": "https://example.org/b",
+        "guid": "b",
+        "description": "Talks in Beijing.",
+        "pubDate": "Mon, 01 Sep 2025 09:00:00 +0000",
+    },
+]
+
+
+def feeds_yaml(**urls: str) -> str:
+    return "feeds:\n" + "".join(f"  - name: {n}\n    url: '{u}'\n" for n, u in urls.items())
+
+
+def run(loaded, options: FetchOptions | None = None) -> tuple[FetchSummary, Store]:
+    store = Store(loaded.database_url)
+    summary = asyncio.run(fetch_feeds(loaded, store, options or FetchOptions()))
+    return summary, store
+
+
+def report(summary: FetchSummary, feed: str):
+    return next(r for r in summary.reports if r.feed == feed)
+
+
+def test_conditional_get_round_trip_stores_once_and_sends_validators(feed_server: FeedServer, write_config):
+    body = rss(ITEMS)
+    url = feed_server.route("/feed.xml", Reply(body=body, etag=etag_of(body), last_modified=1_700_000_000))
+    loaded = write_config(feeds_yaml(main=url))
+
+    first, store = run(loaded)
+    assert report(first, "main").status is FetchStatus.OK
+    assert report(first, "main").new_entries == 2
+    second, _ = run(loaded)
+    assert report(second, "main").status is FetchStatus.NOT_MODIFIED
+    assert report(second, "main").new_entries == 0
+    sent = feed_server.requests_for("/feed.xml")[-1].headers
+    assert sent["if-none-match"] == etag_of(body)
+    assert sent["if-modified-since"].endswith("GMT")
+    assert "digest/" in sent["user-agent"]
+    assert store.count_entries() == 2
+    assert store.feed_states()["main"].etag == etag_of(body)
+
+
+def test_unchanged_body_without_validators_is_not_parsed_again(feed_server: FeedServer, write_config):
+    url = feed_server.route("/plain.xml", Reply(body=rss(ITEMS)))
+    loaded = write_config(feeds_yaml(plain=url))
+    run(loaded)
+    second, store = run(loaded)
+    r = report(second, "plain")
+    assert r.status is FetchStatus.NOT_MODIFIED
+    assert (r.new_entries, r.updated_entries) == (0, 0)
+    assert store.count_entries() == 2
+
+
+def test_permanent_redirect_chain_is_followed_and_recorded(feed_server: FeedServer, write_config):
+    final = feed_server.route("/new.xml", Reply(body=rss(ITEMS)))
+    feed_server.route("/mid", Reply(308, headers={"Location": "/new.xml"}))
+    old = feed_server.route("/old", Reply(301, headers={"Location": "/mid"}))
+    loaded = write_config(feeds_yaml(moved=old))
+    summary, store = run(loaded)
+    assert report(summary, "moved").new_entries == 2
+    assert store.feed_states()["moved"].fetch_url == final
+    run(loaded)
+    assert feed_server.requests_for("/new.xml")[-1] is feed_server.log[-1]  # went straight there
+
+
+def test_temporary_redirect_is_followed_but_not_recorded(feed_server: FeedServer, write_config):
+    feed_server.route("/real.xml", Reply(body=rss(ITEMS)))
+    start = feed_server.route("/temp", Reply(302, headers={"Location": "/real.xml"}))
+    summary, store = run(write_config(feeds_yaml(temp=start)))
+    assert report(summary, "temp").status is FetchStatus.OK
+    assert store.feed_states()["temp"].fetch_url is None
+
+
+def test_redirect_loop_fails_with_a_clear_reason(feed_server: FeedServer, write_config):
+    feed_server.route("/loop-a", Reply(302, headers={"Location": "/loop-b"}))
+    start = feed_server.route("/loop-b", Reply(302, headers={"Location": "/loop-a"}))
+    summary, _ = run(write_config(feeds_yaml(loop=start)))
+    r = report(summary, "loop")
+    assert r.status is FetchStatus.FAILED
+    assert "redirect" in (r.error or "")
+    assert len(feed_server.log) <= 6  # the loop is cut after max_redirects
+
+
+def test_429_retry_after_is_honoured_and_the_feed_waits(feed_server: FeedServer, write_config):
+    url = feed_server.route("/busy", Reply(429, headers={"Retry-After": "7200"}))
+    loaded = write_config(feeds_yaml(busy=url))
+    before = datetime.now(UTC)
+    summary, store = run(loaded)
+    r = report(summary, "busy")
+    assert r.status is FetchStatus.FAILED
+    assert "7200" in (r.error or "")
+    assert store.feed_states()["busy"].next_poll >= before + timedelta(seconds=7200)
+    again, _ = run(loaded)
+    assert report(again, "busy").status is FetchStatus.DEFERRED
+    assert len(feed_server.requests_for("/busy")) == 1  # nothing sent while waiting
+    run(loaded, FetchOptions(force=True))
+    assert len(feed_server.requests_for("/busy")) == 2
+
+
+def test_server_error_backs_off_and_keeps_earlier_good_data(feed_server: FeedServer, write_config):
+    body = rss(ITEMS)
+    feed_server.route("/flaky", Reply(body=body, etag=etag_of(body)))
+    loaded = write_config(feeds_yaml(flaky=feed_server.url("/flaky")))
+    run(loaded)
+    feed_server.route("/flaky", Reply(500, b"oops"))
+    summary, store = run(loaded)
+    r = report(summary, "flaky")
+    assert r.status is FetchStatus.FAILED and "500" in (r.error or "")
+    state = store.feed_states()["flaky"]
+    assert state.error_count == 1
+    assert state.etag == etag_of(body)  # the last good validators survive
+    assert store.count_entries("flaky") == 2
+    assert state.next_poll > datetime.now(UTC) + timedelta(minutes=25)  # default interval 30 min
+
+
+@pytest.mark.parametrize(
+    "reply", [Reply(hang=True), Reply(body=b"<rss>" + b" " * 200, drip=0.2)], ids=["hang", "slow-drip"]
+)
+def test_a_server_that_hangs_or_drips_hits_the_deadline(feed_server: FeedServer, write_config, reply):
+    url = feed_server.route("/slow", reply)
+    good = feed_server.route("/good.xml", Reply(body=rss(ITEMS)))
+    loaded = write_config(feeds_yaml(slow=url, good=good), http={"deadline": "1.5s", "read_timeout": "1s"})
+    started = datetime.now(UTC)
+    summary, store = run(loaded)
+    assert (datetime.now(UTC) - started).total_seconds() < 5
+    r = report(summary, "slow")
+    assert r.status is FetchStatus.FAILED
+    assert "deadline" in (r.error or "") or "read_timeout" in (r.error or "")
+    assert store.count_entries("good") == 2  # one bad feed never stops the run
+
+
+def test_gzip_bomb_is_rejected_without_inflating_it(feed_server: FeedServer, write_config):
+    url = feed_server.route("/bomb", Reply(body=gzip_bomb(), headers={"Content-Encoding": "gzip"}))
+    summary, store = run(write_config(feeds_yaml(bomb=url), http={"max_decoded": "4 MiB"}))
+    r = report(summary, "bomb")
+    assert r.status is FetchStatus.FAILED
+    assert "inflates" in (r.error or "")
+    assert store.count_entries() == 0
+
+
+def test_gzip_encoded_feed_is_read(feed_server: FeedServer, write_config):
+    url = feed_server.route(
+        "/gz", Reply(body=gzip.compress(rss(ITEMS)), headers={"Content-Encoding": "gzip"})
+    )
+    summary, _ = run(write_config(feeds_yaml(gz=url)))
+    assert report(summary, "gz").new_entries == 2
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-No-Length": "1"}], ids=["content-length", "no-length"])
+def test_oversize_body_is_rejected(feed_server: FeedServer, write_config, headers):
+    big = rss([{**ITEMS[0], "guid": str(i), "description": "x" * 2000} for i in range(100)])
+    url = feed_server.route("/big", Reply(body=big, headers=headers))
+    summary, store = run(write_config(feeds_yaml(big=url), http={"max_body": "64 KiB"}))
+    r = report(summary, "big")
+    assert r.status is FetchStatus.FAILED
+    assert "max_body" in (r.error or "")
+    assert store.count_entries() == 0
+
+
+def test_broken_xml_keeps_usable_entries_with_a_warning(feed_server: FeedServer, write_config):
+    broken = rss(ITEMS).replace(b"Leaders arrive.", b"Leaders & aides arrive <b>unclosed")
+    url = feed_server.route("/broken", Reply(body=broken, headers={"Content-Type": "application/rss+xml"}))
+    summary, store = run(write_config(feeds_yaml(broken=url)))
+    r = report(summary, "broken")
+    assert r.status is FetchStatus.OK and r.new_entries == 2
+    assert "not well-formed" in (r.warning or "")
+    titles = {s.entry.title for s in store.iter_entries()}
+    assert "SCO summit opens in Tianjin" in titles
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"<!DOCTYPE html><html><body><h1>News</h1></body></html>", "HTML page"),
+        (b"", "empty body"),
+        (b"\x00\x01 this is not xml at all {", "not a readable feed"),
+    ],
+    ids=["html", "empty", "garbage"],
+)
+def test_non_feeds_fail_with_a_reason_and_store_nothing(
+    feed_server: FeedServer, write_config, body, expected
+):
+    url = feed_server.route("/nonfeed", Reply(body=body, headers={"Content-Type": "text/html"}))
+    summary, store = run(write_config(feeds_yaml(nonfeed=url)))
+    r = report(summary, "nonfeed")
+    assert r.status is FetchStatus.FAILED
+    assert expected in (r.error or "")
+    assert store.feed_states()["nonfeed"].body_hash is None  # retried in full next time
+    assert store.count_entries() == 0
+
+
+def test_windows_1251_rss_and_gb18030_atom_are_decoded(feed_server: FeedServer, write_config):
+    ru = rss(
+        [
+            {
+                "title": "Путин и Си Цзиньпин провели переговоры",
+                "link": "https://ru.example/1",
+                "guid": "1",
+                "description": "Встреча в Кремле",
+                "pubDate": "Tue, 21 Mar 2023 12:00:00 +0300",
+            }
+        ],
+        encoding="windows-1251",
+        language="ru",
+    )
+    zh = atom(
+        [
+            {
+                "title": "习近平同普京举行会谈",
+                "id": "urn:zh:1",
+                "link": "https://zh.example/1",
+                "summary": "上海合作组织峰会期间，两国元首会谈。朱镕基",
+            }
+        ],
+        encoding="GB18030",
+        language="zh-CN",
+    )
+    ru_url = feed_server.route("/ru.xml", Reply(body=ru, headers={"Content-Type": "application/rss+xml"}))
+    zh_url = feed_server.route("/zh.xml", Reply(body=zh, headers={"Content-Type": "application/atom+xml"}))
+    _, store = run(write_config(feeds_yaml(ru=ru_url, zh=zh_url)))
+    got = {s.entry.feed: s.entry for s in store.iter_entries()}
+    assert got["ru"].title == "Путин и Си Цзиньпин провели переговоры"
+    assert got["ru"].language == "ru"
+    assert got["ru"].published == datetime(2023, 3, 21, 9, 0, tzinfo=UTC)
+    assert got["zh"].title == "习近平同普京举行会谈"
+    assert got["zh"].summary_text.endswith("朱镕基")  # a GBK-only character survives
+    assert got["zh"].language == "zh"
+
+
+def test_per_host_limit_is_respected(write_config):
+    with FeedServer(latency=0.2) as srv:
+        body = rss(ITEMS)
+        urls = {f"f{i}": srv.route(f"/f{i}.xml", Reply(body=body)) for i in range(12)}
+        summary, _ = run(write_config(feeds_yaml(**urls), http={"per_host": 2}))
+        assert summary.count(FetchStatus.OK) == 12
+        assert srv.max_in_flight["127.0.0.1"] == 2
+
+
+def test_file_urls_and_plain_paths_are_read(write_config, tmp_path):
+    (tmp_path / "local.xml").write_bytes(rss(ITEMS))
+    loaded = write_config(
+        feeds_yaml(path="local.xml", uri=(tmp_path / "local.xml").as_uri(), missing="nope.xml")
+    )
+    summary, _ = run(loaded)
+    assert report(summary, "path").new_entries == 2
+    assert report(summary, "uri").new_entries == 2
+    assert "does not exist" in (report(summary, "missing").error or "")
+
+
+def test_unreachable_host_is_a_failure_not_a_crash(write_config):
+    summary, _ = run(write_config(feeds_yaml(dead="http://127.0.0.1:9/feed.xml")))
+    r = report(summary, "dead")
+    assert r.status is FetchStatus.FAILED and "cannot connect" in (r.error or "")

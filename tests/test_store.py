@@ -1,0 +1,87 @@
+"""Storage on SQLite and PostgreSQL: upserts, migrations, and clear errors."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from digest.errors import StorageError
+from digest.records import Entry, FeedState
+from digest.store import Store
+
+T0 = datetime(2025, 9, 1, 12, 0, tzinfo=UTC)
+
+
+def entry(entry_id: str, title: str = "SCO summit opens", **kw) -> Entry:
+    base = dict(
+        feed="f",
+        entry_id=entry_id,
+        guid=entry_id,
+        link=f"https://e/{entry_id}",
+        title=title,
+        summary_html="<p>s</p>",
+        summary_text="s",
+        published=T0,
+        published_fallback=False,
+        author=None,
+        language="en",
+        content_hash=f"{entry_id}:{title}",
+    )
+    return Entry(**{**base, **kw})
+
+
+@pytest.fixture
+def store(db_url):
+    s = Store(db_url)
+    s.sync_feeds([("f", "https://e/feed")])
+    yield s
+    s.close()
+
+
+def test_updated_content_replaces_the_entry_without_a_duplicate(store: Store):
+    state = store.feed_states()["f"]
+    assert store.record_fetch(state, [entry("1"), entry("2")], T0) == (2, 0)
+    assert store.record_fetch(
+        state, [entry("1", title="SCO summit opens (updated)"), entry("2")], T0 + timedelta(hours=1)
+    ) == (0, 1)
+    rows = {s.entry.entry_id: s for s in store.iter_entries()}
+    assert len(rows) == 2
+    assert rows["1"].entry.title == "SCO summit opens (updated)"
+    assert rows["1"].first_seen == T0  # first seen is never moved by an update
+
+
+def test_feed_state_round_trips_with_aware_utc_times(store: Store):
+    state = replace(store.feed_states()["f"], etag='"x"', error_count=2, next_poll=T0, last_error="HTTP 500")
+    store.save_feed_state(state)
+    assert store.feed_states()["f"] == state
+    assert store.feed_states()["f"].next_poll.tzinfo is not None
+
+
+def test_changing_a_feed_url_forgets_its_http_state(store: Store):
+    store.save_feed_state(replace(store.feed_states()["f"], etag='"x"', body_hash="h"))
+    store.sync_feeds([("f", "https://e/other")])
+    st = store.feed_states()["f"]
+    assert (st.url, st.etag, st.body_hash) == ("https://e/other", None, None)
+
+
+def test_opening_migrates_to_head_and_is_idempotent(db_url):
+    with Store(db_url) as s:
+        assert s.current_revision() == s.head_revision()
+        assert s.upgrade() is False
+        assert {"feeds", "entries"} <= set(sa.inspect(s.engine).get_table_names())
+
+
+def test_naive_datetimes_are_refused(store: Store):
+    with pytest.raises(StorageError):
+        store.record_fetch(FeedState("f", "https://e/feed"), [entry("n", published=datetime(2025, 1, 1))], T0)
+    assert store.count_entries() == 0  # the transaction left nothing behind
+
+
+def test_unusable_database_url_is_one_clear_line():
+    with pytest.raises(StorageError, match="not usable"):
+        Store("nosuchdb://x")
+    with pytest.raises(StorageError, match=r"database sqlite:////proc/.*cannot create folder"):
+        Store("sqlite:////proc/no/such/dir/x.db")

@@ -19,12 +19,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from . import __version__
 from .config import LoadedConfig, _duration, load_config
@@ -35,8 +32,34 @@ from .records import FeedReport, FetchStatus, FetchSummary
 from .store import StoredEntry
 
 F = TypeVar("F", bound=Callable[..., Any])
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+
+class _LazyConsole:
+    """rich is imported on first output: a quiet cron run never pays for it."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+def new_table(**options: Any) -> Table:
+    from rich.table import Table
+
+    return Table(**options)
+
+
+out: Console = _LazyConsole(highlight=False, soft_wrap=True)  # type: ignore[assignment]
+err: Console = _LazyConsole(stderr=True, highlight=False, soft_wrap=True)  # type: ignore[assignment]
 
 
 def _fail(message: str, code: int) -> None:
@@ -103,7 +126,7 @@ def _fmt_time(t: datetime | None) -> str:
 
 
 def print_fetch_summary(summary: FetchSummary, console: Console) -> None:
-    table = Table(title="fetch", show_lines=False)
+    table = new_table(title="fetch", show_lines=False)
     for col in ("feed", "status", "new", "updated", "note"):
         table.add_column(col, justify="right" if col in ("new", "updated") else "left")
     for r in summary.reports:
@@ -131,6 +154,8 @@ def run_fetch(loaded: LoadedConfig, options: FetchOptions, console: Console) -> 
     try:
         if not console.is_terminal:
             return asyncio.run(fetch_feeds(loaded, store, options))
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         with Progress(
             TextColumn("fetching"),
             BarColumn(),
@@ -196,7 +221,7 @@ def feeds_list(state: State) -> None:
     with open_store(loaded) as store:
         counts = store.entry_counts()
         states = store.feed_states()
-    table = Table()
+    table = new_table()
     for col in ("name", "url", "enabled", "interval", "entries", "status"):
         table.add_column(col)
     for f in loaded.config.feeds:
@@ -221,7 +246,7 @@ def feeds_check(state: State) -> None:
     with open_store(loaded) as store:
         store.sync_feeds((f.name, loaded.feed_url(f.url)) for f in loaded.config.feeds)
         states = store.feed_states()
-    table = Table()
+    table = new_table()
     for col in ("feed", "status", "errors", "last ok", "next poll", "last error"):
         table.add_column(col)
     failing = 0
@@ -321,7 +346,7 @@ def entries(state: State, feed: str | None, since: str | None, fmt: str, limit: 
             for s in rows:
                 sys.stdout.write(json.dumps(entry_json(s), ensure_ascii=False) + "\n")
             return
-        table = Table()
+        table = new_table()
         for col in ("id", "feed", "published", "lang", "title"):
             table.add_column(col, overflow="fold")
         for s in rows:

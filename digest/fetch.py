@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import mimetypes
+import ssl
 import time
 import zlib
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
+import certifi
 import httpx
 
 from .config import HttpSettings
@@ -92,6 +94,13 @@ class Fetcher:
         self._host_slots: dict[tuple[str, str, int | None], asyncio.Semaphore] = {}
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._clock = clock
+        self._ssl: ssl.SSLContext | None = None
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        # One context for every per-host client: building one costs ~18 ms (certifi's bundle)
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context(cafile=certifi.where())
+        return self._ssl
 
     async def __aenter__(self) -> Fetcher:
         return self
@@ -113,6 +122,7 @@ class Fetcher:
                 ),
                 follow_redirects=True,
                 max_redirects=s.max_redirects,
+                verify=self._ssl_context(),
                 headers={
                     "User-Agent": s.user_agent,
                     "Accept": ACCEPT,

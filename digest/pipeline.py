@@ -1,33 +1,42 @@
 """The service layer: runs the stages in order. The CLI, the daemon and the web app call this.
 
-store.feed_states                       # what we knew
-| poll: pick feeds (due, not held back)  # pure
-| fetch.Fetcher.fetch   (concurrent)     # network edge
-| parse.parse_feed      (process pool)   # pure, CPU-bound: both cores
-| poll.next_state                        # pure
-| store.record_fetch                     # one transaction per feed
+    store.feed_states                          # what we knew
+    | select_feeds                             # pure: due, not held back
+    | shard_by_host                            # pure: one host's feeds stay in one shard
+    | run_shard, one per core:                 # worker processes, each with its own event loop
+    |     fetch.Fetcher.fetch  (concurrent)    #   network edge: per-host pools, deadline, caps
+    |     parse.parse_feed                     #   pure, CPU-bound
+    |     poll.next_state                      #   pure
+    | store.record_fetches                     # main process, group commit: all that is ready
+
+Both cores fetch and parse; the main process only writes. Runs with few feeds (the daemon's
+usual poll) stay in one process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import multiprocessing
 import os
 import random
-from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from functools import partial
+from multiprocessing.connection import Connection
+from urllib.parse import urlsplit
 
-from .config import FeedSettings, LoadedConfig
+from .config import FeedSettings, HttpSettings, LoadedConfig
 from .fetch import Fetcher
 from .parse import parse_feed
 from .poll import held_back, is_due, next_state
-from .records import FeedReport, FeedState, FetchRequest, FetchResult, FetchStatus, FetchSummary, ParsedFeed
-from .store import Store
+from .records import Entry, FeedReport, FeedState, FetchRequest, FetchStatus, FetchSummary
+from .store import FetchWrite, Store
 
 Clock = Callable[[], datetime]
+# Below this many feeds, worker processes cost more than they save.
+MIN_FEEDS_PER_WORKER = 8
 
 
 def utcnow() -> datetime:
@@ -39,6 +48,28 @@ class FetchOptions:
     only: str | None = None  # one feed by name
     force: bool = False  # ignore back-off and Retry-After
     due_only: bool = False  # skip feeds whose interval has not elapsed (daemon, cron)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedJob:
+    """Everything a worker needs to poll one feed; picklable."""
+
+    name: str
+    url: str
+    language: str | None
+    timezone: str | None
+    interval: float
+    state: FeedState
+
+
+@dataclass(frozen=True, slots=True)
+class FeedOutcome:
+    """What polling one feed produced: its next state and entries, and a line for the summary."""
+
+    state: FeedState
+    entries: tuple[Entry, ...]
+    http_status: int | None
+    report: FeedReport
 
 
 def select_feeds(
@@ -63,116 +94,248 @@ def select_feeds(
     return chosen, deferred
 
 
-class _Parser:
-    """Parses in a process pool when there is more than one core and more than one feed."""
+def host_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{parts.port or ''}"
 
-    def __init__(self, workers: int, expected: int) -> None:
-        self.workers = workers or os.cpu_count() or 1
-        self.use_processes = self.workers > 1 and expected > 2
-        self._pool: Executor | None = None
 
-    def executor(self) -> Executor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers) if self.use_processes else ThreadPoolExecutor(1)
-        return self._pool
+def shard_by_host(jobs: Sequence[FeedJob], shards: int) -> list[list[FeedJob]]:
+    """Split jobs into at most `shards` even groups, never splitting one host (its limit stays exact)."""
+    by_host: dict[str, list[FeedJob]] = {}
+    for job in jobs:
+        by_host.setdefault(host_of(job.url), []).append(job)
+    out: list[list[FeedJob]] = [[] for _ in range(max(1, shards))]
+    for group in sorted(by_host.values(), key=len, reverse=True):
+        min(out, key=len).extend(group)
+    return [s for s in out if s]
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+
+async def run_shard(
+    jobs: Sequence[FeedJob],
+    http: HttpSettings,
+    emit: Callable[[FeedOutcome], object],
+    *,
+    clock: Clock = utcnow,
+    max_backoff: float,
+) -> None:
+    """Fetch, parse and decide for each job concurrently; emit each outcome as it is ready."""
+
+    async def one(fetcher: Fetcher, job: FeedJob) -> None:
+        state = job.state
+        result = await fetcher.fetch(
+            FetchRequest(job.name, state.effective_url, state.etag, state.last_modified)
+        )
+        parsed = None
+        body_hash = None
+        if result.status is FetchStatus.OK and result.body is not None:
+            body_hash = hashlib.sha256(result.body).hexdigest()
+            if body_hash != state.body_hash:  # an unchanged 200 skips parsing
+                parsed = parse_feed(
+                    job.name,
+                    result.body,
+                    content_type=result.content_type,
+                    content_language=result.content_language,
+                    url=result.final_url,
+                    fetched_at=clock(),
+                    language=job.language,
+                    timezone=job.timezone,
+                )
+        now = clock()
+        new_state = next_state(
+            state, result, parsed, now, interval=job.interval, max_backoff=max_backoff,
+            body_hash=body_hash, jitter=random.random(),
+        )  # fmt: skip
+        entries = parsed.entries if parsed is not None and parsed.error is None else ()
+        status = FetchStatus(new_state.status) if new_state.status else result.status
+        report = FeedReport(
+            feed=job.name, status=status, error=new_state.last_error,
+            warning=parsed.warning if parsed else None, next_poll=new_state.next_poll,
+            http_status=result.http_status,
+        )  # fmt: skip
+        await _maybe_await(emit(FeedOutcome(new_state, entries, result.http_status, report)))
+
+    async with Fetcher(http) as fetcher:
+        await asyncio.gather(*(one(fetcher, job) for job in jobs))
+
+
+async def _maybe_await(value: object) -> None:
+    if asyncio.iscoroutine(value):
+        await value
+
+
+def _worker_main(jobs: list[FeedJob], http: HttpSettings, max_backoff: float, conn: Connection) -> None:
+    """Entry point of a worker process: run one shard, send each outcome up the pipe."""
+    try:
+        asyncio.run(run_shard(jobs, http, conn.send, max_backoff=max_backoff))
+    finally:
+        conn.send(None)  # end of shard
+        conn.close()
+
+
+class _Writer:
+    """Group commit: one task writes every outcome that is ready in one transaction.
+
+    Under load dozens of feeds share a commit; when idle each is written at once. If a batch
+    fails, its feeds are retried one by one so that one bad feed fails alone.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.queue: asyncio.Queue[tuple[FetchWrite, asyncio.Future[tuple[int, int]]] | None] = asyncio.Queue()
+
+    async def write(self, item: FetchWrite) -> tuple[int, int]:
+        fut: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        await self.queue.put((item, fut))
+        return await fut
+
+    async def run(self) -> None:
+        stop = False
+        while not stop:
+            first = await self.queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while not self.queue.empty():
+                nxt = self.queue.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            await self._flush(batch)
+
+    async def _flush(self, batch: list[tuple[FetchWrite, asyncio.Future[tuple[int, int]]]]) -> None:
+        try:
+            counts = await asyncio.to_thread(self.store.record_fetches, [w for w, _ in batch])
+        except Exception:
+            if len(batch) == 1:
+                batch[0][1].set_exception(sys.exc_info()[1] or RuntimeError("write failed"))
+                return
+            for item in batch:
+                await self._flush([item])
+            return
+        for (_, fut), n in zip(batch, counts, strict=True):
+            fut.set_result(n)
+
+
+async def _run_in_workers(
+    shards: list[list[FeedJob]],
+    http: HttpSettings,
+    max_backoff: float,
+    on_outcome: Callable[[FeedOutcome], object],
+) -> None:
+    """One process per shard; outcomes stream back over pipes, read by the event loop."""
+    # fork: the workers inherit the imported modules, so they start in milliseconds.
+    ctx = multiprocessing.get_context("fork")
+    loop = asyncio.get_running_loop()
+    pending: dict[int, tuple[Connection, multiprocessing.process.BaseProcess, set[str]]] = {}
+    done = loop.create_future()
+    outcomes: asyncio.Queue[FeedOutcome] = asyncio.Queue()
+
+    def readable(fd: int) -> None:
+        conn, proc, left = pending[fd]
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            msg = None
+        if msg is None:
+            loop.remove_reader(fd)
+            conn.close()
+            del pending[fd]
+            for name in left:  # a worker that died leaves its feeds unreported: report them
+                outcomes.put_nowait(_crashed(name, proc.exitcode))
+            if not pending and not done.done():
+                done.set_result(None)
+            return
+        left.discard(msg.state.name)
+        outcomes.put_nowait(msg)
+
+    procs = []
+    for shard in shards:
+        parent, child = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_worker_main, args=(shard, http, max_backoff, child), daemon=True)
+        proc.start()
+        child.close()
+        pending[parent.fileno()] = (parent, proc, {j.name for j in shard})
+        loop.add_reader(parent.fileno(), readable, parent.fileno())
+        procs.append(proc)
+    try:
+        while not (done.done() and outcomes.empty()):
+            getter = asyncio.ensure_future(outcomes.get())
+            await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                await _maybe_await(on_outcome(getter.result()))
+            else:
+                getter.cancel()
+    finally:
+        for fd, (conn, _, _) in list(pending.items()):
+            loop.remove_reader(fd)
+            conn.close()
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join(5)
+
+
+def _crashed(name: str, exitcode: int | None) -> FeedOutcome:
+    # The state is unchanged: the feed is simply polled again next time.
+    report = FeedReport(name, FetchStatus.FAILED, error=f"worker process died (exit code {exitcode})")
+    return FeedOutcome(FeedState(name, ""), (), None, report)
 
 
 async def fetch_feeds(
     loaded: LoadedConfig,
     store: Store,
-    options: FetchOptions = FetchOptions(),
+    options: FetchOptions | None = None,
     *,
     clock: Clock = utcnow,
     on_report: Callable[[FeedReport], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> FetchSummary:
+    options = options or FetchOptions()
     config = loaded.config
     store.sync_feeds((f.name, loaded.feed_url(f.url)) for f in config.feeds)
     states = store.feed_states()
     feeds, deferred = select_feeds(loaded, states, clock(), options)
+    jobs = [
+        FeedJob(
+            f.name, states[f.name].effective_url, f.language, f.timezone, config.interval(f), states[f.name]
+        )
+        for f in feeds
+    ]
     if on_start:
-        on_start(len(feeds) + len(deferred))
+        on_start(len(jobs) + len(deferred))
     reports: list[FeedReport] = []
     for r in deferred:
         reports.append(r)
         if on_report:
             on_report(r)
-    parser = _Parser(config.http.parse_workers, len(feeds))
-    write_lock = asyncio.Lock()
-    loop = asyncio.get_running_loop()
+    writer = _Writer(store)
+    writing = asyncio.create_task(writer.run())
 
-    async def one(fetcher: Fetcher, feed: FeedSettings) -> FeedReport:
-        state = states[feed.name]
-        request = FetchRequest(feed.name, state.effective_url, state.etag, state.last_modified)
-        result = await fetcher.fetch(request)
-        parsed: ParsedFeed | None = None
-        body_hash = None
-        if result.status is FetchStatus.OK and result.body is not None:
-            body_hash = hashlib.sha256(result.body).hexdigest()
-            if body_hash != state.body_hash:  # an unchanged 200 skips parsing
-                parsed = await loop.run_in_executor(
-                    parser.executor(),
-                    partial(
-                        parse_feed,
-                        feed.name,
-                        result.body,
-                        content_type=result.content_type,
-                        content_language=result.content_language,
-                        url=result.final_url,
-                        fetched_at=clock(),
-                        language=feed.language,
-                        timezone=feed.timezone,
-                    ),
-                )
-        now = clock()
-        new_state = next_state(
-            state,
-            result,
-            parsed,
-            now,
-            interval=config.interval(feed),
-            max_backoff=config.http.max_backoff,
-            body_hash=body_hash,
-            jitter=random.random(),
-        )
-        entries = parsed.entries if parsed is not None and parsed.error is None else ()
-        async with write_lock:  # one writer at a time; the loop keeps serving sockets meanwhile
-            new, updated = await asyncio.to_thread(
-                store.record_fetch, new_state, entries, now, http_status=result.http_status
+    async def on_outcome(outcome: FeedOutcome) -> None:
+        report = outcome.report
+        if outcome.state.url:  # a crashed worker's placeholder has no state to write
+            new, updated = await writer.write(
+                FetchWrite(outcome.state, outcome.entries, clock(), outcome.http_status)
             )
-        return _report(result, parsed, new_state, new, updated)
+            report = replace(report, new_entries=new, updated_entries=updated)
+        reports.append(report)
+        if on_report:
+            on_report(report)
 
+    workers = min(config.http.workers or os.cpu_count() or 1, max(1, len(jobs) // MIN_FEEDS_PER_WORKER))
     try:
-        async with Fetcher(config.http) as fetcher:
-            for coro in asyncio.as_completed([one(fetcher, f) for f in feeds]):
-                report = await coro
-                reports.append(report)
-                if on_report:
-                    on_report(report)
+        if workers > 1:
+            # the global cap is shared out: each worker gets its part (per-host caps hold by sharding)
+            share = config.http.model_copy(update={"concurrency": max(1, config.http.concurrency // workers)})
+            await _run_in_workers(shard_by_host(jobs, workers), share, config.http.max_backoff, on_outcome)
+        else:
+            await run_shard(jobs, config.http, on_outcome, clock=clock, max_backoff=config.http.max_backoff)
     finally:
-        parser.close()
+        await writer.queue.put(None)
+        await writing
     order = {f.name: i for i, f in enumerate(config.feeds)}
     return FetchSummary(tuple(sorted(reports, key=lambda r: order.get(r.feed, 0))))
-
-
-def _report(
-    result: FetchResult, parsed: ParsedFeed | None, state: FeedState, new: int, updated: int
-) -> FeedReport:
-    status = FetchStatus(state.status) if state.status else result.status
-    return FeedReport(
-        feed=result.feed,
-        status=status,
-        new_entries=new,
-        updated_entries=updated,
-        error=state.last_error,
-        warning=parsed.warning if parsed else None,
-        next_poll=state.next_poll,
-        http_status=result.http_status,
-    )
 
 
 def open_store(loaded: LoadedConfig) -> Store:

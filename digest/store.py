@@ -13,16 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from .errors import StorageError
 from .records import Entry, FeedState
-from .schema import entries, feeds
+from .schema import SCHEMA_REVISION, entries, feeds
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -36,6 +32,16 @@ class StoredEntry:
     entry: Entry
 
 
+@dataclass(frozen=True, slots=True)
+class FetchWrite:
+    """What one fetch writes: the feed's new state and its entries."""
+
+    state: FeedState
+    entries: Sequence[Entry]
+    now: datetime
+    http_status: int | None = None
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur = dbapi_connection.cursor()
     # WAL lets readers (digest status, the web app) run while the daemon writes.
@@ -46,7 +52,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
-def _alembic_config(connection: Connection) -> AlembicConfig:
+def _alembic_config(connection: Connection | None) -> Any:
+    # imported here: Alembic costs 60 ms of start-up, and is needed only to migrate
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
@@ -95,15 +104,22 @@ class Store:
 
     def current_revision(self) -> str | None:
         with self._safe(), self.engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
-    def head_revision(self) -> str | None:
-        return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()  # type: ignore[arg-type]
+    @staticmethod
+    def head_revision() -> str | None:
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
 
     def upgrade(self) -> bool:
         """Apply pending migrations; True when something was applied."""
-        if self.current_revision() == self.head_revision():
+        if self.current_revision() == SCHEMA_REVISION:
             return False
+        from alembic import command
+
         with self._safe(), self.engine.begin() as conn:
             command.upgrade(_alembic_config(conn), "head")
         return True
@@ -166,9 +182,16 @@ class Store:
         self, state: FeedState, new: Sequence[Entry], now: datetime, *, http_status: int | None = None
     ) -> tuple[int, int]:
         """Store a feed's new state and its entries in one transaction -> (new, updated)."""
+        return self.record_fetches([FetchWrite(state, new, now, http_status)])[0]
+
+    def record_fetches(self, batch: Sequence[FetchWrite]) -> list[tuple[int, int]]:
+        """Several feeds' results in one transaction (group commit) -> [(new, updated)]."""
         with self._safe(), self.engine.begin() as conn:
-            self._write_state(conn, state, http_status)
-            return self._upsert_entries(conn, state.name, new, now)
+            out = []
+            for w in batch:
+                self._write_state(conn, w.state, w.http_status)
+                out.append(self._upsert_entries(conn, w.state.name, w.entries, w.now))
+            return out
 
     def _upsert_entries(
         self, conn: Connection, feed: str, batch: Sequence[Entry], now: datetime

@@ -275,3 +275,35 @@ def test_unreachable_host_is_a_failure_not_a_crash(write_config):
     summary, _ = run(write_config(feeds_yaml(dead="http://127.0.0.1:9/feed.xml")))
     r = report(summary, "dead")
     assert r.status is FetchStatus.FAILED and "cannot connect" in (r.error or "")
+
+
+def test_worker_processes_share_the_work_and_keep_per_host_limits(write_config):
+    hosts = tuple(f"127.0.0.{i}" for i in range(1, 6))
+    with FeedServer(hosts=hosts, latency=0.1) as srv:
+        urls = {}
+        for i in range(40):
+            body = rss([{**ITEMS[0], "guid": f"{i}-a"}, {**ITEMS[1], "guid": f"{i}-b"}], title=f"feed {i}")
+            srv.route(f"/w{i}.xml", Reply(body=body, etag=etag_of(body)))
+            urls[f"w{i}"] = srv.url(f"/w{i}.xml", host=hosts[i % len(hosts)])
+        loaded = write_config(feeds_yaml(**urls), http={"workers": 2, "per_host": 3})
+        summary, store = run(loaded)
+        assert summary.count(FetchStatus.OK) == 40
+        assert store.count_entries() == 80
+        assert all(n <= 3 for n in srv.max_in_flight.values())
+        again, _ = run(loaded)
+        assert again.count(FetchStatus.NOT_MODIFIED) == 40
+
+
+def test_shards_never_split_a_host():
+    from digest.pipeline import FeedJob, host_of, shard_by_host
+    from digest.records import FeedState
+
+    jobs = [
+        FeedJob(f"f{i}", f"https://h{i % 7}.example/f{i}.xml", None, None, 60, FeedState(f"f{i}", "u"))
+        for i in range(50)
+    ]
+    shards = shard_by_host(jobs, 3)
+    assert sorted(j.name for s in shards for j in s) == sorted(j.name for j in jobs)
+    hosts = [{host_of(j.url) for j in s} for s in shards]
+    assert all(not (a & b) for i, a in enumerate(hosts) for b in hosts[i + 1 :])
+    assert max(map(len, shards)) - min(map(len, shards)) <= 8  # roughly even

@@ -127,3 +127,10 @@ def test_language_comes_from_config_then_feed_then_script():
 
 def test_html_to_text_keeps_words_apart_and_drops_script_bodies():
     assert html_to_text("<p>one</p><p>two</p><script>x()</script><br>three&nbsp;four") == "one two three four"
+
+
+def test_relative_links_in_summaries_are_made_absolute_against_the_feed_url():
+    html = '<p><a href="/world/sco">more</a> <a href="https://other.example/x">abs</a></p>'
+    e = parse(rss([item(description=html)]), url="https://news.example.org/rss/world.xml").entries[0]
+    assert 'href="https://news.example.org/world/sco"' in e.summary_html
+    assert 'href="https://other.example/x"' in e.summary_html

@@ -85,3 +85,9 @@ def test_unusable_database_url_is_one_clear_line():
         Store("nosuchdb://x")
     with pytest.raises(StorageError, match=r"database sqlite:////proc/.*cannot create folder"):
         Store("sqlite:////proc/no/such/dir/x.db")
+
+
+def test_the_code_expects_the_newest_migration():
+    from digest.schema import SCHEMA_REVISION
+
+    assert Store.head_revision() == SCHEMA_REVISION

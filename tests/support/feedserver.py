@@ -97,6 +97,8 @@ class FeedServer:
             self._thread.join(5)
 
     def _run(self) -> None:
+        if self.port == 0 and len(self.hosts) > 1:
+            self.port = _free_port(self.hosts[0])  # one port shared by every address
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
         self._server = self._loop.run_until_complete(
@@ -183,6 +185,14 @@ class FeedServer:
             writer.write(body)
         await writer.drain()
         return headers.get("Connection", "").lower() != "close"
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def _not_modified(req: Request, reply: Reply) -> bool:

@@ -1,0 +1,88 @@
+"""Shared by the bench scripts: run a command and measure wall time, CPU and peak RSS."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+import venv
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+@dataclass
+class Run:
+    wall: float
+    cpu: float  # user + sys of the command and every process it waited for
+    peak_rss_mb: float  # the whole process tree, sampled every 20 ms
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def row(self, label: str) -> str:
+        return (
+            f"{label:<34} wall {self.wall:7.2f} s   cpu {self.cpu:7.2f} s   "
+            f"peak RSS {self.peak_rss_mb:7.1f} MB"
+        )
+
+
+def _tree_rss_kb(pid: int) -> int:
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return total
+
+
+def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Run:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _tree_rss_kb(proc.pid))
+            time.sleep(0.02)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - start
+    done.set()
+    t.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Run(wall, cpu, peak / 1024, proc.returncode, out, err)
+
+
+def rss2email_venv(path: Path = Path("/tmp/digest-bench-r2e")) -> Path:
+    """A throwaway venv with rss2email 3.14 (same input, same machine, same run)."""
+    r2e = path / "bin" / "r2e"
+    if not r2e.exists():
+        venv.create(path, with_pip=True)
+        subprocess.run([str(path / "bin" / "pip"), "install", "-q", "rss2email==3.14"], check=True)
+    return r2e
+
+
+def median(xs: list[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Fetch benchmark: `digest fetch` against rss2email 3.14 on the same loopback feed server.
+
+N feeds x M items spread over many loopback addresses (127.0.0.1 ... 127.0.0.H, one port:
+real feeds come from many hosts), each answer delayed by a latency, ETag/304 supported.
+Cold = empty database; warm = nothing new (every feed answers 304). Runs each case R times
+and prints medians, plus the single-core CPU time feedparser needs for the same bodies.
+
+    python bench/fetch_bench.py                       # 200 feeds x 50 items, 50 ms, with rss2email
+    python bench/fetch_bench.py --feeds 1000 --no-r2e # the memory case
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import sys
+import sysconfig
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from common import Run, measure, median, rss2email_venv
+
+from tests.support.feedserver import FeedServer, Reply, etag_of, make_items, rss
+
+
+def digest_command() -> str:
+    """The installed entry point itself: not a wrapper such as a pyenv shim, which adds ~0.25 s."""
+    script = Path(sysconfig.get_path("scripts")) / "digest"
+    if script.exists():
+        return str(script)
+    return shutil.which("digest") or sys.exit("bench: `digest` is not installed (pip install -e .)")
+
+
+def build_server(
+    n_feeds: int, n_items: int, hosts: int, latency: float
+) -> tuple[FeedServer, list[str], list[bytes]]:
+    addrs = tuple(f"127.0.0.{i + 1}" for i in range(hosts))
+    srv = FeedServer(hosts=addrs, latency=latency)
+    bodies = []
+    for i in range(n_feeds):
+        body = rss(make_items(i, n_items), title=f"Bench feed {i}")
+        bodies.append(body)
+        srv.route(
+            f"/feed{i}.xml",
+            Reply(
+                body=body, etag=etag_of(body), headers={"Content-Type": "application/rss+xml; charset=utf-8"}
+            ),
+        )
+    srv.__enter__()
+    urls = [srv.url(f"/feed{i}.xml", host=addrs[i % hosts]) for i in range(n_feeds)]
+    return srv, urls, bodies
+
+
+def digest_config(work: Path, urls: list[str], concurrency: int = 64) -> Path:
+    lines = [f"database: sqlite:///{work / 'bench.db'}", f"http:\n  concurrency: {concurrency}", "feeds:"]
+    lines += [f"  - name: f{i}\n    url: {u}" for i, u in enumerate(urls)]
+    path = work / "feeds.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def r2e_config(work: Path, urls: list[str]) -> tuple[Path, Path]:
+    cfg, data = work / "r2e.cfg", work / "r2e.json"
+    lines = ["[DEFAULT]", "to = bench@example.org", "from = bench@example.org", ""]
+    for i, u in enumerate(urls):
+        lines += [f"[feed.f{i}]", f"url = {u}", ""]
+    cfg.write_text("\n".join(lines))
+    data.unlink(missing_ok=True)
+    return cfg, data
+
+
+def feedparser_cpu(bodies: list[bytes]) -> tuple[float, float]:
+    """Single-core CPU seconds to parse every body: feedparser as rss2email calls it, and digest's parse."""
+    import feedparser
+
+    from digest.parse import parse_feed
+
+    t = time.process_time()
+    for b in bodies:
+        feedparser.parse(io.BytesIO(b), response_headers={"content-type": "application/rss+xml"})
+    plain = time.process_time() - t
+    now = datetime.now(UTC)
+    t = time.process_time()
+    for i, b in enumerate(bodies):
+        parse_feed(f"f{i}", b, content_type="application/rss+xml", fetched_at=now)
+    ours = time.process_time() - t
+    return plain, ours
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--feeds", type=int, default=200)
+    ap.add_argument("--items", type=int, default=50)
+    ap.add_argument("--latency", type=float, default=0.05, help="seconds before each answer")
+    ap.add_argument("--hosts", type=int, default=50, help="loopback addresses the feeds are spread over")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=64, help="digest's http.concurrency (default 64)")
+    ap.add_argument("--no-r2e", action="store_true", help="skip rss2email")
+    a = ap.parse_args()
+
+    digest = digest_command()
+    srv, urls, bodies = build_server(a.feeds, a.items, a.hosts, a.latency)
+    work = Path(tempfile.mkdtemp(prefix="digest-bench-"))
+    cfg = digest_config(work, urls, a.concurrency)
+    env = dict(os.environ, DIGEST_CONFIG=str(cfg))
+    print(
+        f"{a.feeds} feeds x {a.items} items over {a.hosts} loopback hosts, "
+        f"{a.latency * 1000:.0f} ms latency, digest concurrency {a.concurrency}, "
+        f"{sum(map(len, bodies)) / 2**20:.1f} MiB of feeds; {os.cpu_count()} cores; median of {a.runs} runs"
+    )
+
+    results: dict[str, list[Run]] = {"digest cold": [], "digest warm": [], "r2e cold": [], "r2e warm": []}
+    for _ in range(a.runs):
+        (work / "bench.db").unlink(missing_ok=True)
+        for case in ("cold", "warm"):
+            run = measure([digest, "fetch", "-q"], env=env)
+            if run.returncode != 0:
+                sys.exit(f"digest fetch failed ({run.returncode}):\n{run.stderr[-2000:]}")
+            results[f"digest {case}"].append(run)
+    if not a.no_r2e:
+        r2e = str(rss2email_venv())
+        for _ in range(a.runs):
+            rcfg, rdata = r2e_config(work, urls)
+            for case in ("cold", "warm"):
+                run = measure([r2e, "-c", str(rcfg), "-d", str(rdata), "run", "--no-send"])
+                results[f"r2e {case}"].append(run)
+    srv.__exit__(None, None, None)
+
+    def med(key: str) -> Run:
+        runs = results[key]
+        return Run(
+            median([r.wall for r in runs]),
+            median([r.cpu for r in runs]),
+            max(r.peak_rss_mb for r in runs),
+            0,
+            "",
+            "",
+        )
+
+    for key, runs in results.items():
+        if runs:
+            print(med(key).row(key))
+    plain, ours = feedparser_cpu(bodies)
+    entries = a.feeds * a.items
+    print(f"{'single-core parse, feedparser alone':<34} cpu {plain:7.2f} s  ({entries} entries)")
+    print(f"{'single-core parse, digest.parse':<34} cpu {ours:7.2f} s")
+    cold, warm = med("digest cold"), med("digest warm")
+    print(f"cold wall / feedparser single-core CPU: {cold.wall / plain:.2f}")
+    if results["r2e cold"]:
+        print(
+            f"speed-up over rss2email: cold {med('r2e cold').wall / cold.wall:.1f}x, "
+            f"warm {med('r2e warm').wall / warm.wall:.1f}x"
+        )
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

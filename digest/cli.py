@@ -27,7 +27,7 @@ from . import __version__
 from .config import LoadedConfig, _duration, load_config
 from .errors import ConfigError, DigestError
 from .opml import add_feeds_to_config, read_opml, write_opml
-from .pipeline import FetchOptions, fetch_feeds, open_store, utcnow
+from .pipeline import FetchOptions, OrganiseSummary, fetch_feeds, open_store, organise, utcnow
 from .records import FeedReport, FetchStatus, FetchSummary
 from .store import StoredEntry
 
@@ -149,6 +149,11 @@ def print_fetch_summary(summary: FetchSummary, console: Console) -> None:
     )
 
 
+def organise_line(o: OrganiseSummary) -> str:
+    redo = " (rules changed: every entry classified again)" if o.redone else ""
+    return f"{o.classified} entries classified, {o.selected} selected, {o.new_stories} new stories{redo}"
+
+
 def run_fetch(loaded: LoadedConfig, options: FetchOptions, console: Console) -> FetchSummary:
     store = open_store(loaded)
     try:
@@ -191,13 +196,17 @@ def fetch(state: State, only: str | None, force: bool, due_only: bool, strict: b
     loaded = state.loaded
     if only is not None:
         loaded.config.feed(only)  # a clear error for an unknown name
+    _ = loaded.rules  # a rules error stops us before anything is fetched
     summary = run_fetch(loaded, FetchOptions(only=only, force=force, due_only=due_only), out)
+    with open_store(loaded) as store:
+        organised = organise(loaded, store)
     if quiet:
         for r in summary.reports:
             if r.status is FetchStatus.FAILED:
                 err.print(f"{r.feed}: {r.error}", markup=False)
     else:
         print_fetch_summary(summary, out)
+        out.print(organise_line(organised))
     failed = summary.count(FetchStatus.FAILED)
     attempted = len(summary.reports) - summary.count(FetchStatus.DEFERRED)
     if failed and (strict or failed == attempted):
@@ -386,3 +395,203 @@ def db_upgrade(state: State) -> None:
         )
     finally:
         store.close()
+
+
+# -- stories, explain, rules ---------------------------------------------------------------------
+
+
+def story_records(store: Any, loaded: LoadedConfig, *, include_all: bool) -> list[dict[str, Any]]:
+    """One JSON object per stored entry that was selected (with include_all: every entry)."""
+    from .cluster import canonical_url
+    from .stories import build_stories
+
+    titles = {name: st.title for name, st in store.feed_states().items()}
+    order = [t.name for t in (*loaded.rules.topics, *loaded.rules.tags)]
+    classified = store.classified_entries(relevant_only=not include_all)
+    views = {v.id: v for v in build_stories(classified, titles, order, loaded.clustering.tag_share)}
+    records = []
+    for c in classified:
+        e = c.stored.entry
+        view = views.get(c.story_id) if c.story_id is not None else None
+        outlet = e.source_title or titles.get(e.feed) or e.feed
+        rec: dict[str, Any] = {
+            "feed": e.feed, "entry_id": e.entry_id, "guid": e.guid, "link": e.link,
+            "canonical_url": canonical_url(e.link), "title": e.title, "published": e.published.isoformat(),
+            "published_is_fetch_time": e.published_fallback, "language": e.language,
+            "relevant": c.relevant,
+            "topics": list(view.topics if view else c.topics), "tags": list(view.tags if view else c.tags),
+            "entry_topics": list(c.topics), "entry_tags": list(c.tags),
+            "story": f"s{c.story_id}" if c.story_id is not None else None,
+            "outlet": outlet,
+            "also_reported_by": [o for o in view.outlets if o != outlet] if view else [],
+            "why": c.why, "id": c.stored.id,
+        }  # fmt: skip
+        records.append(rec)
+    return records
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "jsonl"]), default="table", show_default=True)
+@click.option(
+    "--all", "include_all", is_flag=True, help="every stored entry, with relevant: false on the rest"
+)
+@pass_state
+@handles_errors
+def stories(state: State, fmt: str, include_all: bool) -> None:
+    """Selected entries and the stories they were folded into."""
+    loaded = state.loaded
+    with open_store(loaded) as store:
+        organise(loaded, store)
+        records = story_records(store, loaded, include_all=include_all)
+    if fmt == "jsonl":
+        for rec in records:
+            sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        return
+    table = new_table()
+    for col in ("story", "published", "topics", "tags", "outlet", "title"):
+        table.add_column(col, overflow="fold")
+    for rec in sorted(
+        (r for r in records if r["relevant"]), key=lambda r: (r["story"] or "", r["published"])
+    ):
+        table.add_row(rec["story"] or "", rec["published"][:16].replace("T", " "), ",".join(rec["topics"]),
+                      ",".join(rec["tags"]), rec["outlet"], rec["title"])  # fmt: skip
+    out.print(table)
+    n_stories = len({r["story"] for r in records if r["relevant"]})
+    out.print(f"{sum(r['relevant'] for r in records)} selected entries in {n_stories} stories")
+
+
+def find_entry(store: Any, ref: str) -> Any:
+    """An entry by row id, entry id, GUID or link."""
+    from .store import StoredEntry
+
+    if ref.isdigit():
+        found = list(store.iter_entries(ids=[int(ref)]))
+        if found:
+            return found[0]
+    for s in store.iter_entries():
+        assert isinstance(s, StoredEntry)
+        if ref in (s.entry.entry_id, s.entry.guid, s.entry.link):
+            return s
+    raise DigestError(f"no stored entry {ref!r}; give the id from `digest entries` or `digest stories`, "
+                      "or the entry's link or GUID")  # fmt: skip
+
+
+@main.command()
+@click.argument("entry")
+@pass_state
+@handles_errors
+def explain(state: State, entry: str) -> None:
+    """Why ENTRY (an id, link or GUID) was selected or not, and which story it is in."""
+    from .rules import explain_rules
+    from .select import classify_hits
+
+    loaded = state.loaded
+    rules = loaded.rules
+    with open_store(loaded) as store:
+        organise(loaded, store)
+        s = find_entry(store, entry)
+        e = s.entry
+        c = classify_hits(rules.scan(e.title, e.summary_text), rules)
+        mates = []
+        stored = store.classified_entries(relevant_only=False, entry_ids=[s.id])
+        story_id = stored[0].story_id if stored else None
+        if story_id is not None:
+            titles = {n: st.title for n, st in store.feed_states().items()}
+            mates = [m for m in store.classified_entries() if m.story_id == story_id and m.stored.id != s.id]
+    out.print(f"[bold]{e.title}[/]", markup=True)
+    when = _fmt_time(e.published) + (" (fetch time)" if e.published_fallback else "")
+    out.print(f"entry {s.id} · {e.feed} · {when} · {e.language or '?'}\n{e.link or ''}", markup=False)
+    if not c.relevant:
+        out.print("\n[yellow]not selected[/]: no topic rule matched. Closest rules:", markup=True)
+        hits = rules.scan(e.title, e.summary_text)
+        for topic in rules.topics:
+            for rule_name, conds in explain_rules(topic, hits):
+                parts = []
+                for group, cond, held in conds:
+                    ok = (not held) if group == "none" else held
+                    parts.append(f"{'✓' if ok else '✗'} {group} {cond}")
+                out.print(f"  {topic.name} / {rule_name}: " + "; ".join(parts), markup=False)
+        return
+    out.print(
+        f"\n[green]selected[/]: topics {', '.join(c.topics)}; tags {', '.join(c.tags) or '—'}", markup=True
+    )
+    for r in c.why:
+        ev = "; ".join(f"{field}: “{matched}” ({cond})" for cond, field, _term, matched in r.fired.evidence)
+        out.print(f"  {r.kind} {r.name} ← {r.fired.rule}: {ev}", markup=False)
+    if story_id is not None:
+        others = f"{len(mates)} other reports" if mates else "no other reports yet"
+        out.print(f"\nstory s{story_id}: {others}", markup=False)
+        for m in mates[:10]:
+            me = m.stored.entry
+            out.print(
+                f"  {m.stored.id} · {me.source_title or titles.get(me.feed) or me.feed} · {me.title}",
+                markup=False,
+            )
+
+
+@main.group()
+def rules() -> None:
+    """Try the topic and tag rules."""
+
+
+@rules.command("test")
+@click.argument("source", required=False)
+@click.option("--since", metavar="AGE|DATE", default="7d", show_default=True,
+              help="stored entries first seen within AGE (when no SOURCE is given)")  # fmt: skip
+@click.option("--selected-only", is_flag=True, help="list only what the rules select")
+@pass_state
+@handles_errors
+def rules_test(state: State, source: str | None, since: str, selected_only: bool) -> None:
+    """What the current rules select and drop, in stored entries or in a feed (file or URL).
+
+    Nothing is stored or changed. For stored entries, the last column says where the
+    current rules disagree with what is stored (after you edit feeds.yaml).
+    """
+    from .select import classify
+
+    loaded = state.loaded
+    rules_ = loaded.rules
+    rows: list[tuple[str, Any, str]] = []  # (title, classification, note)
+    if source:
+        for e in _read_feed_for_test(loaded, source):
+            rows.append((e.title, classify(e.title, e.summary_text, rules_), e.feed))
+    else:
+        with open_store(loaded) as store:
+            stored = {c.stored.id: c for c in store.classified_entries(relevant_only=False)}
+            for s in store.iter_entries(since=parse_since(since, utcnow())):
+                c = classify(s.entry.title, s.entry.summary_text, rules_)
+                before = stored.get(s.id)
+                note = ""
+                if before is not None and before.relevant != c.relevant:
+                    note = "newly selected" if c.relevant else "newly dropped"
+                rows.append((s.entry.title, c, note))
+    table = new_table()
+    for col in ("", "topics", "tags", "rule", "title", "note"):
+        table.add_column(col, overflow="fold")
+    for title, c, note in rows:
+        if selected_only and not c.relevant:
+            continue
+        first = next((r.fired.rule for r in c.why if r.kind == "topic"), "")
+        table.add_row("[green]✓[/]" if c.relevant else "[dim]✗[/]", ",".join(c.topics), ",".join(c.tags),
+                      first, title, note)  # fmt: skip
+    out.print(table)
+    out.print(f"{sum(c.relevant for _, c, _ in rows)} of {len(rows)} entries selected")
+
+
+def _read_feed_for_test(loaded: LoadedConfig, source: str) -> list[Any]:
+    from .fetch import Fetcher
+    from .parse import parse_feed
+    from .records import FetchRequest
+
+    async def get() -> Any:
+        async with Fetcher(loaded.config.http) as f:
+            return await f.fetch(FetchRequest("test", loaded.feed_url(source)))
+
+    result = asyncio.run(get())
+    if result.body is None:
+        raise DigestError(f"{source}: {result.error}")
+    parsed = parse_feed("test", result.body, content_type=result.content_type, url=result.final_url,
+                        fetched_at=utcnow())  # fmt: skip
+    if parsed.error:
+        raise DigestError(f"{source}: {parsed.error}")
+    return list(parsed.entries)

@@ -126,7 +126,8 @@ class Config(_Model):
     database: str = "sqlite:///digest.db"
     http: HttpSettings = HttpSettings()
     feeds: tuple[FeedSettings, ...] = ()
-    # Sections that later stages read; validated by their own models in rules.py etc.
+    # Sections that later stages read; validated by their own models (rules.py, cluster.py).
+    terms: dict[str, Any] | None = None
     topics: dict[str, Any] | None = None
     tags: dict[str, Any] | None = None
     clustering: dict[str, Any] | None = None
@@ -158,6 +159,48 @@ class LoadedConfig:
         self.config = config
         self.source = source
         self.base_dir = base_dir
+        self._rules: Any = None
+        self._clustering: Any = None
+
+    def _rules_data(self) -> dict[str, Any]:
+        """The rule sections; one left out comes from the shipped feeds.yaml (`topics: {}` is none)."""
+        c = self.config
+        data = {"terms": c.terms, "topics": c.topics, "tags": c.tags}
+        if any(v is None for v in data.values()):
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            defaults = yaml.load(embedded_text("feeds.yaml"), Loader=loader)  # noqa: S506
+            data = {k: (defaults.get(k) or {}) if v is None else v for k, v in data.items()}
+        return data
+
+    @property
+    def rules(self) -> Any:
+        """The compiled topic and tag rules (digest.rules.CompiledRules), built on first use."""
+        if self._rules is None:
+            from .rules import compile_rules
+
+            self._rules = compile_rules(self._rules_data(), self.source)
+        return self._rules
+
+    @property
+    def clustering(self) -> Any:
+        """The `clustering:` settings (digest.cluster.ClusteringSettings)."""
+        if self._clustering is None:
+            from .cluster import ClusteringSettings
+
+            try:
+                self._clustering = ClusteringSettings.model_validate(self.config.clustering or {})
+            except ValidationError as err:
+                raise ConfigError(format_validation_error(err, self.source, prefix=("clustering",))) from None
+        return self._clustering
+
+    @property
+    def rules_hash(self) -> str:
+        """Changes whenever the rules or clustering settings do: stored decisions are then redone."""
+        import hashlib
+        import json
+
+        data = {**self._rules_data(), "clustering": self.config.clustering or {}}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @property
     def database_url(self) -> str:
@@ -231,10 +274,10 @@ def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
     return sorted(getattr(model, "model_fields", {}))
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str, prefix: tuple[str, ...] = ()) -> str:
     lines = []
     for e in err.errors():
-        loc = tuple(e["loc"])
+        loc = (*prefix, *tuple(e["loc"]))
         if e["type"] == "extra_forbidden":
             allowed = _allowed_keys(loc)
             hint = f" (allowed: {', '.join(allowed)})" if allowed else ""

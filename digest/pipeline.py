@@ -23,8 +23,9 @@ import random
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
+from typing import Any
 from urllib.parse import urlsplit
 
 from .config import FeedSettings, HttpSettings, LoadedConfig
@@ -340,3 +341,62 @@ async def fetch_feeds(
 
 def open_store(loaded: LoadedConfig) -> Store:
     return Store(loaded.database_url)
+
+
+@dataclass(frozen=True, slots=True)
+class OrganiseSummary:
+    classified: int = 0
+    selected: int = 0
+    clustered: int = 0
+    new_stories: int = 0
+    redone: bool = False  # the rules changed, so every entry was classified again
+
+
+def organise(loaded: LoadedConfig, store: Store, *, clock: Clock = utcnow) -> OrganiseSummary:
+    """Select, tag and cluster what is new (everything, if the rules changed).
+
+    store.unclassified | select.classify | store.save_classifications
+    | store.unclustered + store.story_members (the window) | cluster.Clusterer | store.assign_stories
+    """
+    from .cluster import Clusterer, Story, story_entry
+    from .select import classify
+    from .store import Classified, ClusterMember
+
+    rules, settings, rules_hash = loaded.rules, loaded.clustering, loaded.rules_hash
+    now = clock()
+    redone = store.stale_rules(rules_hash)
+    if redone:
+        store.forget_classifications()
+    rows = []
+    for s in store.unclassified(rules_hash):
+        c = classify(s.entry.title, s.entry.summary_text, rules)
+        why = [r.as_dict() for r in c.why]
+        rows.append(
+            Classified(s.id, c.relevant, c.topics, c.tags, why, c.entities, c.title_entities, rules_hash)
+        )
+    store.save_classifications(rows, now)
+
+    def features(m: ClusterMember) -> Any:
+        e = m.stored.entry
+        return story_entry(
+            m.stored.id, title=e.title, summary=e.summary_text, link=e.link, guid=e.guid,
+            published=e.published, published_fallback=e.published_fallback, language=e.language,
+            source_title=e.source_title, entities=m.entities, title_entities=m.title_entities,
+        )  # fmt: skip
+
+    new = store.unclustered()
+    created = 0
+    if new:
+        dated = [m.stored.entry.published for m in new if not m.stored.entry.published_fallback]
+        since = (min(dated) if dated else now) - timedelta(seconds=settings.window)
+        stories: dict[int, Story] = {}
+        for m in store.story_members(since):
+            assert m.story_id is not None
+            stories.setdefault(m.story_id, Story(m.story_id)).members.append(features(m))
+        clusterer = Clusterer(settings, stories.values(), next_id=store.next_story_id())
+        order = sorted(
+            new, key=lambda m: (m.stored.entry.published_fallback, m.stored.entry.published, m.stored.id)
+        )
+        assignment = {m.stored.id: clusterer.assign(features(m)) for m in order}
+        created = store.assign_stories(assignment, now)
+    return OrganiseSummary(len(rows), sum(r.relevant for r in rows), len(new), created, redone)

@@ -29,7 +29,7 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 
 
 # The Alembic revision these tables match; tests check it is the head of digest/migrations.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 metadata = sa.MetaData()
 
@@ -75,4 +75,29 @@ entries = sa.Table(
     sa.UniqueConstraint("feed", "entry_id", name="uq_entries_feed_entry_id"),
     sa.Index("ix_entries_first_seen", "first_seen"),
     sa.Index("ix_entries_published", "published"),
+)
+
+stories = sa.Table(
+    "stories",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("first_seen", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+classifications = sa.Table(
+    "classifications",
+    metadata,
+    sa.Column("entry_id", sa.Integer, sa.ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("relevant", sa.Boolean, nullable=False),
+    sa.Column("topics", sa.JSON, nullable=False),
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("why", sa.JSON, nullable=False),
+    sa.Column("entities", sa.JSON, nullable=False),
+    sa.Column("title_entities", sa.JSON, nullable=False),
+    sa.Column("rules_hash", sa.String(16), nullable=False),
+    sa.Column("story_id", sa.Integer, sa.ForeignKey("stories.id", ondelete="SET NULL")),
+    sa.Column("classified_at", UTCDateTime, nullable=False),
+    sa.Index("ix_classifications_story", "story_id"),
+    sa.Index("ix_classifications_relevant", "relevant"),
 )

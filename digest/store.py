@@ -18,7 +18,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, S
 
 from .errors import StorageError
 from .records import Entry, FeedState
-from .schema import SCHEMA_REVISION, entries, feeds
+from .schema import SCHEMA_REVISION, classifications, entries, feeds, stories
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -219,6 +219,18 @@ class Store:
             result = conn.execute(stmt, fresh)
             # rowcount skips rows another writer inserted first; some drivers report -1
             inserted = result.rowcount if (result.rowcount or -1) >= 0 else len(fresh)
+        if changed:
+            changed_ids = (
+                conn.execute(
+                    sa.select(entries.c.id).where(
+                        entries.c.feed == feed, entries.c.entry_id.in_([e.entry_id for e in changed])
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            # new content is classified and clustered again
+            conn.execute(classifications.delete().where(classifications.c.entry_id.in_(changed_ids)))
         for e in changed:
             row = _entry_row(e, now)
             for key in ("feed", "entry_id", "first_seen"):
@@ -262,6 +274,177 @@ class Store:
         q = sa.select(entries.c.feed, sa.func.count()).group_by(entries.c.feed)
         with self._safe(), self.engine.connect() as conn:
             return {f: int(n) for f, n in conn.execute(q).tuples()}
+
+    # -- classifications and stories -----------------------------------------------------------
+
+    def unclassified(self, rules_hash: str, *, limit: int | None = None) -> list[StoredEntry]:
+        """Entries with no classification, or one made by other rules."""
+        c = classifications
+        q = (
+            sa.select(entries)
+            .outerjoin(c, c.c.entry_id == entries.c.id)
+            .where(sa.or_(c.c.entry_id.is_(None), c.c.rules_hash != rules_hash))
+            .order_by(entries.c.id)
+        )
+        if limit:
+            q = q.limit(limit)
+        with self._safe(), self.engine.connect() as conn:
+            return [_stored(r) for r in conn.execute(q).mappings()]
+
+    def stale_rules(self, rules_hash: str) -> bool:
+        q = (
+            sa.select(sa.func.count())
+            .select_from(classifications)
+            .where(classifications.c.rules_hash != rules_hash)
+        )
+        with self._safe(), self.engine.connect() as conn:
+            return bool(conn.execute(q).scalar_one())
+
+    def forget_classifications(self) -> None:
+        """The rules changed: every entry is classified and clustered again."""
+        with self._safe(), self.engine.begin() as conn:
+            conn.execute(classifications.delete())
+            conn.execute(stories.delete())
+
+    def save_classifications(self, rows: Sequence[Classified], now: datetime) -> None:
+        if not rows:
+            return
+        values = [
+            {"entry_id": r.entry_id, "relevant": r.relevant, "topics": list(r.topics), "tags": list(r.tags),
+             "why": r.why, "entities": sorted(r.entities), "title_entities": sorted(r.title_entities),
+             "rules_hash": r.rules_hash, "story_id": None, "classified_at": now}
+            for r in rows
+        ]  # fmt: skip
+        ids = [r.entry_id for r in rows]
+        with self._safe(), self.engine.begin() as conn:
+            for chunk in _chunks(ids, 500):
+                conn.execute(classifications.delete().where(classifications.c.entry_id.in_(chunk)))
+            conn.execute(classifications.insert(), values)
+
+    def story_members(self, since: datetime) -> list[ClusterMember]:
+        """Clustered entries published since `since` (and undated ones): the stories new entries may join."""
+        c = classifications
+        q = (
+            sa.select(entries, c.c.story_id, c.c.entities, c.c.title_entities)
+            .join(c, c.c.entry_id == entries.c.id)
+            .where(
+                c.c.story_id.is_not(None), sa.or_(entries.c.published >= since, entries.c.published_fallback)
+            )
+        )
+        with self._safe(), self.engine.connect() as conn:
+            return [
+                ClusterMember(_stored(r), r["story_id"], tuple(r["entities"]), tuple(r["title_entities"]))
+                for r in conn.execute(q).mappings()
+            ]
+
+    def unclustered(self) -> list[ClusterMember]:
+        c = classifications
+        q = (
+            sa.select(entries, c.c.entities, c.c.title_entities)
+            .join(c, c.c.entry_id == entries.c.id)
+            .where(c.c.relevant, c.c.story_id.is_(None))
+            .order_by(entries.c.published, entries.c.id)
+        )
+        with self._safe(), self.engine.connect() as conn:
+            return [
+                ClusterMember(_stored(r), None, tuple(r["entities"]), tuple(r["title_entities"]))
+                for r in conn.execute(q).mappings()
+            ]
+
+    def assign_stories(self, assignment: dict[int, int], now: datetime) -> int:
+        """entry id -> story id; story ids not yet in the store are created. -> stories created."""
+        if not assignment:
+            return 0
+        wanted = set(assignment.values())
+        with self._safe(), self.engine.begin() as conn:
+            known: set[int] = set()
+            for chunk in _chunks(sorted(wanted), 500):
+                known.update(conn.execute(sa.select(stories.c.id).where(stories.c.id.in_(chunk))).scalars())
+            new = sorted(wanted - known)
+            if new:
+                conn.execute(stories.insert(), [{"id": i, "first_seen": now, "updated_at": now} for i in new])
+            by_story: dict[int, list[int]] = {}
+            for entry_id, story_id in assignment.items():
+                by_story.setdefault(story_id, []).append(entry_id)
+            for story_id, ids in by_story.items():
+                for chunk in _chunks(ids, 500):
+                    conn.execute(
+                        classifications.update()
+                        .where(classifications.c.entry_id.in_(chunk))
+                        .values(story_id=story_id)
+                    )
+            touched = sorted(wanted & known)
+            for chunk in _chunks(touched, 500):
+                conn.execute(stories.update().where(stories.c.id.in_(chunk)).values(updated_at=now))
+            if conn.dialect.name == "postgresql" and new:
+                # ids were given explicitly: move the sequence past them
+                conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('stories', 'id'), "
+                                     "(SELECT MAX(id) FROM stories))"))  # fmt: skip
+        return len(new)
+
+    def next_story_id(self) -> int:
+        with self._safe(), self.engine.connect() as conn:
+            return (
+                int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(stories.c.id), 0))).scalar_one()) + 1
+            )
+
+    def classified_entries(
+        self,
+        *,
+        relevant_only: bool = True,
+        since: datetime | None = None,
+        entry_ids: Sequence[int] | None = None,
+    ) -> list[ClassifiedEntry]:
+        c = classifications
+        q = sa.select(entries, c.c.relevant, c.c.topics, c.c.tags, c.c.why, c.c.story_id).join(
+            c, c.c.entry_id == entries.c.id
+        )
+        if relevant_only:
+            q = q.where(c.c.relevant)
+        if since is not None:
+            q = q.where(entries.c.first_seen >= since)
+        if entry_ids is not None:
+            q = q.where(entries.c.id.in_(list(entry_ids)))
+        q = q.order_by(entries.c.id)
+        with self._safe(), self.engine.connect() as conn:
+            return [
+                ClassifiedEntry(
+                    _stored(r), r["relevant"], tuple(r["topics"]), tuple(r["tags"]), r["why"], r["story_id"]
+                )
+                for r in conn.execute(q).mappings()
+            ]
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    """What selection decided about one entry, ready to store."""
+
+    entry_id: int
+    relevant: bool
+    topics: tuple[str, ...]
+    tags: tuple[str, ...]
+    why: list[dict[str, Any]]
+    entities: frozenset[str]
+    title_entities: frozenset[str]
+    rules_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterMember:
+    stored: StoredEntry
+    story_id: int | None
+    entities: tuple[str, ...]
+    title_entities: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifiedEntry:
+    stored: StoredEntry
+    relevant: bool
+    topics: tuple[str, ...]
+    tags: tuple[str, ...]
+    why: list[dict[str, Any]]
+    story_id: int | None
 
 
 _ENTRY_FIELDS = [f.name for f in fields(Entry)]

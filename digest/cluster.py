@@ -1,0 +1,443 @@
+"""Fold the same story from many outlets into one. Pure: entries and features in, story ids out.
+
+Layers, cheapest and surest first (notes §5):
+  1. the same article: canonical URL (tracking parameters, scheme, `www.`/`m.`, AMP forms,
+     trailing slash and fragment normalised; old-style Google News ids decoded), or the same GUID;
+  2. the same headline once an aggregator's " - Outlet" suffix is dropped;
+  3. near-duplicate headline and summary inside the time window, with guards that keep apart
+     a preview and its event, a follow-up on a later day, and similar headlines about other
+     leaders or other places;
+  4. across languages: the same named entities (leaders, places, events) on the same day.
+
+New entries join existing stories incrementally; no pass ever compares all pairs: candidates
+come from an index of entities and words over the stories in the time window.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .config import Duration
+
+# -- canonical URLs -----------------------------------------------------------------------------
+
+_TRACKING = re.compile(
+    r"^(utm_\w+|fbclid|gclid|dclid|yclid|msclkid|mc_cid|mc_eid|_ga|_gl|igshid|spm|ref|ref_src|ref_url|"
+    r"referrer|source|oc|ocid|cmpid|icid|at_\w+|s_cid|smid|rss|feed|from|share|amp|outputtype|output)$",
+    re.I,
+)
+_GOOGLE_NEWS = re.compile(r"^https?://news\.google\.com/(?:rss/)?articles/([A-Za-z0-9_-]+)")
+
+
+def decode_google_news(url: str) -> str | None:
+    """The publisher URL inside an old-style Google News article id, if it carries one.
+
+    Ids before mid-2024 are base64 of a small protobuf holding the URL; newer ones are opaque
+    and need Google's RPC, which we do not call (notes §5.1): those stay None.
+    """
+    m = _GOOGLE_NEWS.match(url)
+    if not m:
+        return None
+    token = m.group(1)
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    found = re.search(rb"https?://[\x21-\x7e]+?(?=[\x00-\x20\x7f-\xff]|$)", raw)
+    return found.group(0).decode("ascii") if found else None
+
+
+def canonical_url(url: str | None) -> str | None:
+    """A key equal for every form of one article's URL; None when the URL says nothing (aggregators)."""
+    if not url:
+        return None
+    url = url.strip()
+    if _GOOGLE_NEWS.match(url):
+        decoded = decode_google_news(url)
+        if decoded is None:
+            return None
+        url = decoded
+    amp_cache = re.match(r"^https?://[^/]*cdn\.ampproject\.org/[a-z]/(?:s/)?(.+)$", url)
+    if amp_cache:
+        url = "https://" + amp_cache.group(1)
+    from w3lib.url import canonicalize_url
+
+    try:
+        parts = urlsplit(canonicalize_url(url, keep_fragments=False))
+    except ValueError:
+        return None
+    host = (parts.hostname or "").lower()
+    for prefix in ("www.", "m.", "amp.", "mobile."):
+        if host.startswith(prefix) and host.count(".") >= 2:
+            host = host[len(prefix) :]
+    path = re.sub(r"/amp/?$|\.amp$|/amp(?=/)", "", parts.path) or "/"
+    path = path.rstrip("/") or "/"
+    query = urlencode(
+        [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _TRACKING.match(k)]
+    )
+    return urlunsplit(("https", host, path, query, ""))
+
+
+# -- features -----------------------------------------------------------------------------------
+
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "for",
+        "with",
+        "by",
+        "from",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "its",
+        "it",
+        "this",
+        "that",
+        "after",
+        "before",
+        "over",
+        "into",
+        "amid",
+        "says",
+        "said",
+        "say",
+        "will",
+        "would",
+        "could",
+        "new",
+        "first",
+        "two",
+        "his",
+        "her",
+        "their",
+        "they",
+        "он",
+        "она",
+        "они",
+        "и",
+        "в",
+        "на",
+        "с",
+        "по",
+        "для",
+        "из",
+        "к",
+        "о",
+        "что",
+        "как",
+        "это",
+        "за",
+        "от",
+        "до",
+        "при",
+        "также",
+    ]
+)
+_WORD = re.compile(r"[^\W\d_]+|\d+", re.UNICODE)
+_PREVIEW = re.compile(
+    r"\b(?:to (?:meet|visit|hold|attend|travel|spend|host|fly)|will (?:meet|visit|hold|attend|travel)|"
+    r"plans? to|set to|expected to|ahead of (?:talks|meeting|visit)|this week|next week|"
+    r"встретятся|посетит|проведут|примет участие)\b|将于|将出席|将访问|将举行",
+    re.I,
+)
+# Term lists whose names start so are entities: language-independent ids of who, where and what.
+ENTITY_KINDS = ("leader_", "person_", "place_", "country_", "region_", "org_", "event_")
+_OUTLET_SUFFIX = re.compile(r"\s+[-–—|]\s+[^-–—|]{2,60}$")
+
+
+def _fold(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
+def title_key(title: str, source_title: str | None, aggregated: bool) -> str:
+    """The headline without an aggregator's " - Outlet" suffix, folded for comparison."""
+    t = title.strip()
+    if source_title and t.endswith(source_title):
+        t = t[: -len(source_title)].rstrip(" -–—|")
+    elif aggregated:
+        t = _OUTLET_SUFFIX.sub("", t)
+    return " ".join(_WORD.findall(_fold(t)))
+
+
+def tokens(text: str) -> frozenset[str]:
+    """Words (stems of five letters) for alphabetic text; character bigrams for Han text."""
+    folded = _fold(text)
+    out: set[str] = set()
+    for w in _WORD.findall(folded):
+        if any("\u3400" <= c <= "\u9fff" for c in w):
+            out.update(w[i : i + 2] for i in range(max(1, len(w) - 1)))
+        elif w not in _STOP and len(w) > 1:
+            out.add(w[:5])
+    return frozenset(out)
+
+
+@dataclass(frozen=True, slots=True)
+class StoryEntry:
+    """What clustering needs to know about one selected entry."""
+
+    id: int
+    time: datetime | None  # None when the feed gave no usable date
+    language: str
+    url_key: str | None
+    guid: str | None
+    title_key: str
+    words: frozenset[str]
+    title_words: frozenset[str]
+    entities: frozenset[str]
+    title_heads: frozenset[str]  # leaders named in the headline
+    preview: bool
+
+    @property
+    def heads(self) -> frozenset[str]:
+        return frozenset(e for e in self.entities if e.startswith("leader_"))
+
+
+def story_entry(
+    id: int,
+    *,
+    title: str,
+    summary: str,
+    link: str | None,
+    guid: str | None,
+    published: datetime,
+    published_fallback: bool,
+    language: str | None,
+    source_title: str | None,
+    entities: Iterable[str],
+    title_entities: Iterable[str] = (),
+) -> StoryEntry:
+    url_key = canonical_url(link)
+    aggregated = bool(link and _GOOGLE_NEWS.match(link)) or bool(source_title)
+    summary_for_words = "" if aggregated and title_key(summary, source_title, True) == title_key(
+        title, source_title, True
+    ) else summary  # aggregators repeat the headline as the summary  # fmt: skip
+    key = title_key(title, source_title, aggregated)
+    return StoryEntry(
+        id=id,
+        time=None if published_fallback else published,
+        language=(language or "en")[:2],
+        url_key=url_key,
+        guid=guid if guid and not guid.isdigit() else None,
+        title_key=key,
+        words=tokens(f"{key} {summary_for_words}"),
+        title_words=tokens(key),
+        # "SCO" and "Shanghai Cooperation Organisation" are one entity
+        entities=frozenset(e.removesuffix("_acronym") for e in entities if e.startswith(ENTITY_KINDS)),
+        title_heads=frozenset(e for e in title_entities if e.startswith("leader_")),
+        preview=bool(_PREVIEW.search(title)),
+    )
+
+
+# -- the pair decision ----------------------------------------------------------------------------
+
+
+class ClusteringSettings(BaseModel):
+    """`clustering:` in feeds.yaml. Every threshold is here, each with the reason it exists."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    window: Duration = Field(72 * 3600.0, description="entries further apart never share a story")
+    same_event: Duration = Field(
+        20 * 3600.0, description="reports of one event come out within this; later is a follow-up"
+    )
+    likeness: float = Field(0.42, ge=0, description="score (see likeness()) that makes two reports one story")
+    undated_likeness: float = Field(0.8, ge=0, description="the same for an entry without a date")
+    headline_weight: float = Field(0.4, ge=0, description="weight of headline overlap in the likeness")
+    entity_weight: float = Field(0.4, ge=0, description="weight of entity agreement in the likeness")
+    entity_agreement: float = Field(0.6, ge=0, le=1, description="entity overlap to join across languages")
+    cross_language_entities: int = Field(3, ge=1, description="shared entities to join across languages")
+    tag_share: float = Field(
+        0.5, ge=0, lt=1, description="a story carries a tag when more than this share of its reports do"
+    )
+    capitals: tuple[str, ...] = Field(
+        ("place_beijing", "place_moscow"),
+        description="capitals that stand for governments ('Beijing's concerns'): they tell no events apart",
+    )
+
+
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)
+
+
+def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
+    """Share of the smaller set found in the larger: a short headline inside a long one."""
+    if not a or not b:
+        return 0.0
+    return len(a & b) / min(len(a), len(b))
+
+
+def same_article(a: StoryEntry, b: StoryEntry) -> bool:
+    return bool((a.url_key and a.url_key == b.url_key) or (a.guid and a.guid == b.guid))
+
+
+def conflict(a: StoryEntry, b: StoryEntry, s: ClusteringSettings) -> str | None:
+    """A reason two entries cannot be one story, whatever their wording; None if there is none."""
+    if a.time is not None and b.time is not None:
+        gap = abs((a.time - b.time).total_seconds())
+        if gap > s.window:
+            return "outside the window"
+        if gap > s.same_event:
+            return "a later day: a follow-up"
+    if a.preview != b.preview:
+        return "a preview and the event itself"
+    if not (a.title_heads <= b.heads and b.title_heads <= a.heads):
+        return "a leader in one headline is absent from the other report"
+    # cities and venues only: a country contains its cities, and regions contain countries
+    pa = {e for e in a.entities if e.startswith("place_") and e not in s.capitals}
+    pb = {e for e in b.entities if e.startswith("place_") and e not in s.capitals}
+    if pa and pb and not (pa & pb):
+        return "different places"
+    return None
+
+
+def specific(entities: frozenset[str], s: ClusteringSettings) -> frozenset[str]:
+    """The people, cities, organisations and events named: countries are too broad to agree on."""
+    return frozenset(e for e in entities if not e.startswith(("country_", "region_")) and e not in s.capitals)
+
+
+def likeness(a: StoryEntry, b: StoryEntry, s: ClusteringSettings) -> float:
+    """Words in common, plus the share of a short headline found in the other, plus agreement on
+    the specific people, places and events named (outlets word one event very differently)."""
+    ea, eb = specific(a.entities, s), specific(b.entities, s)
+    if not (ea & eb):
+        return 0.0
+    return (
+        _jaccard(a.words, b.words)
+        + s.headline_weight * _overlap(a.title_words, b.title_words)
+        + s.entity_weight * _jaccard(ea, eb)
+    )
+
+
+def similar(a: StoryEntry, b: StoryEntry, s: ClusteringSettings, threshold: float | None = None) -> bool:
+    if a.title_key and a.title_key == b.title_key and len(a.title_key) >= 20:
+        return True
+    if a.language != b.language:
+        shared = len(a.entities & b.entities)
+        return shared >= s.cross_language_entities and _jaccard(a.entities, b.entities) >= s.entity_agreement
+    return likeness(a, b, s) >= (s.likeness if threshold is None else threshold)
+
+
+def same_story(a: StoryEntry, b: StoryEntry, s: ClusteringSettings) -> bool:
+    if same_article(a, b):
+        return True
+    if conflict(a, b, s) is not None:
+        return False
+    if a.time is None or b.time is None:
+        # no date, so no time guard: only a much stronger likeness will do
+        return similar(a, b, s, s.undated_likeness)
+    return similar(a, b, s)
+
+
+# -- incremental assignment ---------------------------------------------------------------------
+
+
+@dataclass
+class Story:
+    id: int
+    members: list[StoryEntry] = field(default_factory=list)
+
+    @property
+    def latest(self) -> datetime | None:
+        times = [m.time for m in self.members if m.time is not None]
+        return max(times) if times else None
+
+
+class Clusterer:
+    """Assigns entries to stories one at a time, against the stories it has been given."""
+
+    def __init__(self, settings: ClusteringSettings, stories: Iterable[Story] = (), next_id: int = 1) -> None:
+        self.settings = settings
+        self.stories: dict[int, Story] = {}
+        self._by_url: dict[str, int] = {}
+        self._by_key: dict[str, set[int]] = {}
+        self.next_id = next_id
+        for story in stories:
+            self.stories[story.id] = story
+            self.next_id = max(self.next_id, story.id + 1)
+            for m in story.members:
+                self._index(story.id, m)
+
+    def _index(self, story_id: int, e: StoryEntry) -> None:
+        for key in (e.url_key, e.guid and "guid:" + e.guid):
+            if key:
+                self._by_url.setdefault(key, story_id)
+        for k in self._keys(e):
+            self._by_key.setdefault(k, set()).add(story_id)
+
+    @staticmethod
+    def _keys(e: StoryEntry) -> Iterable[str]:
+        yield from e.entities
+        yield from ("w:" + w for w in e.title_words)
+        if e.title_key:
+            yield "t:" + e.title_key
+
+    def candidates(self, e: StoryEntry) -> list[Story]:
+        ids: set[int] = set()
+        for k in self._keys(e):
+            ids |= self._by_key.get(k, set())
+        out = []
+        window = timedelta(seconds=self.settings.window)
+        for sid in ids:
+            story = self.stories[sid]
+            latest = story.latest
+            if e.time is None or latest is None or abs(latest - e.time) <= window * 2:
+                out.append(story)
+        return out
+
+    def assign(self, e: StoryEntry) -> int:
+        for key in (e.url_key, e.guid and "guid:" + e.guid):
+            if key and key in self._by_url:
+                return self._join(self._by_url[key], e)
+        best: tuple[float, int] | None = None
+        for story in self.candidates(e):
+            if any(conflict(e, m, self.settings) and not same_article(e, m) for m in story.members):
+                continue
+            if any(same_story(e, m, self.settings) for m in story.members):
+                score = max(
+                    _jaccard(e.words, m.words) + _jaccard(e.entities, m.entities) for m in story.members
+                )
+                if best is None or score > best[0]:
+                    best = (score, story.id)
+        if best is not None:
+            return self._join(best[1], e)
+        sid = self.next_id
+        self.next_id += 1
+        self.stories[sid] = Story(sid)
+        return self._join(sid, e)
+
+    def _join(self, story_id: int, e: StoryEntry) -> int:
+        self.stories[story_id].members.append(e)
+        self._index(story_id, e)
+        return story_id
+
+
+def cluster(entries: Sequence[StoryEntry], settings: ClusteringSettings) -> dict[int, int]:
+    """Entry id -> story id for a batch, oldest first (undated entries last)."""
+    c = Clusterer(settings)
+    order = sorted(entries, key=lambda e: (e.time is None, e.time or datetime.max.replace(tzinfo=None), e.id))
+    return {e.id: c.assign(e) for e in order}

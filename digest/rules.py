@@ -1,0 +1,379 @@
+"""Topic and tag rules: compiled from `feeds.yaml`, applied to text. Pure; no I/O.
+
+Terms (in `terms:` lists or inline in a rule):
+  Putin                case-insensitive, whole words (Latin, Cyrillic)
+  SCO, ШОС             written in capitals: case-sensitive (an acronym is not a word: "шоссе")
+  =Xi                  `=` forces exact case
+  Путин*, meet*        a stem: the word may continue (Путина, Путину; meets, meeting)
+  上海合作组织           Han text: matched anywhere (Chinese has no word boundaries)
+  Shanghai bloc        several words: any run of spaces between them
+  re:<regex>           a Python regex, for what the above cannot say (Xi but not Xi'an)
+
+A condition is `[title:|summary:]TERM` or `[field:]$list` (field defaults to title and summary).
+A rule matches when one of its `any` conditions holds (or it has none), all of its `all`
+conditions hold, and none of its `none` conditions. A topic or tag matches when any rule does.
+
+Text is normalised first (notes §6): NFKC (full-width letters, NBSP), format characters
+dropped (soft hyphen, zero-width space), typographic quotes and dashes made plain.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import ahocorasick
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from .errors import ConfigError
+
+Field_ = Literal["title", "summary", "text"]
+FIELDS: tuple[Field_, ...] = ("title", "summary", "text")
+
+# -- normalisation ------------------------------------------------------------------------------
+
+_QUOTES = str.maketrans(
+    {"\u2018": "'", "\u2019": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"', "\u00ab": '"',
+     "\u00bb": '"', "\u2013": "-", "\u2014": "-", "\u2212": "-"}
+)  # fmt: skip
+
+
+def normalise(text: str) -> str:
+    """NFKC, format characters (Cf) removed, quotes and dashes made plain, spaces collapsed."""
+    text = unicodedata.normalize("NFKC", text)
+    if any(unicodedata.category(c) == "Cf" for c in text):
+        text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    return " ".join(text.translate(_QUOTES).split())
+
+
+def _is_han(c: str) -> bool:
+    return "\u3400" <= c <= "\u9fff" or "\uf900" <= c <= "\ufaff"
+
+
+def _is_word(c: str) -> bool:
+    return c.isalnum() or c == "_"
+
+
+# -- terms --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    text: str  # as written in the config
+    words: str  # the literal to find (lower-cased unless exact)
+    exact_case: bool
+    stem: bool
+    han: bool
+    regex: re.Pattern[str] | None = None
+
+
+def parse_term(raw: str) -> Term:
+    raw = raw.strip()
+    if not raw:
+        raise ValueError("an empty term; remove it")
+    if raw.startswith("re:"):
+        try:
+            return Term(raw, "", True, False, False, re.compile(raw[3:]))
+        except re.error as exc:
+            raise ValueError(f"{raw!r} is not a valid regex ({exc})") from None
+    exact = raw.startswith("=")
+    body = raw[1:] if exact else raw
+    stem = body.endswith("*")
+    body = normalise(body.rstrip("*"))
+    if not body:
+        raise ValueError(f"{raw!r} has no text")
+    letters = [c for c in body if c.isalpha()]
+    if len(letters) >= 2 and all(c.isupper() for c in letters):
+        exact = True  # an acronym
+    han = all(_is_han(c) or not c.isalpha() for c in body) and any(_is_han(c) for c in body)
+    return Term(raw, body if exact else body.lower(), exact, stem, han)
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One occurrence of a term of a list in a field."""
+
+    list_name: str
+    term: str
+    field: str
+    matched: str
+
+
+class TermIndex:
+    """Every term of every list in one Aho–Corasick automaton: one pass finds all, overlaps too."""
+
+    def __init__(self, lists: Mapping[str, Sequence[Term]]) -> None:
+        self._automaton = ahocorasick.Automaton()
+        self._regex: list[tuple[str, Term]] = []
+        keys: dict[str, list[tuple[str, Term]]] = {}
+        for name, terms in lists.items():
+            for term in terms:
+                if term.regex is not None:
+                    self._regex.append((name, term))
+                else:
+                    keys.setdefault(term.words.lower(), []).append((name, term))
+        for key, entries in keys.items():
+            self._automaton.add_word(key, (key, entries))
+        if keys:
+            self._automaton.make_automaton()
+        self._empty = not keys
+
+    def scan(self, text: str, field: str) -> list[Hit]:
+        """All hits in normalised `text`."""
+        hits: list[Hit] = []
+        lower = text.lower()
+        if len(lower) != len(text):  # rare letters (İ) change length when lowered: keep offsets
+            lower = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+        if not self._empty:
+            for end, (key, entries) in self._automaton.iter(lower):
+                start = end - len(key) + 1
+                for name, term in entries:
+                    m = self._accept(term, text, start, end + 1)
+                    if m is not None:
+                        hits.append(Hit(name, term.text, field, m))
+        for name, term in self._regex:
+            assert term.regex is not None
+            found = term.regex.search(text)
+            if found:
+                hits.append(Hit(name, term.text, field, found.group(0)))
+        return hits
+
+    @staticmethod
+    def _accept(term: Term, text: str, start: int, end: int) -> str | None:
+        if term.exact_case and text[start:end] != term.words:
+            return None
+        if term.han:
+            return text[start:end]
+        first, last = term.words[0], term.words[-1]
+        if _is_word(first) and start > 0 and _is_word(text[start - 1]):
+            return None  # inside a word: "Xiaomi", "шоссе"
+        if term.stem:
+            while end < len(text) and _is_word(text[end]):
+                end += 1
+        elif _is_word(last) and end < len(text) and _is_word(text[end]):
+            return None
+        return text[start:end]
+
+
+# -- rules --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One or more terms (a list or an inline term) looked for in one field."""
+
+    source: str  # as written: "title:$putin"
+    field: Field_
+    list_name: str  # a named list, or the synthetic list of an inline term
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    any: tuple[Condition, ...] = ()
+    all: tuple[Condition, ...] = ()
+    none: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """A topic or a tag: a name, a description, and rules of which any may match."""
+
+    name: str
+    description: str
+    rules: tuple[Rule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """Why a rule matched: for each condition that held, the term and text that made it hold."""
+
+    rule: str
+    evidence: tuple[tuple[str, str, str, str], ...]  # (condition, field, term, matched text)
+
+
+class Hits:
+    """The hits of one entry, indexed by (list, field)."""
+
+    def __init__(self, hits: Iterable[Hit]) -> None:
+        self.by_key: dict[tuple[str, str], list[Hit]] = {}
+        for h in hits:
+            self.by_key.setdefault((h.list_name, h.field), []).append(h)
+
+    def find(self, cond: Condition) -> Hit | None:
+        fields = ("title", "summary") if cond.field == "text" else (cond.field,)
+        for f in fields:
+            found = self.by_key.get((cond.list_name, f))
+            if found:
+                return found[0]
+        return None
+
+    def lists(self, fields: Iterable[str] = ("title", "summary")) -> set[str]:
+        return {name for (name, f) in self.by_key if f in fields}
+
+
+def evaluate(ruleset: RuleSet, hits: Hits) -> list[Fired]:
+    fired = []
+    for rule in ruleset.rules:
+        evidence = []
+        if rule.any:
+            first = next(((c, h) for c in rule.any if (h := hits.find(c)) is not None), None)
+            if first is None:
+                continue
+            evidence.append(first)
+        ok = True
+        for c in rule.all:
+            h = hits.find(c)
+            if h is None:
+                ok = False
+                break
+            evidence.append((c, h))
+        if not ok or any(hits.find(c) is not None for c in rule.none):
+            continue
+        fired.append(Fired(rule.name, tuple((c.source, h.field, h.term, h.matched) for c, h in evidence)))
+    return fired
+
+
+# -- configuration --------------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RuleSpec(_Model):
+    name: str | None = None
+    any: tuple[str, ...] = ()
+    all: tuple[str, ...] = ()
+    none: tuple[str, ...] = ()
+
+
+class RuleSetSpec(_Model):
+    description: str = ""
+    rules: tuple[RuleSpec, ...]
+
+
+class RulesSpec(_Model):
+    terms: dict[str, dict[str, tuple[str, ...]] | tuple[str, ...]] = {}
+    topics: dict[str, RuleSetSpec] = {}
+    tags: dict[str, RuleSetSpec] = {}
+
+    @field_validator("terms")
+    @classmethod
+    def _terms(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name, value in v.items():
+            if not re.fullmatch(r"[a-z0-9_]+", name):
+                raise ValueError(f"list name {name!r}: use lower-case letters, digits and _")
+            langs = value if isinstance(value, dict) else {"any": value}
+            for lang, terms in langs.items():
+                for t in terms:
+                    if t.startswith("$"):
+                        if t[1:] not in v:
+                            raise ValueError(f"{name}.{lang}: {t!r} names an unknown list")
+                        continue
+                    try:
+                        parse_term(t)
+                    except ValueError as exc:
+                        raise ValueError(f"{name}.{lang}: {exc}") from None
+        return v
+
+
+@dataclass(frozen=True)
+class CompiledRules:
+    topics: tuple[RuleSet, ...]
+    tags: tuple[RuleSet, ...]
+    index: TermIndex
+    list_languages: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # list -> term -> lang
+
+    def scan(self, title: str, summary: str) -> Hits:
+        return Hits(
+            self.index.scan(normalise(title), "title") + self.index.scan(normalise(summary), "summary")
+        )
+
+
+def _condition(
+    raw: str, where: str, lists: dict[str, list[Term]], inline: dict[str, list[Term]]
+) -> Condition:
+    text = raw.strip()
+    fld: Field_ = "text"
+    for f in FIELDS:
+        if text.startswith(f + ":"):
+            fld, text = f, text[len(f) + 1 :]
+            break
+    if text.startswith("$"):
+        name = text[1:]
+        if name not in lists:
+            known = ", ".join(sorted(lists)) or "none"
+            raise ConfigError(f"{where}: {raw!r} names an unknown term list ${name}; known: {known}")
+        return Condition(raw, fld, name)
+    try:
+        term = parse_term(text)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    key = f"_inline:{text}"
+    inline.setdefault(key, [term])
+    return Condition(raw, fld, key)
+
+
+def compile_rules(data: Mapping[str, Any], source: str = "feeds.yaml") -> CompiledRules:
+    """`terms:`, `topics:` and `tags:` sections -> compiled rules. Errors name the key path."""
+    try:
+        spec = RulesSpec.model_validate(data)
+    except ValidationError as err:
+        from .config import format_validation_error
+
+        raise ConfigError(format_validation_error(err, source)) from None
+    languages: dict[str, dict[str, str]] = {}
+
+    def expand(name: str, seen: tuple[str, ...]) -> list[Term]:
+        if name in seen:
+            raise ConfigError(f"{source}: terms.{name}: includes itself through {' -> '.join(seen)}")
+        value = spec.terms[name]
+        langs = value if isinstance(value, dict) else {"any": value}
+        out: list[Term] = []
+        for lang, terms in langs.items():
+            for t in terms:
+                if t.startswith("$"):
+                    out.extend(expand(t[1:], (*seen, name)))
+                else:
+                    out.append(parse_term(t))
+                    languages.setdefault(name, {})[t] = lang
+        return out
+
+    lists = {name: expand(name, ()) for name in spec.terms}
+    inline: dict[str, list[Term]] = {}
+
+    def build(kind: str, sets: Mapping[str, RuleSetSpec]) -> tuple[RuleSet, ...]:
+        out = []
+        for set_name, s in sets.items():
+            if not s.rules:
+                raise ConfigError(f"{source}: {kind}.{set_name}.rules: empty; give at least one rule")
+            rules = []
+            for i, r in enumerate(s.rules):
+                where = f"{source}: {kind}.{set_name}.rules[{i}]"
+                if not (r.any or r.all):
+                    raise ConfigError(f"{where}: a rule needs `any:` or `all:` conditions")
+                conds = [
+                    tuple(_condition(c, where, lists, inline) for c in group)
+                    for group in (r.any, r.all, r.none)
+                ]
+                rules.append(Rule(r.name or f"rule {i + 1}", *conds))
+            out.append(RuleSet(set_name, s.description, tuple(rules)))
+        return tuple(out)
+
+    topics = build("topics", spec.topics)
+    tags = build("tags", spec.tags)
+    return CompiledRules(topics, tags, TermIndex({**lists, **inline}), languages)
+
+
+def explain_rules(ruleset: RuleSet, hits: Hits) -> list[tuple[str, list[tuple[str, str, bool]]]]:
+    """For each rule: each condition as (group, condition, held). Shows why nothing matched."""
+    out = []
+    for rule in ruleset.rules:
+        groups = (("any", rule.any), ("all", rule.all), ("none", rule.none))
+        conds = [(group, c.source, hits.find(c) is not None) for group, cs in groups for c in cs]
+        out.append((rule.name, conds))
+    return out

@@ -1,0 +1,124 @@
+"""Topic and tag rules on the traps of notes §6, through the shipped feeds.yaml rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from digest.config import load_config
+from digest.errors import ConfigError
+from digest.rules import compile_rules, normalise
+from digest.select import classify
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def rules():
+    return load_config(ROOT / "feeds.yaml").rules
+
+
+def topics(rules, title: str, summary: str = "") -> set[str]:
+    return set(classify(title, summary, rules).topics)
+
+
+@pytest.mark.parametrize(
+    ("title", "summary", "expected"),
+    [
+        ("Putin and Xi hold talks in Beijing", "", {"putin-xi"}),
+        ("Путин и Си Цзиньпин провели переговоры в Кремле", "", {"putin-xi"}),
+        ("习近平同俄罗斯总统普京举行会谈", "", {"putin-xi"}),
+        ("SCO summit opens in Astana", "Leaders of the member states gathered.", {"sco"}),
+        ("Лидеры стран ШОС собрались в Астане", "", {"sco"}),
+        ("上合组织峰会在天津开幕", "", {"sco"}),
+        ("Summit of the Shanghai Cooperation Organization ends", "", {"sco"}),
+        ("ＳＣＯ leaders meet in Tianjin", "Heads of state of the bloc.", {"sco"}),  # full-width
+        ("Shang\u00adhai Cooperation Organisation meets", "", {"sco"}),  # soft hyphen
+    ],
+)
+def test_the_topics_are_found_in_three_languages(rules, title, summary, expected):
+    assert topics(rules, title, summary) == expected
+
+
+@pytest.mark.parametrize(
+    ("title", "summary"),
+    [
+        (
+            "Xi'an residents complain of shortages",
+            "The city of Xi'an in Shaanxi province; Putin was not mentioned.",
+        ),
+        ("Xi’an hosts tourism fair as Putin holds talks in Moscow", ""),  # Xi'an is not Xi
+        (
+            "Louis XI and the Burgundian wars",
+            "A history of the French king Louis XI and Putin's favourite books.",
+        ),
+        ("SCO Group loses Unix lawsuit against IBM", "The SCO Group claimed Linux infringed UnixWare code."),
+        ("Scottish Chamber Orchestra (SCO) opens season", "The SCO plays Mozart in Edinburgh."),
+        ("Angers SCO relegated from Ligue 1", "The football club from Angers."),
+        ("Putin opens a bridge in Crimea", "The Russian president praised the builders."),  # no China angle
+        (
+            "Putin and Trump meet in Alaska",
+            "Xi was not part of the talks on Ukraine.",
+        ),  # another leader's meeting
+        ("На Ленинградском шоссе ограничат движение", "Ремонт путепровода продлится до мая."),  # шоссе ≠ ШОС
+        ("学习贯彻会议精神", "各地开展学习活动。"),  # 习 inside 学习 is not Xi
+        (
+            "Oil falls as OPEC+ sticks to output plan",
+            "Flows to China have grown since Putin and Xi met last May.",
+        ),
+        ("BRICS summit opens as Putin takes part by video", "Xi attended in person."),
+        (
+            "Путина в этом году будет короткой",
+            "Рыбаки ждут начала лососёвой путины.",
+        ),  # путина: fishing season
+    ],
+)
+def test_the_traps_are_not_selected(rules, title, summary):
+    assert topics(rules, title, summary) == set()
+
+
+def test_why_names_the_rule_field_and_matched_text(rules):
+    c = classify("Putin and Xi hold talks in Samarkand", "On the sidelines of the SCO summit.", rules)
+    assert set(c.topics) == {"putin-xi", "sco"}
+    fired = {r.fired.rule: r.fired for r in c.why if (r.kind, r.name) == ("topic", "putin-xi")}
+    assert ("title:$leader_putin", "title", "=Putin", "Putin") in fired[
+        "both leaders in the headline"
+    ].evidence
+    assert any((r.kind, r.name) == ("tag", "summit") for r in c.why)
+
+
+def test_tags_apply_only_to_selected_entries(rules):
+    c = classify("Oil and gas prices fall", "Sanctions weigh on trade.", rules)
+    assert c.topics == () and c.tags == ()
+    c = classify(
+        "Putin and Xi discuss Power of Siberia 2 gas pipeline", "Talks in Beijing on energy trade.", rules
+    )
+    assert {"energy", "summit"} <= set(c.tags)
+
+
+def test_normalise_handles_width_invisible_characters_and_quotes():
+    assert normalise("ＳＣＯ\u200b summit\u00a0— “Xi’s”") == 'SCO summit - "Xi\'s"'
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"topics": {"t": {"rules": [{"any": ["$nope"]}]}}}, r"unknown term list \$nope"),
+        ({"terms": {"a": ["re:("]}}, "not a valid regex"),
+        ({"topics": {"t": {"rules": [{"none": ["x"]}]}}}, "needs `any:` or `all:`"),
+        ({"topics": {"t": {"rules": [{"anyy": ["x"]}]}}}, "topics.t.rules\\[0\\].anyy: unknown key"),
+        ({"terms": {"a": ["$a"]}, "topics": {"t": {"rules": [{"any": ["$a"]}]}}}, "includes itself"),
+    ],
+)
+def test_bad_rules_are_one_clear_error(data, message):
+    with pytest.raises(ConfigError, match=message):
+        compile_rules(data, "feeds.yaml")
+
+
+def test_a_config_without_rule_sections_uses_the_shipped_rules(tmp_path):
+    cfg = tmp_path / "feeds.yaml"
+    cfg.write_text("feeds: []\n")
+    assert [t.name for t in load_config(cfg).rules.topics] == ["sco", "putin-xi"]
+    cfg.write_text("feeds: []\ntopics: {}\n")
+    assert load_config(cfg).rules.topics == ()

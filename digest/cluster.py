@@ -69,10 +69,13 @@ def canonical_url(url: str | None) -> str | None:
     amp_cache = re.match(r"^https?://[^/]*cdn\.ampproject\.org/[a-z]/(?:s/)?(.+)$", url)
     if amp_cache:
         url = "https://" + amp_cache.group(1)
-    from w3lib.url import canonicalize_url
-
     try:
-        parts = urlsplit(canonicalize_url(url, keep_fragments=False))
+        if "?" in url or "%" in url or not url.isascii():
+            # query order, percent-escapes and non-ASCII paths are what w3lib normalises
+            from w3lib.url import canonicalize_url
+
+            url = canonicalize_url(url, keep_fragments=False)
+        parts = urlsplit(url)
     except ValueError:
         return None
     host = (parts.hostname or "").lower()
@@ -168,9 +171,12 @@ ENTITY_KINDS = ("leader_", "person_", "place_", "country_", "region_", "org_", "
 _OUTLET_SUFFIX = re.compile(r"\s+[-–—|]\s+[^-–—|]{2,60}$")
 
 
+_COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+
+
 def _fold(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).casefold()
-    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    """Case and accents folded: "Erdoğan" and "Erdogan" are one word."""
+    return _COMBINING.sub("", unicodedata.normalize("NFKD", text.casefold()))
 
 
 def title_key(title: str, source_title: str | None, aggregated: bool) -> str:
@@ -183,15 +189,15 @@ def title_key(title: str, source_title: str | None, aggregated: bool) -> str:
     return " ".join(_WORD.findall(_fold(t)))
 
 
+_HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
+
+
 def tokens(text: str) -> frozenset[str]:
     """Words (stems of five letters) for alphabetic text; character bigrams for Han text."""
     folded = _fold(text)
-    out: set[str] = set()
-    for w in _WORD.findall(folded):
-        if any("\u3400" <= c <= "\u9fff" for c in w):
-            out.update(w[i : i + 2] for i in range(max(1, len(w) - 1)))
-        elif w not in _STOP and len(w) > 1:
-            out.add(w[:5])
+    out = {w[:5] for w in _WORD.findall(_HAN.sub(" ", folded)) if len(w) > 1 and w not in _STOP}
+    for run in _HAN.findall(folded):
+        out.update(run[i : i + 2] for i in range(max(1, len(run) - 1)))
     return frozenset(out)
 
 
@@ -210,10 +216,8 @@ class StoryEntry:
     entities: frozenset[str]
     title_heads: frozenset[str]  # leaders named in the headline
     preview: bool
-
-    @property
-    def heads(self) -> frozenset[str]:
-        return frozenset(e for e in self.entities if e.startswith("leader_"))
+    heads: frozenset[str] = frozenset()  # leaders named anywhere
+    places: frozenset[str] = frozenset()  # cities and venues named (not countries)
 
 
 def story_entry(
@@ -236,6 +240,8 @@ def story_entry(
         title, source_title, True
     ) else summary  # aggregators repeat the headline as the summary  # fmt: skip
     key = title_key(title, source_title, aggregated)
+    # "SCO" and "Shanghai Cooperation Organisation" are one entity
+    ents = frozenset(e.removesuffix("_acronym") for e in entities if e.startswith(ENTITY_KINDS))
     return StoryEntry(
         id=id,
         time=None if published_fallback else published,
@@ -245,10 +251,11 @@ def story_entry(
         title_key=key,
         words=tokens(f"{key} {summary_for_words}"),
         title_words=tokens(key),
-        # "SCO" and "Shanghai Cooperation Organisation" are one entity
-        entities=frozenset(e.removesuffix("_acronym") for e in entities if e.startswith(ENTITY_KINDS)),
+        entities=ents,
         title_heads=frozenset(e for e in title_entities if e.startswith("leader_")),
         preview=bool(_PREVIEW.search(title)),
+        heads=frozenset(e for e in ents if e.startswith("leader_")),
+        places=frozenset(e for e in ents if e.startswith("place_")),
     )
 
 
@@ -308,9 +315,8 @@ def conflict(a: StoryEntry, b: StoryEntry, s: ClusteringSettings) -> str | None:
     if not (a.title_heads <= b.heads and b.title_heads <= a.heads):
         return "a leader in one headline is absent from the other report"
     # cities and venues only: a country contains its cities, and regions contain countries
-    pa = {e for e in a.entities if e.startswith("place_") and e not in s.capitals}
-    pb = {e for e in b.entities if e.startswith("place_") and e not in s.capitals}
-    if pa and pb and not (pa & pb):
+    pa, pb = a.places.difference(s.capitals), b.places.difference(s.capitals)
+    if pa and pb and pa.isdisjoint(pb):
         return "different places"
     return None
 
@@ -360,34 +366,53 @@ def same_story(a: StoryEntry, b: StoryEntry, s: ClusteringSettings) -> bool:
 class Story:
     id: int
     members: list[StoryEntry] = field(default_factory=list)
+    latest: datetime | None = None  # the newest dated member
+    keys: set[str] = field(default_factory=set)  # what the clusterer indexes it under
+    indexed_day: int | None = None
 
-    @property
-    def latest(self) -> datetime | None:
-        times = [m.time for m in self.members if m.time is not None]
-        return max(times) if times else None
+    def add(self, e: StoryEntry) -> None:
+        self.members.append(e)
+        if e.time is not None and (self.latest is None or e.time > self.latest):
+            self.latest = e.time
+
+
+def _day(t: datetime) -> int:
+    return int(t.timestamp() // 86400)
 
 
 class Clusterer:
-    """Assigns entries to stories one at a time, against the stories it has been given."""
+    """Assigns entries to stories one at a time, against the stories it has been given.
+
+    Stories are indexed by (entity or headline word, day of their newest report), so finding
+    candidates touches only the days inside the window: never all pairs, never all stories.
+    """
 
     def __init__(self, settings: ClusteringSettings, stories: Iterable[Story] = (), next_id: int = 1) -> None:
         self.settings = settings
         self.stories: dict[int, Story] = {}
         self._by_url: dict[str, int] = {}
-        self._by_key: dict[str, set[int]] = {}
+        self._by_key: dict[str, dict[int | None, set[int]]] = {}
+        self._reach = timedelta(seconds=min(settings.same_event, settings.window))
+        self.merged: dict[int, int] = {}  # story id -> the story it was merged into
         self.next_id = next_id
         for story in stories:
+            members, story.members, story.latest, story.keys = story.members, [], None, set()
             self.stories[story.id] = story
             self.next_id = max(self.next_id, story.id + 1)
-            for m in story.members:
-                self._index(story.id, m)
+            for m in members:
+                self._join(story.id, m)
 
-    def _index(self, story_id: int, e: StoryEntry) -> None:
+    def _index(self, story: Story, e: StoryEntry) -> None:
         for key in (e.url_key, e.guid and "guid:" + e.guid):
             if key:
-                self._by_url.setdefault(key, story_id)
-        for k in self._keys(e):
-            self._by_key.setdefault(k, set()).add(story_id)
+                self._by_url.setdefault(key, story.id)
+        day = _day(story.latest) if story.latest is not None else None
+        new_keys = set(self._keys(e)) - story.keys
+        story.keys |= new_keys
+        # a story moves to the day of its newest report; the old day's entries only cost a check
+        for k in story.keys if day != story.indexed_day else new_keys:
+            self._by_key.setdefault(k, {}).setdefault(day, set()).add(story.id)
+        story.indexed_day = day
 
     @staticmethod
     def _keys(e: StoryEntry) -> Iterable[str]:
@@ -399,21 +424,28 @@ class Clusterer:
     def candidates(self, e: StoryEntry) -> list[Story]:
         ids: set[int] = set()
         for k in self._keys(e):
-            ids |= self._by_key.get(k, set())
-        out = []
-        window = timedelta(seconds=self.settings.window)
-        for sid in ids:
-            story = self.stories[sid]
-            latest = story.latest
-            if e.time is None or latest is None or abs(latest - e.time) <= window * 2:
-                out.append(story)
-        return out
+            by_day = self._by_key.get(k)
+            if not by_day:
+                continue
+            if e.time is None:  # undated: every day is possible (rare)
+                for found in by_day.values():
+                    ids |= found
+                continue
+            # every member of a story it joins is within `same_event` of it (the guards hold for
+            # all members), so the story's newest report is too: only those days need looking at
+            first, last = _day(e.time - self._reach), _day(e.time + self._reach)
+            for d in range(first, last + 1):
+                on_day = by_day.get(d)
+                if on_day:
+                    ids |= on_day
+            ids |= by_day.get(None) or set()  # stories with no dated report yet
+        return [self.stories[sid] for sid in sorted({self.story_of(i) for i in ids})]
 
     def assign(self, e: StoryEntry) -> int:
         for key in (e.url_key, e.guid and "guid:" + e.guid):
             if key and key in self._by_url:
-                return self._join(self._by_url[key], e)
-        best: tuple[float, int] | None = None
+                return self._join(self.story_of(self._by_url[key]), e)
+        matches: list[tuple[float, int]] = []
         for story in self.candidates(e):
             if any(conflict(e, m, self.settings) and not same_article(e, m) for m in story.members):
                 continue
@@ -421,23 +453,51 @@ class Clusterer:
                 score = max(
                     _jaccard(e.words, m.words) + _jaccard(e.entities, m.entities) for m in story.members
                 )
-                if best is None or score > best[0]:
-                    best = (score, story.id)
-        if best is not None:
-            return self._join(best[1], e)
-        sid = self.next_id
-        self.next_id += 1
-        self.stories[sid] = Story(sid)
-        return self._join(sid, e)
+                matches.append((score, story.id))
+        if not matches:
+            sid = self.next_id
+            self.next_id += 1
+            self.stories[sid] = Story(sid)
+            return self._join(sid, e)
+        matches.sort(key=lambda m: (-m[0], m[1]))
+        target = matches[0][1]
+        for _, other in matches[1:]:
+            # the entry bridges two stories: one story, unless their reports conflict
+            self._merge(other, target)
+        return self._join(target, e)
+
+    def _merge(self, source_id: int, target_id: int) -> None:
+        source, target = self.stories[source_id], self.stories[target_id]
+        for a in source.members:
+            for b in target.members:
+                if conflict(a, b, self.settings) and not same_article(a, b):
+                    return
+        del self.stories[source_id]
+        self.merged[source_id] = target_id  # index entries for the old id now lead to the target
+        for m in source.members:
+            self._join(target_id, m)
+
+    def story_of(self, story_id: int) -> int:
+        """Where a story went if it was merged (maybe more than once)."""
+        while story_id in self.merged:
+            story_id = self.merged[story_id]
+        return story_id
 
     def _join(self, story_id: int, e: StoryEntry) -> int:
-        self.stories[story_id].members.append(e)
-        self._index(story_id, e)
+        story = self.stories[story_id]
+        story.add(e)
+        self._index(story, e)
         return story_id
 
 
+def processing_order(e: StoryEntry) -> tuple[bool, float, str, int]:
+    """Oldest first, undated last; ties by headline, never by arrival order (results must not
+    depend on which feed happened to answer first)."""
+    return (e.time is None, e.time.timestamp() if e.time else 0.0, e.title_key, e.id)
+
+
 def cluster(entries: Sequence[StoryEntry], settings: ClusteringSettings) -> dict[int, int]:
-    """Entry id -> story id for a batch, oldest first (undated entries last)."""
+    """Entry id -> story id for a batch."""
     c = Clusterer(settings)
-    order = sorted(entries, key=lambda e: (e.time is None, e.time or datetime.max.replace(tzinfo=None), e.id))
-    return {e.id: c.assign(e) for e in order}
+    assigned = {e.id: c.assign(e) for e in sorted(entries, key=processing_order)}
+    return {eid: c.story_of(sid) for eid, sid in assigned.items()}

@@ -21,7 +21,7 @@ import multiprocessing
 import os
 import random
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
@@ -352,37 +352,49 @@ class OrganiseSummary:
     redone: bool = False  # the rules changed, so every entry was classified again
 
 
+def _features(id: int, e: Entry, entities: Iterable[str], title_entities: Iterable[str]) -> Any:
+    from .cluster import story_entry
+
+    return story_entry(
+        id, title=e.title, summary=e.summary_text, link=e.link, guid=e.guid, published=e.published,
+        published_fallback=e.published_fallback, language=e.language, source_title=e.source_title,
+        entities=entities, title_entities=title_entities,
+    )  # fmt: skip
+
+
+def _classify(batch: Sequence[Any], rules: Any, rules_hash: str) -> list[tuple[Any, Any]]:
+    """Stored entries -> (Classified, cluster features or None): selection, tags, features. Pure."""
+    from .select import classify
+    from .store import Classified
+
+    out = []
+    for s in batch:
+        e = s.entry
+        c = classify(e.title, e.summary_text, rules)
+        why = [r.as_dict() for r in c.why]
+        row = Classified(s.id, c.relevant, c.topics, c.tags, why, c.entities, c.title_entities, rules_hash)
+        out.append((row, _features(s.id, e, c.entities, c.title_entities) if c.relevant else None))
+    return out
+
+
 def organise(loaded: LoadedConfig, store: Store, *, clock: Clock = utcnow) -> OrganiseSummary:
     """Select, tag and cluster what is new (everything, if the rules changed).
 
-    store.unclassified | select.classify | store.save_classifications
+    store.unclassified | select.classify (all cores) | store.save_classifications
     | store.unclustered + store.story_members (the window) | cluster.Clusterer | store.assign_stories
     """
-    from .cluster import Clusterer, Story, story_entry
-    from .select import classify
-    from .store import Classified, ClusterMember
+    from .cluster import Clusterer, Story, processing_order
 
-    rules, settings, rules_hash = loaded.rules, loaded.clustering, loaded.rules_hash
+    settings, rules_hash = loaded.clustering, loaded.rules_hash
     now = clock()
     redone = store.stale_rules(rules_hash)
     if redone:
         store.forget_classifications()
-    rows = []
-    for s in store.unclassified(rules_hash):
-        c = classify(s.entry.title, s.entry.summary_text, rules)
-        why = [r.as_dict() for r in c.why]
-        rows.append(
-            Classified(s.id, c.relevant, c.topics, c.tags, why, c.entities, c.title_entities, rules_hash)
-        )
+    # One process: a pool was measured no faster (unpickling the results costs what it saves).
+    done = _classify(store.unclassified(rules_hash), loaded.rules, rules_hash)
+    rows = [row for row, _ in done]
+    known = {row.entry_id: f for row, f in done if f is not None}  # features already computed
     store.save_classifications(rows, now)
-
-    def features(m: ClusterMember) -> Any:
-        e = m.stored.entry
-        return story_entry(
-            m.stored.id, title=e.title, summary=e.summary_text, link=e.link, guid=e.guid,
-            published=e.published, published_fallback=e.published_fallback, language=e.language,
-            source_title=e.source_title, entities=m.entities, title_entities=m.title_entities,
-        )  # fmt: skip
 
     new = store.unclustered()
     created = 0
@@ -392,11 +404,16 @@ def organise(loaded: LoadedConfig, store: Store, *, clock: Clock = utcnow) -> Or
         stories: dict[int, Story] = {}
         for m in store.story_members(since):
             assert m.story_id is not None
-            stories.setdefault(m.story_id, Story(m.story_id)).members.append(features(m))
+            f = _features(m.stored.id, m.stored.entry, m.entities, m.title_entities)
+            stories.setdefault(m.story_id, Story(m.story_id)).add(f)
         clusterer = Clusterer(settings, stories.values(), next_id=store.next_story_id())
-        order = sorted(
-            new, key=lambda m: (m.stored.entry.published_fallback, m.stored.entry.published, m.stored.id)
-        )
-        assignment = {m.stored.id: clusterer.assign(features(m)) for m in order}
-        created = store.assign_stories(assignment, now)
+        incoming = sorted(
+            (known.get(m.stored.id) or _features(m.stored.id, m.stored.entry, m.entities, m.title_entities)
+             for m in new),
+            key=processing_order,
+        )  # fmt: skip
+        assigned = {e.id: clusterer.assign(e) for e in incoming}
+        assignment = {eid: clusterer.story_of(sid) for eid, sid in assigned.items()}
+        merged = {old: clusterer.story_of(old) for old in clusterer.merged if old in stories}
+        created = store.assign_stories(assignment, now, merged=merged)
     return OrganiseSummary(len(rows), sum(r.relevant for r in rows), len(new), created, redone)

@@ -41,11 +41,13 @@ _QUOTES = str.maketrans(
 )  # fmt: skip
 
 
+# Unicode format characters (category Cf) that turn up in news text; NFKC keeps them (notes §6).
+_FORMAT = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]")
+
+
 def normalise(text: str) -> str:
     """NFKC, format characters (Cf) removed, quotes and dashes made plain, spaces collapsed."""
-    text = unicodedata.normalize("NFKC", text)
-    if any(unicodedata.category(c) == "Cf" for c in text):
-        text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    text = _FORMAT.sub("", unicodedata.normalize("NFKC", text))
     return " ".join(text.translate(_QUOTES).split())
 
 
@@ -68,6 +70,22 @@ class Term:
     stem: bool
     han: bool
     regex: re.Pattern[str] | None = None
+    hint: str | None = None  # for a regex: a lower-cased literal every match contains
+
+
+_LOOKAROUND = re.compile(r"\(\?<?[=!](?:[^()\\]|\\.|\([^()]*\))*\)")
+
+
+def regex_hint(pattern: str) -> str | None:
+    """A literal that every match of `pattern` must contain, found cheaply, or None if unsure."""
+    core = _LOOKAROUND.sub("", pattern)
+    if "|" in re.sub(r"\(\?:[^()]*\)|\[[^\]]*\]", "", core):  # a top-level alternative: no single literal
+        return None
+    runs = re.findall(
+        r"(?<!\\)(?<![\[\\])[^\W\d_]{2,}",
+        re.sub(r"\[[^\]]*\]|\\[a-zA-Z]|\(\?[a-zA-Z]+\)|\{[^}]*\}", " ", core),
+    )
+    return max(runs, key=len).lower() if runs else None
 
 
 def parse_term(raw: str) -> Term:
@@ -76,7 +94,7 @@ def parse_term(raw: str) -> Term:
         raise ValueError("an empty term; remove it")
     if raw.startswith("re:"):
         try:
-            return Term(raw, "", True, False, False, re.compile(raw[3:]))
+            return Term(raw, "", True, False, False, re.compile(raw[3:]), regex_hint(raw[3:]))
         except re.error as exc:
             raise ValueError(f"{raw!r} is not a valid regex ({exc})") from None
     exact = raw.startswith("=")
@@ -121,7 +139,24 @@ class TermIndex:
             self._automaton.make_automaton()
         self._empty = not keys
 
-    def scan(self, text: str, field: str) -> list[Hit]:
+    def scan_fields(self, title: str, summary: str) -> list[Hit]:
+        """All hits in a normalised headline and summary."""
+        hits = self.scan(title, "title", regex=False) + self.scan(summary, "summary", regex=False)
+        if self._regex:
+            both = f"{title}\n{summary}"  # one pass per regex; the offset tells the field
+            lower = both.lower()
+            cut = len(title)
+            for name, term in self._regex:
+                assert term.regex is not None
+                if term.hint is not None and term.hint not in lower:
+                    continue  # its literal is absent: it cannot match
+                for found in term.regex.finditer(both):
+                    hits.append(
+                        Hit(name, term.text, "title" if found.start() < cut else "summary", found.group(0))
+                    )
+        return hits
+
+    def scan(self, text: str, field: str, *, regex: bool = True) -> list[Hit]:
         """All hits in normalised `text`."""
         hits: list[Hit] = []
         lower = text.lower()
@@ -134,7 +169,7 @@ class TermIndex:
                     m = self._accept(term, text, start, end + 1)
                     if m is not None:
                         hits.append(Hit(name, term.text, field, m))
-        for name, term in self._regex:
+        for name, term in self._regex if regex else ():
             assert term.regex is not None
             found = term.regex.search(text)
             if found:
@@ -176,6 +211,26 @@ class Rule:
     any: tuple[Condition, ...] = ()
     all: tuple[Condition, ...] = ()
     none: tuple[Condition, ...] = ()
+    # the same as (list, field) keys, so that a rule is three set operations
+    any_keys: frozenset[tuple[str, str]] = frozenset()
+    all_keys: frozenset[tuple[str, str]] = frozenset()
+    none_keys: frozenset[tuple[str, str]] = frozenset()
+
+    @classmethod
+    def of(
+        cls, name: str, any: Sequence[Condition], all: Sequence[Condition], none: Sequence[Condition]
+    ) -> Rule:
+        def keys(cs: Sequence[Condition]) -> frozenset[tuple[str, str]]:
+            return frozenset((c.list_name, c.field) for c in cs)
+
+        return cls(name, tuple(any), tuple(all), tuple(none), keys(any), keys(all), keys(none))
+
+    def matches(self, present: frozenset[tuple[str, str]]) -> bool:
+        return (
+            (not self.any_keys or not self.any_keys.isdisjoint(present))
+            and self.all_keys <= present
+            and self.none_keys.isdisjoint(present)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +257,10 @@ class Hits:
         self.by_key: dict[tuple[str, str], list[Hit]] = {}
         for h in hits:
             self.by_key.setdefault((h.list_name, h.field), []).append(h)
+        self.present = frozenset(self.by_key) | frozenset((name, "text") for name, _ in self.by_key)
+
+    def holds(self, cond: Condition) -> bool:
+        return (cond.list_name, cond.field) in self.present
 
     def find(self, cond: Condition) -> Hit | None:
         fields = ("title", "summary") if cond.field == "text" else (cond.field,)
@@ -218,22 +277,16 @@ class Hits:
 def evaluate(ruleset: RuleSet, hits: Hits) -> list[Fired]:
     fired = []
     for rule in ruleset.rules:
-        evidence = []
-        if rule.any:
-            first = next(((c, h) for c in rule.any if (h := hits.find(c)) is not None), None)
-            if first is None:
-                continue
-            evidence.append(first)
-        ok = True
-        for c in rule.all:
-            h = hits.find(c)
-            if h is None:
-                ok = False
-                break
-            evidence.append((c, h))
-        if not ok or any(hits.find(c) is not None for c in rule.none):
+        if not rule.matches(hits.present):
             continue
-        fired.append(Fired(rule.name, tuple((c.source, h.field, h.term, h.matched) for c, h in evidence)))
+        # it matched: now collect the evidence
+        first = [next(c for c in rule.any if hits.holds(c))] if rule.any else []
+        evidence = []
+        for c in (*first, *rule.all):
+            h = hits.find(c)
+            assert h is not None
+            evidence.append((c.source, h.field, h.term, h.matched))
+        fired.append(Fired(rule.name, tuple(evidence)))
     return fired
 
 
@@ -360,7 +413,7 @@ def compile_rules(data: Mapping[str, Any], source: str = "feeds.yaml") -> Compil
                     tuple(_condition(c, where, lists, inline) for c in group)
                     for group in (r.any, r.all, r.none)
                 ]
-                rules.append(Rule(r.name or f"rule {i + 1}", *conds))
+                rules.append(Rule.of(r.name or f"rule {i + 1}", *conds))
             out.append(RuleSet(set_name, s.description, tuple(rules)))
         return tuple(out)
 
@@ -374,6 +427,6 @@ def explain_rules(ruleset: RuleSet, hits: Hits) -> list[tuple[str, list[tuple[st
     out = []
     for rule in ruleset.rules:
         groups = (("any", rule.any), ("all", rule.all), ("none", rule.none))
-        conds = [(group, c.source, hits.find(c) is not None) for group, cs in groups for c in cs]
+        conds = [(group, c.source, hits.holds(c)) for group, cs in groups for c in cs]
         out.append((rule.name, conds))
     return out

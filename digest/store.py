@@ -278,12 +278,12 @@ class Store:
     # -- classifications and stories -----------------------------------------------------------
 
     def unclassified(self, rules_hash: str, *, limit: int | None = None) -> list[StoredEntry]:
-        """Entries with no classification, or one made by other rules."""
+        """Entries with no classification yet."""
         c = classifications
         q = (
             sa.select(entries)
             .outerjoin(c, c.c.entry_id == entries.c.id)
-            .where(sa.or_(c.c.entry_id.is_(None), c.c.rules_hash != rules_hash))
+            .where(c.c.entry_id.is_(None))  # a rules change removes them all first (forget_classifications)
             .order_by(entries.c.id)
         )
         if limit:
@@ -315,10 +315,7 @@ class Store:
              "rules_hash": r.rules_hash, "story_id": None, "classified_at": now}
             for r in rows
         ]  # fmt: skip
-        ids = [r.entry_id for r in rows]
         with self._safe(), self.engine.begin() as conn:
-            for chunk in _chunks(ids, 500):
-                conn.execute(classifications.delete().where(classifications.c.entry_id.in_(chunk)))
             conn.execute(classifications.insert(), values)
 
     def story_members(self, since: datetime) -> list[ClusterMember]:
@@ -351,11 +348,14 @@ class Store:
                 for r in conn.execute(q).mappings()
             ]
 
-    def assign_stories(self, assignment: dict[int, int], now: datetime) -> int:
-        """entry id -> story id; story ids not yet in the store are created. -> stories created."""
+    def assign_stories(
+        self, assignment: dict[int, int], now: datetime, *, merged: dict[int, int] | None = None
+    ) -> int:
+        """entry id -> story id; story ids not yet in the store are created; `merged` (old story ->
+        the story it joined) moves stored entries along. One transaction. -> stories created."""
         if not assignment:
             return 0
-        wanted = set(assignment.values())
+        wanted = set(assignment.values()) | set((merged or {}).values())
         with self._safe(), self.engine.begin() as conn:
             known: set[int] = set()
             for chunk in _chunks(sorted(wanted), 500):
@@ -363,16 +363,17 @@ class Store:
             new = sorted(wanted - known)
             if new:
                 conn.execute(stories.insert(), [{"id": i, "first_seen": now, "updated_at": now} for i in new])
-            by_story: dict[int, list[int]] = {}
-            for entry_id, story_id in assignment.items():
-                by_story.setdefault(story_id, []).append(entry_id)
-            for story_id, ids in by_story.items():
-                for chunk in _chunks(ids, 500):
-                    conn.execute(
-                        classifications.update()
-                        .where(classifications.c.entry_id.in_(chunk))
-                        .values(story_id=story_id)
-                    )
+            conn.execute(
+                classifications.update()
+                .where(classifications.c.entry_id == sa.bindparam("eid"))
+                .values(story_id=sa.bindparam("sid")),
+                [{"eid": e, "sid": sid} for e, sid in assignment.items()],
+            )
+            for old, target in (merged or {}).items():
+                conn.execute(
+                    classifications.update().where(classifications.c.story_id == old).values(story_id=target)
+                )
+                conn.execute(stories.delete().where(stories.c.id == old))
             touched = sorted(wanted & known)
             for chunk in _chunks(touched, 500):
                 conn.execute(stories.update().where(stories.c.id.in_(chunk)).values(updated_at=now))

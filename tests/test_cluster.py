@@ -137,3 +137,46 @@ def test_entries_further_apart_than_the_window_never_share_a_story(hours):
     b = entry(2, "Putin and Xi hold talks", "Same words exactly.", hours=hours, entities=PUTIN_XI,
               title_entities=PUTIN_XI[:2])  # fmt: skip
     assert cluster([a, b], S)[1] != cluster([a, b], S)[2]
+
+
+def _reports() -> list[StoryEntry]:
+    return [
+        entry(1, "Putin, Xi meet in Samarkand", "Talks at the SCO summit.", entities=PUTIN_XI,
+              title_entities=PUTIN_XI[:2]),
+        entry(2, "习近平在撒马尔罕会见俄罗斯总统普京", "上海合作组织峰会期间。", entities=PUTIN_XI,
+              title_entities=PUTIN_XI[:2], lang="zh"),
+        entry(3, "Xi and Putin hold talks in Samarkand", "The leaders met at the SCO summit.",
+              entities=PUTIN_XI, title_entities=PUTIN_XI[:2]),
+        entry(4, "Modi meets Putin in Samarkand", "On the SCO sidelines.", hours=20,
+              entities=("leader_modi", "leader_putin", "place_samarkand", "org_sco"),
+              title_entities=("leader_modi", "leader_putin")),
+    ]  # fmt: skip
+
+
+def _partition(assignment: dict[int, int]) -> set[frozenset[int]]:
+    groups: dict[int, set[int]] = {}
+    for eid, sid in assignment.items():
+        groups.setdefault(sid, set()).add(eid)
+    return {frozenset(g) for g in groups.values()}
+
+
+@given(st.permutations(_reports()))
+def test_the_stories_do_not_depend_on_the_order_reports_arrive_in(reports):
+    assert _partition(cluster(reports, S)) == {frozenset({1, 2, 3}), frozenset({4})}
+
+
+def test_a_report_that_bridges_two_stories_merges_them():
+    from digest.cluster import Clusterer, Story
+
+    en = entry(1, "Putin and Xi meet", "In Samarkand.", entities=PUTIN_XI, title_entities=PUTIN_XI[:2])
+    zh = entry(
+        2, "习近平会见普京", "撒马尔罕。", entities=PUTIN_XI[:3], title_entities=PUTIN_XI[:2], lang="zh"
+    )
+    a, b = Story(10), Story(11)
+    a.add(en)
+    b.add(zh)
+    c = Clusterer(S, [a, b], next_id=12)
+    bridge = entry(3, "Putin and Xi meet in Samarkand", "At the SCO summit.", hours=1, entities=PUTIN_XI,
+                   title_entities=PUTIN_XI[:2])  # fmt: skip
+    sid = c.assign(bridge)
+    assert c.story_of(10) == c.story_of(11) == sid

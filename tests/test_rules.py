@@ -122,3 +122,20 @@ def test_a_config_without_rule_sections_uses_the_shipped_rules(tmp_path):
     assert [t.name for t in load_config(cfg).rules.topics] == ["sco", "putin-xi"]
     cfg.write_text("feeds: []\ntopics: {}\n")
     assert load_config(cfg).rules.topics == ()
+
+
+@pytest.mark.parametrize(
+    ("pattern", "hint"),
+    [
+        (r"(?<!\w)Xi(?!\w)(?!'an\b)", "xi"),
+        (r"(?<!Organisation )\(SCO\)", "sco"),
+        (r"(?i)\btrade\b(?! (?:messages|greetings))", "trade"),
+        (r"Шанхайск\w* организаци\w* сотрудничества", "сотрудничества"),
+        (r"alpha|beta", None),  # either may match: no single literal is required
+        (r"(alpha|beta) gamma", None),
+    ],
+)
+def test_a_regex_runs_only_where_its_literal_appears(pattern, hint):
+    from digest.rules import regex_hint
+
+    assert regex_hint(pattern) == hint

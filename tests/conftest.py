@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -34,6 +35,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def offline(tmp_path: Path, db_url: str) -> Path:
+    """A copy of examples/offline (config and feed files) using the test database."""
+    dest = tmp_path / "offline"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "examples" / "offline", dest)
+    cfg = dest / "feeds.yaml"
+    cfg.write_text(cfg.read_text().replace("sqlite:///digest.db", f"'{db_url}'"))
+    return cfg
 
 
 @pytest.fixture

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 from defusedxml import ElementTree
 
@@ -15,14 +13,6 @@ from digest.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def offline(tmp_path: Path, db_url: str) -> Path:
-    """A copy of examples/offline using the test database."""
-    dest = tmp_path / "offline"
-    shutil.copytree(ROOT / "examples" / "offline", dest)
-    cfg = dest / "feeds.yaml"
-    cfg.write_text(cfg.read_text().replace("sqlite:///digest.db", f"'{db_url}'"))
-    return cfg
 
 
 def digest(*args: str, config: Path | None = None):

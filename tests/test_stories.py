@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,13 +17,6 @@ ROOT = Path(__file__).resolve().parent.parent
 EVAL = ROOT.parent / "shared" / "eval"
 
 
-@pytest.fixture
-def offline(tmp_path: Path, db_url: str) -> Path:
-    dest = tmp_path / "offline"
-    shutil.copytree(ROOT / "examples" / "offline", dest)
-    cfg = dest / "feeds.yaml"
-    cfg.write_text(cfg.read_text().replace("sqlite:///digest.db", f"'{db_url}'"))
-    return cfg
 
 
 def digest(cfg: Path, *args: str):

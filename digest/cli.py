@@ -415,17 +415,26 @@ def story_records(store: Any, loaded: LoadedConfig, *, include_all: bool) -> lis
         view = views.get(c.story_id) if c.story_id is not None else None
         outlet = e.source_title or titles.get(e.feed) or e.feed
         rec: dict[str, Any] = {
-            "feed": e.feed, "entry_id": e.entry_id, "guid": e.guid, "link": e.link,
-            "canonical_url": canonical_url(e.link), "title": e.title, "published": e.published.isoformat(),
-            "published_is_fetch_time": e.published_fallback, "language": e.language,
+            "feed": e.feed,
+            "entry_id": e.entry_id,
+            "guid": e.guid,
+            "link": e.link,
+            "canonical_url": canonical_url(e.link),
+            "title": e.title,
+            "published": e.published.isoformat(),
+            "published_is_fetch_time": e.published_fallback,
+            "language": e.language,
             "relevant": c.relevant,
-            "topics": list(view.topics if view else c.topics), "tags": list(view.tags if view else c.tags),
-            "entry_topics": list(c.topics), "entry_tags": list(c.tags),
+            "topics": list(view.topics if view else c.topics),
+            "tags": list(view.tags if view else c.tags),
+            "entry_topics": list(c.topics),
+            "entry_tags": list(c.tags),
             "story": f"s{c.story_id}" if c.story_id is not None else None,
             "outlet": outlet,
             "also_reported_by": [o for o in view.outlets if o != outlet] if view else [],
-            "why": c.why, "id": c.stored.id,
-        }  # fmt: skip
+            "why": c.why,
+            "id": c.stored.id,
+        }
         records.append(rec)
     return records
 
@@ -453,8 +462,14 @@ def stories(state: State, fmt: str, include_all: bool) -> None:
     for rec in sorted(
         (r for r in records if r["relevant"]), key=lambda r: (r["story"] or "", r["published"])
     ):
-        table.add_row(rec["story"] or "", rec["published"][:16].replace("T", " "), ",".join(rec["topics"]),
-                      ",".join(rec["tags"]), rec["outlet"], rec["title"])  # fmt: skip
+        table.add_row(
+            rec["story"] or "",
+            rec["published"][:16].replace("T", " "),
+            ",".join(rec["topics"]),
+            ",".join(rec["tags"]),
+            rec["outlet"],
+            rec["title"],
+        )
     out.print(table)
     n_stories = len({r["story"] for r in records if r["relevant"]})
     out.print(f"{sum(r['relevant'] for r in records)} selected entries in {n_stories} stories")
@@ -472,8 +487,10 @@ def find_entry(store: Any, ref: str) -> Any:
         assert isinstance(s, StoredEntry)
         if ref in (s.entry.entry_id, s.entry.guid, s.entry.link):
             return s
-    raise DigestError(f"no stored entry {ref!r}; give the id from `digest entries` or `digest stories`, "
-                      "or the entry's link or GUID")  # fmt: skip
+    raise DigestError(
+        f"no stored entry {ref!r}; give the id from `digest entries` or `digest stories`, "
+        "or the entry's link or GUID"
+    )
 
 
 @main.command()
@@ -536,8 +553,13 @@ def rules() -> None:
 
 @rules.command("test")
 @click.argument("source", required=False)
-@click.option("--since", metavar="AGE|DATE", default="7d", show_default=True,
-              help="stored entries first seen within AGE (when no SOURCE is given)")  # fmt: skip
+@click.option(
+    "--since",
+    metavar="AGE|DATE",
+    default="7d",
+    show_default=True,
+    help="stored entries first seen within AGE (when no SOURCE is given)",
+)
 @click.option("--selected-only", is_flag=True, help="list only what the rules select")
 @pass_state
 @handles_errors
@@ -572,8 +594,14 @@ def rules_test(state: State, source: str | None, since: str, selected_only: bool
         if selected_only and not c.relevant:
             continue
         first = next((r.fired.rule for r in c.why if r.kind == "topic"), "")
-        table.add_row("[green]✓[/]" if c.relevant else "[dim]✗[/]", ",".join(c.topics), ",".join(c.tags),
-                      first, title, note)  # fmt: skip
+        table.add_row(
+            "[green]✓[/]" if c.relevant else "[dim]✗[/]",
+            ",".join(c.topics),
+            ",".join(c.tags),
+            first,
+            title,
+            note,
+        )
     out.print(table)
     out.print(f"{sum(c.relevant for _, c, _ in rows)} of {len(rows)} entries selected")
 
@@ -590,8 +618,242 @@ def _read_feed_for_test(loaded: LoadedConfig, source: str) -> list[Any]:
     result = asyncio.run(get())
     if result.body is None:
         raise DigestError(f"{source}: {result.error}")
-    parsed = parse_feed("test", result.body, content_type=result.content_type, url=result.final_url,
-                        fetched_at=utcnow())  # fmt: skip
+    parsed = parse_feed(
+        "test", result.body, content_type=result.content_type, url=result.final_url, fetched_at=utcnow()
+    )
     if parsed.error:
         raise DigestError(f"{source}: {parsed.error}")
     return list(parsed.entries)
+
+
+# -- subscribers, send, preview, run ----------------------------------------------------------------
+
+
+@main.group()
+def subscribers() -> None:
+    """Add, list, remove, import and export subscribers."""
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--topics", default="", help="comma-separated topics (default: all)")
+@click.option("--tags", default="", help="only stories with one of these tags")
+@click.option("--cadence", type=click.Choice(["daily", "weekly"]), default="daily", show_default=True)
+@click.option("--weekday", default=None, help="for weekly: monday ... sunday")
+@click.option("--time", "send_time", default="07:00", show_default=True, help="local send time")
+@click.option("--timezone", default="UTC", show_default=True, help="IANA zone, e.g. Europe/Berlin")
+@click.option("--format", "fmt", type=click.Choice(["html", "text"]), default="html", show_default=True)
+@click.option("--max-stories", type=int, default=20, show_default=True)
+@click.option("--why/--no-why", "show_why", default=False, help="show why each story was picked")
+@pass_state
+@handles_errors
+def subscribers_add(
+    state: State,
+    email: str,
+    topics: str,
+    tags: str,
+    cadence: str,
+    weekday: str | None,
+    send_time: str,
+    timezone: str,
+    fmt: str,
+    max_stories: int,
+    show_why: bool,
+) -> None:
+    """Add a subscriber, or replace the preferences of an existing one."""
+    from .subscribers import make_subscriber
+
+    sub = make_subscriber(
+        {
+            "email": email,
+            "topics": topics,
+            "tags": tags,
+            "cadence": cadence,
+            "weekday": weekday,
+            "send_time": send_time,
+            "timezone": timezone,
+            "format": fmt,
+            "max_stories": max_stories,
+            "show_why": show_why,
+        },
+        where="subscriber",
+    )
+    loaded = state.loaded
+    unknown = set(sub.topics) - {t.name for t in loaded.rules.topics}
+    if unknown:
+        raise DigestError(
+            f"unknown topic(s) {', '.join(sorted(unknown))}; known: "
+            + ", ".join(t.name for t in loaded.rules.topics)
+        )
+    with open_store(loaded) as store:
+        _, created = store.add_subscriber(sub, utcnow())
+    out.print(f"{'added' if created else 'updated'} {sub.email}", markup=False)
+
+
+@subscribers.command("list")
+@pass_state
+@handles_errors
+def subscribers_list(state: State) -> None:
+    """Every subscriber with their preferences and status."""
+    with open_store(state.loaded) as store:
+        subs = store.list_subscribers()
+    table = new_table()
+    for col in ("email", "status", "cadence", "time", "zone", "topics", "tags", "format", "max"):
+        table.add_column(col)
+    for s in subs:
+        when = s.send_time + (
+            f" {('Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun')[s.weekday]}"
+            if s.cadence == "weekly" and s.weekday is not None
+            else ""
+        )
+        table.add_row(
+            s.email,
+            s.status,
+            s.cadence,
+            when,
+            s.timezone,
+            ",".join(s.topics) or "all",
+            ",".join(s.tags) or "—",
+            s.format,
+            str(s.max_stories),
+        )
+    out.print(table)
+    out.print(f"{len(subs)} subscribers, {sum(s.status == 'active' for s in subs)} active")
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@pass_state
+@handles_errors
+def subscribers_remove(state: State, email: str) -> None:
+    """Remove a subscriber and their delivery history."""
+    from .subscribers import normalise_email
+
+    address = normalise_email(email)
+    with open_store(state.loaded) as store:
+        if not store.remove_subscriber(address):
+            raise DigestError(f"no subscriber {address}; `digest subscribers list` shows them")
+    out.print(f"removed {address}", markup=False)
+
+
+@subscribers.command("import")
+@click.argument("csv_file", type=click.Path(dir_okay=False, path_type=Path))
+@pass_state
+@handles_errors
+def subscribers_import(state: State, csv_file: Path) -> None:
+    """Add or update subscribers from CSV (header: email, topics, tags, cadence, send_time, timezone, ...).
+    Nothing is stored if any row is bad; every bad row is named."""
+    from .subscribers import read_csv
+
+    try:
+        text = csv_file.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise DigestError(f"{csv_file}: cannot read it ({exc.strerror})") from None
+    subs = read_csv(text, str(csv_file))
+    with open_store(state.loaded) as store:
+        created = sum(store.add_subscriber(s, utcnow())[1] for s in subs)
+    out.print(f"{created} added, {len(subs) - created} updated from {csv_file}", markup=False)
+
+
+@subscribers.command("export")
+@pass_state
+@handles_errors
+def subscribers_export(state: State) -> None:
+    """Print every subscriber as CSV (the import format)."""
+    from .subscribers import write_csv
+
+    with open_store(state.loaded) as store:
+        sys.stdout.write(write_csv(store.list_subscribers()))
+
+
+def print_send(reports: list[Any]) -> int:
+    table = new_table(title="send")
+    for col in ("subscriber", "period", "result", "stories", "note"):
+        table.add_column(col)
+    for r in sorted(reports, key=lambda r: r.email):
+        style = {"sent": "green", "failed": "red", "bounced": "red", "empty": "dim", "done": "dim"}.get(
+            r.state, ""
+        )
+        table.add_row(
+            r.email, r.period, f"[{style}]{r.state}[/]" if style else r.state, str(r.stories), r.error or ""
+        )
+    out.print(table)
+    counts = {k: sum(r.state == k for r in reports) for k in ("sent", "empty", "failed", "bounced", "done")}
+    out.print(", ".join(f"{v} {k}" for k, v in counts.items()))
+    return counts["failed"] + counts["bounced"]
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="assemble and render, send nothing, change nothing")
+@click.option("--to", "only", metavar="EMAIL", help="only this subscriber")
+@pass_state
+@handles_errors
+def send(state: State, dry_run: bool, only: str | None) -> None:
+    """Send every digest that is due now (each subscriber and period at most once)."""
+    from .dispatch import send_due
+    from .subscribers import normalise_email
+
+    loaded = state.loaded
+    with open_store(loaded) as store:
+        organise(loaded, store)
+        reports = asyncio.run(
+            send_due(
+                loaded, store, now=utcnow(), dry_run=dry_run, only=normalise_email(only) if only else None
+            )
+        )
+    if print_send(reports):
+        sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--subscriber", "email", metavar="EMAIL", help="render for this subscriber (default: the first)"
+)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="write FILE.html or FILE.eml")
+@pass_state
+@handles_errors
+def preview(state: State, email: str | None, output: Path | None) -> None:
+    """Render a digest as it would be sent now, without sending or recording anything."""
+    from .dispatch import Mailer
+    from .schedule import current_period
+    from .subscribers import Subscriber, normalise_email
+
+    loaded = state.loaded
+    now = utcnow()
+    with open_store(loaded) as store:
+        subs = store.list_subscribers(email=normalise_email(email) if email else None)
+        if email and not subs:
+            raise DigestError(f"no subscriber {email}; `digest subscribers list` shows them")
+        sub = subs[0] if subs else Subscriber("preview@example.org", id=0)
+        mailer = Mailer(loaded, store)
+        prepared = mailer.prepare(sub, current_period(sub, now), now)
+    if output is None:
+        sys.stdout.write(f"Subject: {prepared.rendered.subject}\n\n{prepared.rendered.text}")
+    elif output.suffix.lower() == ".eml":
+        output.write_bytes(prepared.data)
+    else:
+        output.write_text(prepared.rendered.html or prepared.rendered.text, encoding="utf-8")
+    if output is not None:
+        out.print(f"wrote {output} ({prepared.digest.count} stories for {sub.email})", markup=False)
+
+
+@main.command()
+@click.option("--once", is_flag=True, required=True, help="one run: fetch due feeds, then send due digests")
+@click.option("--dry-run", is_flag=True, help="fetch, but send nothing and record no delivery")
+@pass_state
+@handles_errors
+def run(state: State, once: bool, dry_run: bool) -> None:
+    """Fetch the feeds that are due, then send the digests that are due (for cron)."""
+    from .dispatch import send_due
+
+    loaded = state.loaded
+    _ = loaded.rules
+    summary = run_fetch(loaded, FetchOptions(due_only=True), out)
+    with open_store(loaded) as store:
+        organised = organise(loaded, store)
+        reports = asyncio.run(send_due(loaded, store, now=utcnow(), dry_run=dry_run))
+    print_fetch_summary(summary, out)
+    out.print(organise_line(organised))
+    failed = print_send(reports)
+    if failed:
+        sys.exit(1)

@@ -11,7 +11,7 @@ import os
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -122,6 +122,40 @@ def _check_zone(v: str) -> None:
         raise ValueError(f"{v!r} is not an IANA time zone; write e.g. 'Europe/Moscow'") from None
 
 
+class SmtpSettings(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: str | None = Field(None, description="write ${SMTP_PASSWORD}: never the password itself")
+    timeout: Duration = 30.0
+    connections: int = Field(4, ge=1, le=64, description="SMTP connections kept open at once")
+    per_connection: int = Field(100, ge=1, description="messages before a connection is renewed")
+    rate: float = Field(0.0, ge=0, description="messages per second at most; 0 = no limit")
+    retries: int = Field(3, ge=0, le=20, description="tries after a 4xx reply or a dropped connection")
+    retry_delay: Duration = Field(2.0, description="first wait before a retry; doubles each time")
+    verify_tls: bool = True
+
+
+class DeliverySettings(_Model):
+    transport: Literal["outbox", "smtp"] = "outbox"
+    outbox: str = Field("outbox", description="Maildir folder for the outbox transport, beside feeds.yaml")
+    smtp: SmtpSettings = SmtpSettings()
+    sender: str = "SCO & Putin–Xi digest <digest@localhost>"
+    list_name: str = "SCO & Putin–Xi digest"
+    list_id: str = "<sco-digest.localhost>"
+    base_url: str = Field(
+        "http://localhost:8080", description="public URL of `digest serve`: every link uses it"
+    )
+    secret: str | None = Field(None, description="signs unsubscribe links; write ${DIGEST_SECRET}")
+    templates: str | None = Field(None, description="template folder (default: templates/ beside feeds.yaml)")
+    send_empty: bool = Field(False, description="send a digest even when nothing is new")
+    lookback: Duration = Field(86400.0, description="how far back a subscriber's first digest reaches")
+    bounce_limit: int = Field(
+        3, ge=1, description="permanent failures before a subscriber is marked bouncing"
+    )
+
+
 class Config(_Model):
     database: str = "sqlite:///digest.db"
     http: HttpSettings = HttpSettings()
@@ -131,6 +165,8 @@ class Config(_Model):
     topics: dict[str, Any] | None = None
     tags: dict[str, Any] | None = None
     clustering: dict[str, Any] | None = None
+    delivery: DeliverySettings = DeliverySettings()
+    subscribers: tuple[dict[str, Any], ...] = ()
 
     @field_validator("feeds")
     @classmethod

@@ -18,7 +18,18 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, S
 
 from .errors import StorageError
 from .records import Entry, FeedState
-from .schema import SCHEMA_REVISION, classifications, entries, feeds, stories
+from .schema import (
+    SCHEMA_REVISION,
+    UTCDateTime,
+    classifications,
+    deliveries,
+    entries,
+    feeds,
+    sent_stories,
+    stories,
+    subscribers,
+)
+from .subscribers import Subscriber
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -310,11 +321,20 @@ class Store:
         if not rows:
             return
         values = [
-            {"entry_id": r.entry_id, "relevant": r.relevant, "topics": list(r.topics), "tags": list(r.tags),
-             "why": r.why, "entities": sorted(r.entities), "title_entities": sorted(r.title_entities),
-             "rules_hash": r.rules_hash, "story_id": None, "classified_at": now}
+            {
+                "entry_id": r.entry_id,
+                "relevant": r.relevant,
+                "topics": list(r.topics),
+                "tags": list(r.tags),
+                "why": r.why,
+                "entities": sorted(r.entities),
+                "title_entities": sorted(r.title_entities),
+                "rules_hash": r.rules_hash,
+                "story_id": None,
+                "classified_at": now,
+            }
             for r in rows
-        ]  # fmt: skip
+        ]
         with self._safe(), self.engine.begin() as conn:
             conn.execute(classifications.insert(), values)
 
@@ -379,8 +399,12 @@ class Store:
                 conn.execute(stories.update().where(stories.c.id.in_(chunk)).values(updated_at=now))
             if conn.dialect.name == "postgresql" and new:
                 # ids were given explicitly: move the sequence past them
-                conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('stories', 'id'), "
-                                     "(SELECT MAX(id) FROM stories))"))  # fmt: skip
+                conn.execute(
+                    sa.text(
+                        "SELECT setval(pg_get_serial_sequence('stories', 'id'), "
+                        "(SELECT MAX(id) FROM stories))"
+                    )
+                )
         return len(new)
 
     def next_story_id(self) -> int:
@@ -414,6 +438,186 @@ class Store:
                 )
                 for r in conn.execute(q).mappings()
             ]
+
+    # -- subscribers -----------------------------------------------------------------------------
+
+    def add_subscriber(self, sub: Subscriber, now: datetime, *, update: bool = True) -> tuple[int, bool]:
+        """Insert, or (with update) replace the preferences of, the subscriber with that address.
+        -> (id, created)."""
+        values = _subscriber_row(sub)
+        with self._safe(), self.engine.begin() as conn:
+            found = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email == sub.email)).scalar()
+            if found is None:
+                result = conn.execute(subscribers.insert().values(**values, created_at=now, updated_at=now))
+                key = result.inserted_primary_key
+                assert key is not None
+                return int(key[0]), True
+            if update:
+                conn.execute(
+                    subscribers.update().where(subscribers.c.id == found).values(**values, updated_at=now)
+                )
+            return int(found), False
+
+    def list_subscribers(self, *, status: str | None = None, email: str | None = None) -> list[Subscriber]:
+        q = sa.select(subscribers).order_by(subscribers.c.id)
+        if status:
+            q = q.where(subscribers.c.status == status)
+        if email:
+            q = q.where(subscribers.c.email == email)
+        with self._safe(), self.engine.connect() as conn:
+            return [_subscriber(r) for r in conn.execute(q).mappings()]
+
+    def remove_subscriber(self, email: str) -> bool:
+        with self._safe(), self.engine.begin() as conn:
+            return bool(conn.execute(subscribers.delete().where(subscribers.c.email == email)).rowcount)
+
+    def set_status(self, subscriber_id: int, status: str, now: datetime) -> None:
+        with self._safe(), self.engine.begin() as conn:
+            conn.execute(
+                subscribers.update()
+                .where(subscribers.c.id == subscriber_id)
+                .values(status=status, updated_at=now)
+            )
+
+    def record_bounce(self, subscriber_id: int, limit: int, now: datetime) -> str:
+        """One more permanent failure; the subscriber is marked bouncing at `limit`. -> status."""
+        with self._safe(), self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(subscribers.c.bounces, subscribers.c.status).where(
+                    subscribers.c.id == subscriber_id
+                )
+            ).one()
+            bounces = row.bounces + 1
+            status = "bouncing" if bounces >= limit else row.status
+            conn.execute(
+                subscribers.update()
+                .where(subscribers.c.id == subscriber_id)
+                .values(bounces=bounces, status=status, updated_at=now)
+            )
+            return str(status)
+
+    # -- the delivery ledger ---------------------------------------------------------------------
+
+    def delivery(self, subscriber_id: int, period: str) -> dict[str, Any] | None:
+        q = sa.select(deliveries).where(
+            deliveries.c.subscriber_id == subscriber_id, deliveries.c.period == period
+        )
+        with self._safe(), self.engine.connect() as conn:
+            row = conn.execute(q).mappings().first()
+            return dict(row) if row else None
+
+    def last_assembled(self, subscriber_id: int) -> datetime | None:
+        """When the subscriber's last delivered (or deliberately empty) digest was put together."""
+        q = sa.select(sa.func.max(deliveries.c.assembled_at)).where(
+            deliveries.c.subscriber_id == subscriber_id, deliveries.c.state.in_(("sent", "empty"))
+        )
+        with self._safe(), self.engine.connect() as conn:
+            value = conn.execute(q).scalar()
+            return UTC_TYPE.process_result_value(value, conn.dialect) if value is not None else None
+
+    def sent_story_ids(self, subscriber_id: int) -> set[int]:
+        q = sa.select(sent_stories.c.story_id).where(sent_stories.c.subscriber_id == subscriber_id)
+        with self._safe(), self.engine.connect() as conn:
+            return set(conn.execute(q).scalars())
+
+    def begin_delivery(
+        self,
+        subscriber_id: int,
+        period: str,
+        message_id: str,
+        story_ids: Sequence[int],
+        assembled_at: datetime,
+    ) -> bool:
+        """Write the pending row before anything is sent. -> False if the period is already done."""
+        with self._safe(), self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(deliveries.c.id, deliveries.c.state).where(
+                    deliveries.c.subscriber_id == subscriber_id, deliveries.c.period == period
+                )
+            ).first()
+            if row is None:
+                conn.execute(
+                    deliveries.insert().values(
+                        subscriber_id=subscriber_id,
+                        period=period,
+                        message_id=message_id,
+                        state="pending",
+                        attempts=1,
+                        story_ids=list(story_ids),
+                        assembled_at=assembled_at,
+                    )
+                )
+                return True
+            if row.state in ("sent", "empty"):
+                return False
+            # pending (a crash after sending, maybe) or failed: try again, same Message-ID
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id == row.id)
+                .values(
+                    state="pending",
+                    attempts=deliveries.c.attempts + 1,
+                    story_ids=list(story_ids),
+                    assembled_at=assembled_at,
+                    message_id=message_id,
+                )
+            )
+            return True
+
+    def finish_delivery(
+        self, subscriber_id: int, period: str, state: str, now: datetime, error: str | None = None
+    ) -> None:
+        """Mark the period sent (recording its stories as sent to the subscriber), failed or empty."""
+        with self._safe(), self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(deliveries.c.id, deliveries.c.story_ids).where(
+                    deliveries.c.subscriber_id == subscriber_id, deliveries.c.period == period
+                )
+            ).one()
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id == row.id)
+                .values(state=state, last_error=error, sent_at=now if state == "sent" else None)
+            )
+            if state == "sent" and row.story_ids:
+                known = set(
+                    conn.execute(
+                        sa.select(sent_stories.c.story_id).where(
+                            sent_stories.c.subscriber_id == subscriber_id
+                        )
+                    ).scalars()
+                )
+                fresh = [
+                    {"subscriber_id": subscriber_id, "story_id": sid, "delivery_id": row.id}
+                    for sid in row.story_ids
+                    if sid not in known
+                ]
+                if fresh:
+                    conn.execute(sent_stories.insert(), fresh)
+
+    def record_empty(self, subscriber_id: int, period: str, message_id: str, now: datetime) -> None:
+        with self._safe(), self.engine.begin() as conn:
+            conn.execute(
+                _insert_ignore(conn, deliveries, ["subscriber_id", "period"]).values(
+                    subscriber_id=subscriber_id,
+                    period=period,
+                    message_id=message_id,
+                    state="empty",
+                    attempts=0,
+                    story_ids=[],
+                    assembled_at=now,
+                )
+            )
+
+    def deliveries_report(self, limit: int = 50) -> list[dict[str, Any]]:
+        q = (
+            sa.select(deliveries, subscribers.c.email)
+            .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+            .order_by(deliveries.c.id.desc())
+            .limit(limit)
+        )
+        with self._safe(), self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,3 +706,36 @@ class _StorageGuard:
             raise StorageError(
                 f"database {self.url}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
             ) from exc
+
+
+UTC_TYPE = UTCDateTime()
+_SUB_FIELDS = (
+    "email",
+    "name",
+    "topics",
+    "tags",
+    "cadence",
+    "weekday",
+    "send_time",
+    "timezone",
+    "format",
+    "max_stories",
+    "show_why",
+    "status",
+)
+
+
+def _subscriber_row(sub: Subscriber) -> dict[str, Any]:
+    row = {k: getattr(sub, k) for k in _SUB_FIELDS}
+    row["topics"], row["tags"] = list(sub.topics), list(sub.tags)
+    return row
+
+
+def _subscriber(r: Any) -> Subscriber:
+    return Subscriber(
+        **{k: r[k] for k in _SUB_FIELDS if k not in ("topics", "tags")},
+        topics=tuple(r["topics"]),
+        tags=tuple(r["tags"]),
+        id=r["id"],
+        bounces=r["bounces"],
+    )

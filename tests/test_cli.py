@@ -13,8 +13,6 @@ from digest.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 
 
-
-
 def digest(*args: str, config: Path | None = None):
     prefix = ["--config", str(config)] if config else []
     return CliRunner().invoke(main, [*prefix, *args], catch_exceptions=False)

@@ -17,8 +17,6 @@ ROOT = Path(__file__).resolve().parent.parent
 EVAL = ROOT.parent / "shared" / "eval"
 
 
-
-
 def digest(cfg: Path, *args: str):
     r = CliRunner().invoke(main, ["--config", str(cfg), *args], catch_exceptions=False)
     return r

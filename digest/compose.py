@@ -1,0 +1,133 @@
+"""Assemble one subscriber's digest for one period. Pure: stories and preferences in, a Digest out.
+
+stories first reported in (since, until] | the subscriber's topics and tags
+| minus stories already sent to them | grouped by topic | most outlets first, then newest
+| capped at max_stories, with "and N more"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from .schedule import Period
+from .stories import StoryView, outlet_of
+from .subscribers import Subscriber
+
+
+@dataclass(frozen=True, slots=True)
+class DigestStory:
+    story_id: int
+    title: str
+    link: str | None
+    outlet: str
+    published: datetime
+    summary: str
+    topics: tuple[str, ...]
+    tags: tuple[str, ...]
+    also: tuple[tuple[str, str | None], ...]  # (outlet, link) of the other reports
+    why: tuple[str, ...]  # one line per rule that fired
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    topic: str
+    title: str
+    stories: tuple[DigestStory, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    subscriber: Subscriber
+    period: Period
+    sections: tuple[Section, ...]
+    more: int  # stories left out by max_stories
+    story_ids: tuple[int, ...]  # every story included
+
+    @property
+    def count(self) -> int:
+        return sum(len(s.stories) for s in self.sections)
+
+
+SUMMARY_CHARS = 400
+
+
+def _why_lines(view: StoryView) -> tuple[str, ...]:
+    lines = []
+    for r in view.representative.why:
+        ev = ", ".join(dict.fromkeys(f"{e['field']} “{e['matched']}”" for e in r.get("evidence", [])))
+        lines.append(f"{r['kind']} {r['name']}: {r['rule']}" + (f" ({ev})" if ev else ""))
+    return tuple(lines)
+
+
+def _story(view: StoryView, feed_titles: Mapping[str, str | None]) -> DigestStory:
+    rep = view.representative
+    e = rep.stored.entry
+    summary = e.summary_text
+    if len(summary) > SUMMARY_CHARS:
+        summary = summary[:SUMMARY_CHARS].rsplit(" ", 1)[0] + "…"
+    also = []
+    seen = {outlet_of(rep, feed_titles)}
+    for m in view.entries:
+        name = outlet_of(m, feed_titles)
+        if name not in seen:
+            seen.add(name)
+            also.append((name, m.stored.entry.link))
+    return DigestStory(
+        view.id,
+        e.title,
+        e.link,
+        outlet_of(rep, feed_titles),
+        e.published,
+        summary,
+        view.topics,
+        view.tags,
+        tuple(also),
+        _why_lines(view),
+    )
+
+
+def assemble(
+    subscriber: Subscriber,
+    period: Period,
+    stories: Iterable[StoryView],
+    *,
+    since: datetime,
+    until: datetime,
+    already_sent: set[int],
+    topic_titles: Mapping[str, str],
+    feed_titles: Mapping[str, str | None],
+) -> Digest:
+    wanted = []
+    for v in stories:
+        if v.id in already_sent:
+            continue
+        if not any(since < m.stored.first_seen <= until for m in v.entries):
+            continue
+        if subscriber.topics and not set(v.topics) & set(subscriber.topics):
+            continue
+        if subscriber.tags and not set(v.tags) & set(subscriber.tags):
+            continue
+        wanted.append(v)
+    # most outlets first (what everyone reported), then the newest
+    wanted.sort(
+        key=lambda v: (-len(v.outlets), -max(m.stored.entry.published.timestamp() for m in v.entries))
+    )
+    kept, more = wanted[: subscriber.max_stories], max(0, len(wanted) - subscriber.max_stories)
+    order = list(subscriber.topics) or list(topic_titles)
+    sections = []
+    placed: set[int] = set()
+    for topic in order:
+        in_topic = [v for v in kept if topic in v.topics and v.id not in placed]
+        placed.update(v.id for v in in_topic)
+        if in_topic:
+            sections.append(
+                Section(
+                    topic, topic_titles.get(topic, topic), tuple(_story(v, feed_titles) for v in in_topic)
+                )
+            )
+    rest = [v for v in kept if v.id not in placed]
+    if rest:
+        sections.append(Section("other", "Other", tuple(_story(v, feed_titles) for v in rest)))
+    return Digest(subscriber, period, tuple(sections), more, tuple(v.id for v in kept))

@@ -1,0 +1,220 @@
+"""Deliver messages: one Transport protocol, chosen by `delivery.transport` in feeds.yaml.
+
+The send loop (pipeline.send_due) owns the ledger; transports only move bytes, and say whether
+a failure is permanent (5xx: never retry) or temporary (4xx, a dropped connection: retried here
+with back-off, then left for the next run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import ssl
+import time
+from pathlib import Path
+from typing import Protocol
+
+from .config import DeliverySettings, SmtpSettings
+from .errors import DeliveryError
+
+
+class Transport(Protocol):
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def send(self, sender: str, recipient: str, data: bytes, message_id: str) -> None: ...
+
+
+class OutboxTransport:
+    """A Maildir folder of .eml files: the default, so the product works with no mail server.
+
+    A file is written to tmp/ and renamed into new/ under a name derived from its Message-ID,
+    so sending the same digest twice leaves one file, and a crash never leaves half a file.
+    """
+
+    name = "outbox"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    async def open(self) -> None:
+        try:
+            for sub in ("tmp", "new", "cur"):
+                (self.folder / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DeliveryError(
+                f"outbox {self.folder}: cannot create it ({exc.strerror}); fix delivery.outbox"
+            ) from None
+
+    async def close(self) -> None:
+        return None
+
+    async def send(self, sender: str, recipient: str, data: bytes, message_id: str) -> None:
+        await asyncio.to_thread(self._write, data, message_id)
+
+    def _write(self, data: bytes, message_id: str) -> None:
+        name = hashlib.sha256(message_id.encode()).hexdigest()[:32] + ".eml"
+        tmp = self.folder / "tmp" / f"{name}.{os.getpid()}"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.folder / "new" / name)
+
+
+class _Connection:
+    def __init__(self, smtp: object) -> None:
+        self.smtp = smtp
+        self.sent = 0
+
+
+class SmtpTransport:
+    """aiosmtplib with a small pool of reused connections, a rate limit and retries.
+
+    SMTP is sequential per connection, so parallelism comes from several connections (notes §4.3);
+    each is renewed after `per_connection` messages. Bytes are sent with sendmail() because
+    send_message() re-serialises with the default policy and folds List-Unsubscribe (notes §4.1).
+    """
+
+    name = "smtp"
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.s = settings
+        self._idle: asyncio.Queue[_Connection] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(settings.connections)
+        self._next_send = 0.0
+        self._rate_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        while not self._idle.empty():
+            await self._quit(self._idle.get_nowait())
+
+    async def _connect(self) -> _Connection:
+        import aiosmtplib
+
+        s = self.s
+        context = ssl.create_default_context()
+        if not s.verify_tls:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        smtp = aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            timeout=s.timeout,
+            use_tls=s.security == "tls",
+            start_tls=s.security == "starttls",
+            tls_context=context,
+        )
+        await smtp.connect()
+        if s.username:
+            try:
+                await smtp.login(s.username, s.password or "")
+            except aiosmtplib.SMTPAuthenticationError as exc:
+                await self._quit(_Connection(smtp))
+                raise DeliveryError(
+                    f"smtp {s.host}:{s.port}: login as {s.username!r} refused ({exc.code} "
+                    f"{exc.message}); check delivery.smtp.username/password",
+                    permanent=True,
+                    code=exc.code,
+                ) from None
+        return _Connection(smtp)
+
+    async def _quit(self, conn: _Connection) -> None:
+        # the connection is being dropped anyway: a failure to say goodbye changes nothing
+        try:
+            await conn.smtp.quit()  # type: ignore[attr-defined]
+        except Exception:
+            with contextlib.suppress(Exception):
+                conn.smtp.close()  # type: ignore[attr-defined]
+
+    async def _throttle(self) -> None:
+        if not self.s.rate:
+            return
+        async with self._rate_lock:
+            now = time.monotonic()
+            wait = self._next_send - now
+            self._next_send = max(now, self._next_send) + 1.0 / self.s.rate
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def send(self, sender: str, recipient: str, data: bytes, message_id: str) -> None:
+        import aiosmtplib
+
+        s = self.s
+        last = "no attempt made"
+        for attempt in range(s.retries + 1):
+            if attempt:
+                await asyncio.sleep(s.retry_delay * 2 ** (attempt - 1))
+            async with self._slots:
+                conn: _Connection | None = None
+                try:
+                    conn = self._idle.get_nowait() if not self._idle.empty() else await self._connect()
+                    await self._throttle()
+                    errors, _ = await conn.smtp.sendmail(sender, [recipient], data)  # type: ignore[attr-defined]
+                    if errors:  # some servers report a refused recipient here rather than raising
+                        code, text = next(iter(errors.values()))
+                        raise aiosmtplib.SMTPRecipientRefused(code, text, recipient)
+                    conn.sent += 1
+                    if conn.sent >= s.per_connection:
+                        await self._quit(conn)
+                    else:
+                        self._idle.put_nowait(conn)
+                    return
+                except aiosmtplib.SMTPRecipientsRefused as exc:
+                    code, text = exc.recipients[0].code, exc.recipients[0].message
+                    last = f"{code} {text}"
+                    self._keep(conn)
+                    if code >= 500:
+                        raise DeliveryError(
+                            f"{recipient}: refused ({last})", permanent=True, code=code
+                        ) from None
+                except aiosmtplib.SMTPResponseException as exc:
+                    last = f"{exc.code} {exc.message}"
+                    if exc.code >= 500:
+                        self._keep(conn)
+                        raise DeliveryError(
+                            f"{recipient}: refused ({last})", permanent=True, code=exc.code
+                        ) from None
+                    if conn is not None:  # a 4xx such as 421 may close the session: start afresh
+                        await self._quit(conn)
+                except _dropped() as exc:
+                    last = f"connection lost ({exc.__class__.__name__}: {exc})"
+                    if conn is not None:
+                        await self._quit(conn)
+        raise DeliveryError(
+            f"{recipient}: not delivered after {s.retries + 1} tries ({last}); "
+            "it will be tried again next run"
+        )
+
+    def _keep(self, conn: _Connection | None) -> None:
+        # a refused recipient leaves the session usable (notes §4.3)
+        if conn is not None:
+            self._idle.put_nowait(conn)
+
+
+def _dropped() -> tuple[type[BaseException], ...]:
+    """Failures that mean the connection is gone, not that the message was refused."""
+    import aiosmtplib
+
+    return (
+        aiosmtplib.SMTPServerDisconnected,
+        aiosmtplib.SMTPConnectError,
+        aiosmtplib.SMTPTimeoutError,
+        ConnectionError,
+        OSError,
+        TimeoutError,
+    )
+
+
+def make_transport(settings: DeliverySettings, base_dir: Path) -> Transport:
+    if settings.transport == "smtp":
+        return SmtpTransport(settings.smtp)
+    return OutboxTransport((base_dir / settings.outbox).resolve())

@@ -135,6 +135,7 @@ class SmtpSettings(_Model):
     retries: int = Field(3, ge=0, le=20, description="tries after a 4xx reply or a dropped connection")
     retry_delay: Duration = Field(2.0, description="first wait before a retry; doubles each time")
     verify_tls: bool = True
+    ca_file: str | None = Field(None, description="a CA bundle to verify the server with (a private CA)")
 
 
 class DeliverySettings(_Model):

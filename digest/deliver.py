@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .config import DeliverySettings, SmtpSettings
-from .errors import DeliveryError
+from .errors import DeliveryError, TransportSetupError
 
 
 class Transport(Protocol):
@@ -101,7 +101,7 @@ class SmtpTransport:
         import aiosmtplib
 
         s = self.s
-        context = ssl.create_default_context()
+        context = ssl.create_default_context(cafile=s.ca_file)
         if not s.verify_tls:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
@@ -113,17 +113,21 @@ class SmtpTransport:
             start_tls=s.security == "starttls",
             tls_context=context,
         )
-        await smtp.connect()
+        try:
+            await smtp.connect()
+        except ssl.SSLError as exc:
+            raise TransportSetupError(
+                f"smtp {s.host}:{s.port}: TLS failed ({exc.reason or exc}); check "
+                "delivery.smtp.security, or ca_file for a private CA"
+            ) from None
         if s.username:
             try:
                 await smtp.login(s.username, s.password or "")
             except aiosmtplib.SMTPAuthenticationError as exc:
                 await self._quit(_Connection(smtp))
-                raise DeliveryError(
+                raise TransportSetupError(
                     f"smtp {s.host}:{s.port}: login as {s.username!r} refused ({exc.code} "
-                    f"{exc.message}); check delivery.smtp.username/password",
-                    permanent=True,
-                    code=exc.code,
+                    f"{exc.message}); check delivery.smtp.username/password"
                 ) from None
         return _Connection(smtp)
 

@@ -54,3 +54,7 @@ class DeliveryError(DigestError):
         super().__init__(message)
         self.permanent = permanent
         self.code = code
+
+
+class TransportSetupError(DigestError):
+    """The mail transport cannot be used at all (login refused, TLS failed): stop, blame no subscriber."""

@@ -303,3 +303,90 @@ def test_csv_import_names_every_bad_row_and_stores_none(tmp_path, db_url):
     r = CliRunner().invoke(main, ["--config", str(cfg), "subscribers", "import", str(csv)])
     assert r.exit_code == 2 and "line 3" in r.output and "line 4" in r.output
     assert Store(load_config(cfg).database_url).list_subscribers() == []
+
+
+@pytest.fixture
+def tls_sink(tmp_path):
+    """aiosmtpd requiring STARTTLS and AUTH, with a certificate for 127.0.0.1 made here."""
+    import ipaddress
+    import ssl
+
+    from aiosmtpd.smtp import AuthResult
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = auth_data.login == b"digest" and auth_data.password == b"s3cret"
+        return AuthResult(success=ok, handled=False)  # handled=False: the server sends the 535
+
+    handler = Sink()
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=free_port(),
+        tls_context=context,
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_required=True,
+    )
+    controller.start()
+    yield handler, controller.port, cert_file
+    controller.stop()
+
+
+@pytest.mark.parametrize("password", ["s3cret", "wrong"])
+def test_starttls_and_auth_with_the_password_from_the_environment(
+    tmp_path, db_url, tls_sink, monkeypatch, password
+):
+    handler, port, ca = tls_sink
+    monkeypatch.setenv("TEST_SMTP_PASSWORD", password)
+    cfg = make_config(tmp_path, db_url, smtp_port=port)
+    cfg.write_text(
+        cfg.read_text().replace(
+            "security: none,",
+            "security: starttls, username: digest, password: '${TEST_SMTP_PASSWORD}', "
+            f"ca_file: '{ca}', timeout: 5,",
+        )
+    )
+    if password == "s3cret":
+        reports, _, _ = fetch_and_send(cfg, only="ann@example.org")
+        assert [r.state for r in reports] == ["sent"] and len(handler.messages) == 1
+        return
+    from digest.errors import TransportSetupError
+
+    with pytest.raises(TransportSetupError, match="login as 'digest' refused"):
+        fetch_and_send(cfg, only="ann@example.org")
+    store = Store(load_config(cfg).database_url)
+    ann = store.list_subscribers(email="ann@example.org")[0]
+    assert ann.status == "active" and ann.bounces == 0  # the operator's mistake is not a bounce
+    assert store.delivery(ann.id, "2026-03-02")["state"] == "pending"  # sent next run
+    assert handler.messages == []

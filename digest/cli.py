@@ -826,7 +826,9 @@ def preview(state: State, email: str | None, output: Path | None) -> None:
             raise DigestError(f"no subscriber {email}; `digest subscribers list` shows them")
         sub = subs[0] if subs else Subscriber("preview@example.org", id=0)
         mailer = Mailer(loaded, store)
-        prepared = mailer.prepare(sub, current_period(sub, now), now)
+        period = current_period(sub, now)
+        mailer.load_ledger([period.key])
+        prepared = mailer.prepare(sub, period, now)
     if output is None:
         sys.stdout.write(f"Subject: {prepared.rendered.subject}\n\n{prepared.rendered.text}")
     elif output.suffix.lower() == ".eml":

@@ -98,7 +98,15 @@ def assemble(
     already_sent: set[int],
     topic_titles: Mapping[str, str],
     feed_titles: Mapping[str, str | None],
+    cache: dict[int, DigestStory] | None = None,
 ) -> Digest:
+    memo = cache if cache is not None else {}  # a story's item is the same in every digest
+
+    def story(v: StoryView) -> DigestStory:
+        if v.id not in memo:
+            memo[v.id] = _story(v, feed_titles)
+        return memo[v.id]
+
     wanted = []
     for v in stories:
         if v.id in already_sent:
@@ -122,12 +130,8 @@ def assemble(
         in_topic = [v for v in kept if topic in v.topics and v.id not in placed]
         placed.update(v.id for v in in_topic)
         if in_topic:
-            sections.append(
-                Section(
-                    topic, topic_titles.get(topic, topic), tuple(_story(v, feed_titles) for v in in_topic)
-                )
-            )
+            sections.append(Section(topic, topic_titles.get(topic, topic), tuple(story(v) for v in in_topic)))
     rest = [v for v in kept if v.id not in placed]
     if rest:
-        sections.append(Section("other", "Other", tuple(_story(v, feed_titles) for v in rest)))
+        sections.append(Section("other", "Other", tuple(story(v) for v in rest)))
     return Digest(subscriber, period, tuple(sections), more, tuple(v.id for v in kept))

@@ -22,6 +22,8 @@ from .errors import DeliveryError, TransportSetupError
 
 class Transport(Protocol):
     name: str
+    # Sending the same message twice leaves one copy: its "sent" marks may be committed in batches.
+    idempotent: bool
 
     async def open(self) -> None: ...
 
@@ -38,6 +40,7 @@ class OutboxTransport:
     """
 
     name = "outbox"
+    idempotent = True  # the same Message-ID writes the same file
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -82,6 +85,7 @@ class SmtpTransport:
     """
 
     name = "smtp"
+    idempotent = False  # a re-sent message is a second message: commit each one as it is accepted
 
     def __init__(self, settings: SmtpSettings) -> None:
         self.s = settings

@@ -15,15 +15,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
-from .compose import Digest, assemble
+from .compose import Digest, DigestStory, assemble
 from .config import LoadedConfig
 from .deliver import Transport, make_transport
 from .errors import DeliveryError
-from .render import Links, Rendered, Renderer, build_message, domain_of, message_id
+from .render import (
+    PLACEHOLDER_EMAIL,
+    PLACEHOLDER_LINKS,
+    Links,
+    MessageTemplate,
+    Rendered,
+    Renderer,
+    build_message,
+    domain_of,
+    make_template,
+    message_id,
+    personalise,
+)
 from .schedule import Period, current_period
 from .store import Store
 from .stories import StoryView, build_stories
@@ -51,7 +63,11 @@ class Prepared:
 
 
 class Mailer:
-    """Everything one run needs to turn a (subscriber, period) into a message."""
+    """Everything one run needs to turn a (subscriber, period) into a message.
+
+    Digests with the same content (period, stories, format, zone, schedule, topics) are rendered
+    once and personalised per subscriber (render.personalise); ledger facts are read once per run.
+    """
 
     def __init__(self, loaded: LoadedConfig, store: Store) -> None:
         self.loaded, self.store = loaded, store
@@ -68,6 +84,14 @@ class Mailer:
         self.views: list[StoryView] = build_stories(
             store.classified_entries(), self.feed_titles, order, loaded.clustering.tag_share
         )
+        self._templates: dict[tuple[object, ...], tuple[Rendered, MessageTemplate]] = {}
+        self._stories: dict[int, DigestStory] = {}  # digest items, the same for every subscriber
+        self.last_assembled: dict[int, datetime] = {}
+        self.sent: dict[int, set[int]] = {}
+
+    def load_ledger(self, periods: list[str]) -> dict[tuple[int, str], dict[str, object]]:
+        rows, self.last_assembled, self.sent = self.store.ledger_snapshot(periods)
+        return rows
 
     def links(self, sub: Subscriber) -> Links:
         assert sub.id is not None
@@ -80,31 +104,35 @@ class Mailer:
             preferences=f"{base}/preferences/{self.signer.sign(sub.id, 'preferences')}",
         )
 
-    def prepare(self, sub: Subscriber, period: Period, now: datetime) -> Prepared:
+    def assemble(self, sub: Subscriber, period: Period, now: datetime) -> Digest:
         assert sub.id is not None
-        since = self.store.last_assembled(sub.id) or now - timedelta(seconds=self.settings.lookback)
-        digest = assemble(
-            sub,
-            period,
-            self.views,
-            since=since,
-            until=now,
-            already_sent=self.store.sent_story_ids(sub.id),
-            topic_titles=self.topic_titles,
-            feed_titles=self.feed_titles,
-        )
+        since = self.last_assembled.get(sub.id) or now - timedelta(seconds=self.settings.lookback)
+        return assemble(
+            sub, period, self.views, since=since, until=now, already_sent=self.sent.get(sub.id, set()),
+            topic_titles=self.topic_titles, feed_titles=self.feed_titles, cache=self._stories,
+        )  # fmt: skip
+
+    def prepare(
+        self, sub: Subscriber, period: Period, now: datetime, digest: Digest | None = None
+    ) -> Prepared:
+        assert sub.id is not None
+        digest = digest or self.assemble(sub, period, now)
         links = self.links(sub)
-        rendered = self.renderer.render(digest, links)
         mid = message_id(sub.id, period.key, self.domain)
-        data = build_message(
-            rendered,
-            sender=self.settings.sender,
-            recipient=sub.email,
-            msg_id=mid,
-            list_id=self.settings.list_id,
-            links=links,
-            date=now,
-        )
+        key = (period.key, sub.format, sub.show_why, sub.timezone, sub.cadence, sub.send_time, sub.weekday,
+               sub.topics, digest.story_ids, digest.more)  # fmt: skip
+        cached = self._templates.get(key)
+        if cached is None:
+            generic = replace(digest, subscriber=replace(sub, email=PLACEHOLDER_EMAIL))
+            rendered = self.renderer.render(generic, PLACEHOLDER_LINKS)
+            template = make_template(rendered, sender=self.settings.sender, list_id=self.settings.list_id)
+            cached = self._templates[key] = (rendered, template)
+        rendered, template = cached
+        data = personalise(template, recipient=sub.email, msg_id=mid, links=links, date=now)
+        if data is None:  # an address the fast path does not handle: the email package does it
+            rendered = self.renderer.render(digest, links)
+            data = build_message(rendered, sender=self.settings.sender, recipient=sub.email, msg_id=mid,
+                                 list_id=self.settings.list_id, links=links, date=now)  # fmt: skip
         return Prepared(sub, digest, rendered, data, mid)
 
 
@@ -122,6 +150,9 @@ def seed_subscribers(loaded: LoadedConfig, store: Store, now: datetime) -> int:
     return added
 
 
+BATCH = 200  # pending rows written per transaction; each "sent" is still committed on its own
+
+
 async def send_due(
     loaded: LoadedConfig,
     store: Store,
@@ -136,58 +167,85 @@ async def send_due(
     mailer = Mailer(loaded, store)
     d = loaded.config.delivery
     subs = store.list_subscribers(status="active", email=only)
+    periods = {s.id: current_period(s, now) for s in subs}
+    ledger = mailer.load_ledger([p.key for p in periods.values()])
     transport = transport or make_transport(d, loaded.base_dir)
     reports: list[SendReport] = []
     db = asyncio.Lock()  # one ledger write at a time (SQLite); sends overlap
+    sending = asyncio.Semaphore(max(8, d.smtp.connections * 2))
+    done: list[tuple[int, str, str, str | None]] = []  # sent through an idempotent transport
 
     def report(r: SendReport) -> None:
         reports.append(r)
         if on_report:
             on_report(r)
 
-    async def one(sub: Subscriber) -> None:
+    async def deliver(p: Prepared, period: Period) -> None:
+        sub = p.subscriber
         assert sub.id is not None
-        period = current_period(sub, now)
-        row = store.delivery(sub.id, period.key)
-        if row is not None and row["state"] in ("sent", "empty"):
-            report(
-                SendReport(sub.email, period.key, "done", len(row["story_ids"]), message_id=row["message_id"])
-            )
-            return
-        prepared = mailer.prepare(sub, period, now)
-        n = prepared.digest.count
-        if dry_run:
-            report(SendReport(sub.email, period.key, "dry-run", n, message_id=prepared.message_id))
-            return
-        if n == 0 and not d.send_empty:
-            async with db:
-                await asyncio.to_thread(store.record_empty, sub.id, period.key, prepared.message_id, now)
-            report(SendReport(sub.email, period.key, "empty"))
-            return
-        async with db:
-            ok = await asyncio.to_thread(
-                store.begin_delivery, sub.id, period.key, prepared.message_id, prepared.digest.story_ids, now
-            )
-        if not ok:
-            return
-        try:
-            await transport.send(_envelope(d.sender), sub.email, prepared.data, prepared.message_id)
-        except DeliveryError as exc:
-            async with db:
-                await asyncio.to_thread(store.finish_delivery, sub.id, period.key, "failed", now, str(exc))
-                state = "failed"
-                if exc.permanent:
-                    status = await asyncio.to_thread(store.record_bounce, sub.id, d.bounce_limit, now)
-                    state = "bounced" if status == "bouncing" else "failed"
-            report(SendReport(sub.email, period.key, state, n, str(exc), prepared.message_id))
-            return
-        async with db:
-            await asyncio.to_thread(store.finish_delivery, sub.id, period.key, "sent", now)
-        report(SendReport(sub.email, period.key, "sent", n, message_id=prepared.message_id))
+        n = p.digest.count
+        async with sending:
+            try:
+                await transport.send(_envelope(d.sender), sub.email, p.data, p.message_id)
+            except DeliveryError as exc:
+                async with db:
+                    await asyncio.to_thread(
+                        store.finish_delivery, sub.id, period.key, "failed", now, str(exc)
+                    )
+                    state = "failed"
+                    if exc.permanent:
+                        status = await asyncio.to_thread(store.record_bounce, sub.id, d.bounce_limit, now)
+                        state = "bounced" if status == "bouncing" else "failed"
+                report(SendReport(sub.email, period.key, state, n, str(exc), p.message_id))
+                return
+        if transport.idempotent:
+            done.append((sub.id, period.key, "sent", None))  # committed with its batch
+        else:
+            async with db:  # committed at once: the crash window stays one message
+                await asyncio.to_thread(store.finish_delivery, sub.id, period.key, "sent", now)
+        report(SendReport(sub.email, period.key, "sent", n, message_id=p.message_id))
 
     await transport.open()
     try:
-        await asyncio.gather(*(one(s) for s in subs))
+        for i in range(0, len(subs), BATCH):
+            batch: list[tuple[Prepared, Period]] = []
+            for sub in subs[i : i + BATCH]:
+                assert sub.id is not None
+                period = periods[sub.id]
+                row = ledger.get((sub.id, period.key))
+                if row is not None and row["state"] in ("sent", "empty"):
+                    report(SendReport(sub.email, period.key, "done", len(row["story_ids"]),  # type: ignore[arg-type]
+                                      message_id=str(row["message_id"])))  # fmt: skip
+                    continue
+                digest = mailer.assemble(sub, period, now)
+                if digest.count == 0 and not d.send_empty:
+                    if not dry_run:
+                        mid = message_id(sub.id, period.key, mailer.domain)
+                        async with db:
+                            await asyncio.to_thread(store.record_empty, sub.id, period.key, mid, now)
+                    report(SendReport(sub.email, period.key, "empty"))
+                    continue
+                prepared = mailer.prepare(sub, period, now, digest)
+                if dry_run:
+                    report(
+                        SendReport(
+                            sub.email, period.key, "dry-run", digest.count, message_id=prepared.message_id
+                        )
+                    )
+                    continue
+                batch.append((prepared, period))
+            if not batch:
+                continue
+            items = [(p.subscriber.id, per.key, p.message_id, p.digest.story_ids, now) for p, per in batch]
+            async with db:
+                started = await asyncio.to_thread(store.begin_deliveries, items)  # type: ignore[arg-type]
+            done.clear()
+            await asyncio.gather(
+                *(deliver(p, per) for (p, per), ok in zip(batch, started, strict=True) if ok)
+            )
+            if done:
+                async with db:
+                    await asyncio.to_thread(store.finish_deliveries, list(done), now)
     finally:
         await transport.close()
     return reports

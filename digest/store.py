@@ -520,6 +520,38 @@ class Store:
         with self._safe(), self.engine.connect() as conn:
             return set(conn.execute(q).scalars())
 
+    def ledger_snapshot(
+        self, periods: Sequence[str]
+    ) -> tuple[dict[tuple[int, str], dict[str, Any]], dict[int, datetime], dict[int, set[int]]]:
+        """For a send run, in three queries: the ledger rows of these periods, each subscriber's last
+        assembly time, and the stories each was already sent."""
+        d, ss = deliveries, sent_stories
+        with self._safe(), self.engine.connect() as conn:
+            rows: dict[tuple[int, str], dict[str, Any]] = {}
+            for chunk in _chunks(sorted(set(periods)), 500):
+                for r in conn.execute(sa.select(d).where(d.c.period.in_(chunk))).mappings():
+                    rows[(r["subscriber_id"], r["period"])] = dict(r)
+            last: dict[int, datetime] = {}
+            query = (
+                sa.select(d.c.subscriber_id, sa.func.max(d.c.assembled_at))
+                .where(d.c.state.in_(("sent", "empty")))
+                .group_by(d.c.subscriber_id)
+            )
+            for sid, t in conn.execute(query).tuples():
+                value = UTC_TYPE.process_result_value(t, conn.dialect)
+                if value is not None:
+                    last[sid] = value
+            sent: dict[int, set[int]] = {}
+            for sid, story in conn.execute(sa.select(ss.c.subscriber_id, ss.c.story_id)).tuples():
+                sent.setdefault(sid, set()).add(story)
+        return rows, last, sent
+
+    def begin_deliveries(self, batch: Sequence[tuple[int, str, str, Sequence[int], datetime]]) -> list[bool]:
+        """Pending rows for a batch of (subscriber, period, message id, stories, assembled at), in one
+        transaction, before any of them is sent. -> for each, False if its period is already done."""
+        with self._safe(), self.engine.begin() as conn:
+            return [self._begin(conn, *item) for item in batch]
+
     def begin_delivery(
         self,
         subscriber_id: int,
@@ -530,70 +562,75 @@ class Store:
     ) -> bool:
         """Write the pending row before anything is sent. -> False if the period is already done."""
         with self._safe(), self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(deliveries.c.id, deliveries.c.state).where(
-                    deliveries.c.subscriber_id == subscriber_id, deliveries.c.period == period
-                )
-            ).first()
-            if row is None:
-                conn.execute(
-                    deliveries.insert().values(
-                        subscriber_id=subscriber_id,
-                        period=period,
-                        message_id=message_id,
-                        state="pending",
-                        attempts=1,
-                        story_ids=list(story_ids),
-                        assembled_at=assembled_at,
-                    )
-                )
-                return True
-            if row.state in ("sent", "empty"):
-                return False
-            # pending (a crash after sending, maybe) or failed: try again, same Message-ID
+            return self._begin(conn, subscriber_id, period, message_id, story_ids, assembled_at)
+
+    @staticmethod
+    def _begin(
+        conn: Connection,
+        subscriber_id: int,
+        period: str,
+        message_id: str,
+        story_ids: Sequence[int],
+        assembled_at: datetime,
+    ) -> bool:
+        d = deliveries
+        row = conn.execute(
+            sa.select(d.c.id, d.c.state).where(d.c.subscriber_id == subscriber_id, d.c.period == period)
+        ).first()
+        stories = list(story_ids)
+        if row is None:
             conn.execute(
-                deliveries.update()
-                .where(deliveries.c.id == row.id)
-                .values(
-                    state="pending",
-                    attempts=deliveries.c.attempts + 1,
-                    story_ids=list(story_ids),
-                    assembled_at=assembled_at,
-                    message_id=message_id,
+                d.insert().values(
+                    subscriber_id=subscriber_id, period=period, message_id=message_id, state="pending",
+                    attempts=1, story_ids=stories, assembled_at=assembled_at,
                 )
-            )
+            )  # fmt: skip
             return True
+        if row.state in ("sent", "empty"):
+            return False
+        # pending (a crash after sending, maybe) or failed: try again, with the same Message-ID
+        conn.execute(
+            d.update().where(d.c.id == row.id).values(
+                state="pending", attempts=d.c.attempts + 1, story_ids=stories, assembled_at=assembled_at,
+                message_id=message_id,
+            )
+        )  # fmt: skip
+        return True
 
     def finish_delivery(
         self, subscriber_id: int, period: str, state: str, now: datetime, error: str | None = None
     ) -> None:
         """Mark the period sent (recording its stories as sent to the subscriber), failed or empty."""
+        self.finish_deliveries([(subscriber_id, period, state, error)], now)
+
+    def finish_deliveries(self, batch: Sequence[tuple[int, str, str, str | None]], now: datetime) -> None:
+        """(subscriber, period, state, error) for several deliveries, in one transaction."""
+        d, ss = deliveries, sent_stories
         with self._safe(), self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(deliveries.c.id, deliveries.c.story_ids).where(
-                    deliveries.c.subscriber_id == subscriber_id, deliveries.c.period == period
+            for subscriber_id, period, state, error in batch:
+                row = conn.execute(
+                    sa.select(d.c.id, d.c.story_ids).where(
+                        d.c.subscriber_id == subscriber_id, d.c.period == period
+                    )
+                ).one()
+                conn.execute(
+                    d.update()
+                    .where(d.c.id == row.id)
+                    .values(state=state, last_error=error, sent_at=now if state == "sent" else None)
                 )
-            ).one()
-            conn.execute(
-                deliveries.update()
-                .where(deliveries.c.id == row.id)
-                .values(state=state, last_error=error, sent_at=now if state == "sent" else None)
-            )
-            if state == "sent" and row.story_ids:
-                known = set(
-                    conn.execute(
-                        sa.select(sent_stories.c.story_id).where(
-                            sent_stories.c.subscriber_id == subscriber_id
-                        )
-                    ).scalars()
-                )
-                fresh = [
-                    {"subscriber_id": subscriber_id, "story_id": sid, "delivery_id": row.id}
-                    for sid in row.story_ids
-                    if sid not in known
-                ]
-                if fresh:
-                    conn.execute(sent_stories.insert(), fresh)
+                if state == "sent" and row.story_ids:
+                    known = set(
+                        conn.execute(
+                            sa.select(ss.c.story_id).where(ss.c.subscriber_id == subscriber_id)
+                        ).scalars()
+                    )
+                    fresh = [
+                        {"subscriber_id": subscriber_id, "story_id": sid, "delivery_id": row.id}
+                        for sid in row.story_ids
+                        if sid not in known
+                    ]
+                    if fresh:
+                        conn.execute(ss.insert(), fresh)
 
     def record_empty(self, subscriber_id: int, period: str, message_id: str, now: datetime) -> None:
         with self._safe(), self.engine.begin() as conn:

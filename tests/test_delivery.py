@@ -390,3 +390,64 @@ def test_starttls_and_auth_with_the_password_from_the_environment(
     assert ann.status == "active" and ann.bounces == 0  # the operator's mistake is not a bounce
     assert store.delivery(ann.id, "2026-03-02")["state"] == "pending"  # sent next run
     assert handler.messages == []
+
+
+@pytest.mark.parametrize("fmt", ["html", "text"])
+def test_the_fast_personalised_message_parses_exactly_like_the_email_package_one(fmt):
+    from digest.render import (
+        PLACEHOLDER_EMAIL,
+        PLACEHOLDER_LINKS,
+        Links,
+        Rendered,
+        build_message,
+        make_template,
+        personalise,
+    )
+
+    def rendered(address: str, links: Links) -> Rendered:
+        html = f'<p>Ünïcode — 上合组织 <a href="{links.unsubscribe}&amp;x">out</a> {address}</p>' * 40
+        text = f"Ünïcode — 上合组织\n{links.unsubscribe}\n{links.preferences}\n{address}\n" * 40
+        return Rendered("SCO & Putin–Xi digest — Monday (3 stories)", text, html if fmt == "html" else None)
+
+    links = Links(
+        "https://d.example.org/unsubscribe/MQ.abc",
+        "https://d.example.org/unsubscribe/MQ.abc",
+        "mailto:unsubscribe@d.example.org?subject=unsubscribe%20MQ.abc",
+        "https://d.example.org/preferences/MQ.def",
+    )
+    common = {"msg_id": "<digest.2026-03-02.7.abc@d.example.org>", "date": NOW}
+    slow = build_message(
+        rendered("ann@example.org", links),
+        sender="Digest <digest@example.org>",
+        recipient="ann@example.org",
+        list_id="<sco.d.example.org>",
+        links=links,
+        **common,
+    )
+    template = make_template(
+        rendered(PLACEHOLDER_EMAIL, PLACEHOLDER_LINKS),
+        sender="Digest <digest@example.org>",
+        list_id="<sco.d.example.org>",
+    )
+    fast = personalise(template, recipient="ann@example.org", links=links, **common)
+    assert fast is not None
+    a, b = (email.message_from_bytes(m, policy=email.policy.default) for m in (slow, fast))
+    for header in (
+        "From",
+        "To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "List-Id",
+        "List-Unsubscribe",
+        "List-Unsubscribe-Post",
+        "Auto-Submitted",
+    ):
+        assert str(a[header]) == str(b[header]), header
+    assert a.get_content_type() == b.get_content_type()
+    for kind in ("plain", "html"):
+        pa, pb = a.get_body((kind,)), b.get_body((kind,))
+        assert (pa is None) == (pb is None)
+        if pa is not None:
+            assert pa.get_content() == pb.get_content()
+    assert personalise(template, recipient="ännä@exämple.org", links=links, **common) is None  # -> slow path

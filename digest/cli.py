@@ -842,14 +842,26 @@ def preview(state: State, email: str | None, output: Path | None) -> None:
 @main.command()
 @click.option("--once", is_flag=True, required=True, help="one run: fetch due feeds, then send due digests")
 @click.option("--dry-run", is_flag=True, help="fetch, but send nothing and record no delivery")
+@click.option(
+    "--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for a running daemon's lock"
+)
 @pass_state
 @handles_errors
-def run(state: State, once: bool, dry_run: bool) -> None:
-    """Fetch the feeds that are due, then send the digests that are due (for cron)."""
-    from .dispatch import send_due
+def run(state: State, once: bool, dry_run: bool, wait: float) -> None:
+    """Fetch the feeds that are due, then send the digests that are due (for cron).
+
+    Exits 4 when a daemon (or another run) holds this database's lock."""
+    from .lock import SchedulerLock
 
     loaded = state.loaded
     _ = loaded.rules
+    with SchedulerLock(loaded.database_url, wait=wait):
+        _run_once(loaded, dry_run)
+
+
+def _run_once(loaded: LoadedConfig, dry_run: bool) -> None:
+    from .dispatch import send_due
+
     summary = run_fetch(loaded, FetchOptions(due_only=True), out)
     with open_store(loaded) as store:
         organised = organise(loaded, store)
@@ -859,3 +871,86 @@ def run(state: State, once: bool, dry_run: bool) -> None:
     failed = print_send(reports)
     if failed:
         sys.exit(1)
+
+
+@main.command()
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--metrics-port", type=int, default=None, help="serve Prometheus metrics on 127.0.0.1:PORT")
+@click.option("--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for the lock")
+@click.option("--verbose", "-v", is_flag=True, help="debug logging")
+@pass_state
+@handles_errors
+def daemon(state: State, log_format: str, metrics_port: int | None, wait: float, verbose: bool) -> None:
+    """Run unattended: poll feeds and send digests when due, until SIGTERM or SIGINT.
+
+    SIGHUP reloads feeds.yaml (an invalid file is reported and the old one kept). Exits 4 when
+    another daemon or run holds this database's lock."""
+    import logging
+
+    from .daemon import Daemon, setup_logging
+
+    setup_logging(log_format, logging.DEBUG if verbose else logging.INFO)
+    sys.exit(Daemon(state.config_path, metrics_port=metrics_port, wait=wait).run())
+
+
+@main.command()
+@pass_state
+@handles_errors
+def status(state: State) -> None:
+    """The state of things: feeds (failing ones named), subscribers due, last and next sends."""
+    from .schedule import current_period, next_due
+
+    loaded = state.loaded
+    now = utcnow()
+    with open_store(loaded) as store:
+        states = store.feed_states()
+        subs = store.list_subscribers()
+        recent = store.deliveries_report(limit=10)
+        ledger = {
+            (r["subscriber_id"], r["period"]): r["state"] for r in store.deliveries_report(limit=100_000)
+        }
+        counts = store.entry_counts()
+    enabled = [f for f in loaded.config.feeds if f.enabled]
+    last_poll = max((st.last_fetched for st in states.values() if st.last_fetched), default=None)
+    failing = [states[f.name] for f in enabled if f.name in states and states[f.name].error_count]
+    out.print(
+        f"feeds: {len(enabled)} enabled, {len(failing)} failing; last poll {_fmt_time(last_poll)}; "
+        f"{sum(counts.values())} entries stored",
+        markup=False,
+    )
+    if failing:
+        table = new_table(title="failing feeds")
+        for col in ("feed", "errors", "last ok", "next try", "last error"):
+            table.add_column(col, overflow="fold")
+        for st in failing:
+            table.add_row(
+                st.name,
+                str(st.error_count),
+                _fmt_time(st.last_ok),
+                _fmt_time(st.next_poll),
+                st.last_error or "",
+            )
+        out.print(table)
+    active = [s for s in subs if s.status == "active"]
+    due = [s for s in active if ledger.get((s.id, current_period(s, now).key)) not in ("sent", "empty")]
+    nxt = min((next_due(s, now) for s in active), default=None)
+    out.print(
+        f"subscribers: {len(subs)} ({len(active)} active, "
+        f"{sum(s.status == 'bouncing' for s in subs)} bouncing); "
+        f"{len(due)} due now; next send {_fmt_time(nxt)}",
+        markup=False,
+    )
+    if recent:
+        table = new_table(title="last sends")
+        for col in ("subscriber", "period", "state", "attempts", "sent", "error"):
+            table.add_column(col, overflow="fold")
+        for r in recent:
+            table.add_row(
+                r["email"],
+                r["period"],
+                r["state"],
+                str(r["attempts"]),
+                _fmt_time(r["sent_at"]),
+                (r["last_error"] or "")[:80],
+            )
+        out.print(table)

@@ -157,6 +157,19 @@ class DeliverySettings(_Model):
     )
 
 
+class DaemonSettings(_Model):
+    tick: Duration = Field(60.0, description="how often the daemon looks for due feeds and due digests")
+    housekeeping: Duration = Field(
+        86400.0, description="how often old entries are removed and the database tidied"
+    )
+    retention: Duration = Field(
+        180 * 86400.0, description="entries first seen longer ago than this are removed"
+    )
+    operator: str | None = Field(
+        None, description="address for the daily operator report (failing feeds, figures)"
+    )
+
+
 class Config(_Model):
     database: str = "sqlite:///digest.db"
     http: HttpSettings = HttpSettings()
@@ -167,6 +180,7 @@ class Config(_Model):
     tags: dict[str, Any] | None = None
     clustering: dict[str, Any] | None = None
     delivery: DeliverySettings = DeliverySettings()
+    daemon: DaemonSettings = DaemonSettings()
     subscribers: tuple[dict[str, Any], ...] = ()
 
     @field_validator("feeds")

@@ -162,7 +162,10 @@ async def send_due(
     only: str | None = None,
     transport: Transport | None = None,
     on_report: Callable[[SendReport], None] | None = None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> list[SendReport]:
+    """Send what is due. `stopping()` turning true (SIGTERM) starts no new send: messages in flight
+    finish and are recorded; rows written pending but not sent are sent by the next run."""
     seed_subscribers(loaded, store, now)
     mailer = Mailer(loaded, store)
     d = loaded.config.delivery
@@ -185,6 +188,8 @@ async def send_due(
         assert sub.id is not None
         n = p.digest.count
         async with sending:
+            if stopping():
+                return  # left pending: the next run sends it (for the first time)
             try:
                 await transport.send(_envelope(d.sender), sub.email, p.data, p.message_id)
             except DeliveryError as exc:
@@ -208,6 +213,8 @@ async def send_due(
     await transport.open()
     try:
         for i in range(0, len(subs), BATCH):
+            if stopping():
+                break
             batch: list[tuple[Prepared, Period]] = []
             for sub in subs[i : i + BATCH]:
                 assert sub.id is not None

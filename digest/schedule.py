@@ -56,3 +56,13 @@ def current_period(s: Subscriber, now: datetime) -> Period:
         today -= timedelta(days=1)
         due = local_instant(today, at, zone)
     return Period(today.isoformat(), due)
+
+
+def next_due(s: Subscriber, now: datetime) -> datetime:
+    """The first send instant after `now`."""
+    zone = ZoneInfo(s.timezone)
+    hh, mm = (int(x) for x in s.send_time.split(":"))
+    current = current_period(s, now)
+    step = timedelta(days=7 if s.cadence == "weekly" else 1)
+    day = current.due.astimezone(zone).date() + step
+    return local_instant(day, time(hh, mm), zone)

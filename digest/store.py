@@ -656,6 +656,32 @@ class Store:
         with self._safe(), self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
+    # -- housekeeping ----------------------------------------------------------------------------
+
+    def prune_entries(self, first_seen_before: datetime) -> int:
+        """Remove entries first seen before the cutoff (their classifications go with them)."""
+        with self._safe(), self.engine.begin() as conn:
+            old = sa.select(entries.c.id).where(entries.c.first_seen < first_seen_before)
+            conn.execute(classifications.delete().where(classifications.c.entry_id.in_(old)))
+            n = conn.execute(entries.delete().where(entries.c.first_seen < first_seen_before)).rowcount
+            conn.execute(
+                stories.delete().where(
+                    ~stories.c.id.in_(
+                        sa.select(classifications.c.story_id).where(classifications.c.story_id.is_not(None))
+                    )
+                )
+            )
+        return int(n or 0)
+
+    def tidy(self) -> None:
+        """ANALYZE (and on SQLite an incremental VACUUM's worth: a checkpoint of the WAL)."""
+        with self._safe(), self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn.exec_driver_sql("ANALYZE")
+            else:
+                conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+
 
 @dataclass(frozen=True, slots=True)
 class Classified:

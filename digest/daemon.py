@@ -1,0 +1,276 @@
+"""`digest daemon`: APScheduler runs the jobs; the database decides what is due.
+
+    every tick:         fetch feeds that are due (their interval, back-off, Retry-After) | organise
+    every tick:         send the digests that are due (schedule.current_period per subscriber)
+    every housekeeping: prune old entries, tidy the database, mail the operator report
+
+Why this shape (notes §1): BlockingScheduler with a thread pool, each job calling asyncio.run, so
+every run gets a fresh event loop and clients and shutdown(wait=True) finishes what is in flight;
+an in-memory job store, because send times live in the database (a job store re-added at start
+would silently drop a run missed during downtime, and a shared one double-fires); one scheduler
+per database, held by digest.lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .config import LoadedConfig, load_config
+from .errors import DigestError
+from .lock import SchedulerLock
+from .pipeline import FetchOptions, fetch_feeds, open_store, organise, utcnow
+from .records import FetchStatus
+
+log = logging.getLogger("digest")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "message": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
+        if record.exc_info:
+            data["error"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False, default=str)
+
+
+def setup_logging(fmt: str = "text", level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    )
+    root = logging.getLogger("digest")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def _event(message: str, **fields: Any) -> None:
+    log.info(message, extra={"fields": fields})
+
+
+class Daemon:
+    def __init__(
+        self, config_path: str | None, *, metrics_port: int | None = None, wait: float = 0.0
+    ) -> None:
+        self.config_path = config_path
+        self.loaded: LoadedConfig = load_config(config_path)
+        _ = self.loaded.rules, self.loaded.clustering  # rule errors stop us before we start
+        self.metrics_port = metrics_port
+        self.wait = wait
+        self.stopping = threading.Event()
+        self.scheduler: Any = None
+        self._shutdown: threading.Thread | None = None
+
+    # -- jobs --------------------------------------------------------------------------------------
+
+    def poll(self) -> None:
+        if self.stopping.is_set():
+            return
+        from . import metrics
+
+        loaded, started = self.loaded, time.monotonic()
+        with open_store(loaded) as store:
+            summary = asyncio.run(fetch_feeds(loaded, store, FetchOptions(due_only=True)))
+            organised = organise(loaded, store)
+            failing = sum(1 for st in store.feed_states().values() if st.error_count)
+        seconds = time.monotonic() - started
+        counts = {s.value: summary.count(s) for s in FetchStatus}
+        for result, n in counts.items():
+            metrics.FEEDS.labels(result).inc(n)
+        metrics.ENTRIES_NEW.inc(summary.new_entries)
+        metrics.ENTRIES_SELECTED.inc(organised.selected)
+        metrics.STORIES_NEW.inc(organised.new_stories)
+        metrics.POLL_SECONDS.observe(seconds)
+        metrics.FAILING_FEEDS.set(failing)
+        if not summary.reports and not organised.classified:
+            return  # nothing was due: no line
+        _event(
+            f"poll: {len(summary.reports)} feeds ({counts['ok']} ok, {counts['not_modified']} not modified, "
+            f"{counts['failed']} failed, {counts['deferred']} deferred), {summary.new_entries} new entries, "
+            f"{organised.selected} selected, {organised.new_stories} new stories in {seconds:.1f}s",
+            event="poll",
+            seconds=round(seconds, 3),
+            new_entries=summary.new_entries,
+            selected=organised.selected,
+            new_stories=organised.new_stories,
+            **counts,
+        )
+
+    def send(self) -> None:
+        if self.stopping.is_set():
+            return
+        from . import metrics
+        from .dispatch import send_due
+        from .schedule import next_due
+
+        loaded, started, now = self.loaded, time.monotonic(), utcnow()
+        with open_store(loaded) as store:
+            reports = asyncio.run(send_due(loaded, store, now=now, stopping=self.stopping.is_set))
+            active = store.list_subscribers(status="active")
+        seconds = time.monotonic() - started
+        counts = {
+            k: sum(r.state == k for r in reports) for k in ("sent", "empty", "failed", "bounced", "done")
+        }
+        for result in ("sent", "empty", "failed", "bounced"):
+            metrics.DIGESTS.labels(result).inc(counts[result])
+        metrics.SEND_SECONDS.observe(seconds)
+        if active:
+            metrics.NEXT_SEND.set(min(next_due(s, now) for s in active).timestamp())
+        if counts["sent"] or counts["failed"] or counts["bounced"] or counts["empty"]:
+            _event(
+                f"send: {counts['sent']} sent, {counts['empty']} empty, {counts['failed']} failed, "
+                f"{counts['bounced']} bounced in {seconds:.1f}s",
+                event="send",
+                seconds=round(seconds, 3),
+                **counts,
+            )
+        for r in reports:
+            if r.state in ("failed", "bounced"):
+                log.warning("send: %s %s: %s", r.email, r.state, r.error)
+
+    def housekeeping(self) -> None:
+        if self.stopping.is_set():
+            return
+        d = self.loaded.config.daemon
+        with open_store(self.loaded) as store:
+            pruned = store.prune_entries(utcnow() - timedelta(seconds=d.retention))
+            store.tidy()
+            if d.operator:
+                self.report_to_operator(store, d.operator)
+        _event(f"housekeeping: {pruned} old entries removed", event="housekeeping", pruned=pruned)
+
+    def report_to_operator(self, store: Any, address: str) -> None:
+        """A plain mail listing feeds failing for a day or more, and the last day's figures."""
+        from email.message import EmailMessage
+
+        from .deliver import make_transport
+        from .render import POLICY
+
+        now = utcnow()
+        failing = [
+            st
+            for st in store.feed_states().values()
+            if st.error_count and (st.last_ok is None or now - st.last_ok > timedelta(days=1))
+        ]
+        recent = [
+            r
+            for r in store.deliveries_report(limit=10_000)
+            if r.get("sent_at") and now - r["sent_at"] < timedelta(days=1)
+        ]
+        lines = [
+            f"digest operator report, {now:%Y-%m-%d %H:%M} UTC",
+            "",
+            f"{len(failing)} feeds failing for a day or more:",
+        ]
+        lines += [
+            f"  {st.name}: {st.last_error} (since {st.last_ok or 'never ok'}, {st.error_count} errors)"
+            for st in failing
+        ]
+        lines += ["", f"{len(recent)} digests sent in the last day."]
+        msg = EmailMessage(policy=POLICY)
+        d = self.loaded.config.delivery
+        msg["From"], msg["To"], msg["Subject"] = d.sender, address, f"digest: {len(failing)} failing feeds"
+        msg.set_content("\n".join(lines))
+        transport = make_transport(d, self.loaded.base_dir)
+
+        async def go() -> None:
+            await transport.open()
+            try:
+                import email.utils
+
+                await transport.send(
+                    email.utils.parseaddr(d.sender)[1],
+                    address,
+                    msg.as_bytes(),
+                    f"<operator.{now:%Y%m%d%H%M}@digest>",
+                )
+            finally:
+                await transport.close()
+
+        asyncio.run(go())
+
+    # -- control -----------------------------------------------------------------------------------
+
+    def reload(self, *_: object) -> None:
+        try:
+            new = load_config(self.config_path)
+            _ = new.rules, new.clustering
+        except DigestError as exc:
+            log.error("reload: %s; keeping the running configuration", str(exc).splitlines()[0])
+            return
+        if new.database_url != self.loaded.database_url:
+            log.error("reload: the database cannot change while running; restart the daemon for that")
+            return
+        self.loaded = new
+        _event(f"reload: {len(new.config.feeds)} feeds, {len(new.rules.topics)} topics", event="reload")
+
+    def stop(self, signum: int, _frame: object) -> None:
+        if self.stopping.is_set():
+            return
+        _event(f"stopping on {signal.Signals(signum).name}: finishing the message in flight", event="stop")
+        self.stopping.set()
+        if self.scheduler is not None:
+            # from another thread: shutdown(wait=True) waits for running jobs, which now stop early
+            self._shutdown = threading.Thread(
+                target=self.scheduler.shutdown, kwargs={"wait": True}, daemon=True
+            )
+            self._shutdown.start()
+
+    def run(self) -> int:
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.blocking import BlockingScheduler
+
+        lock = SchedulerLock(self.loaded.database_url, wait=self.wait)
+        lock.acquire()
+        try:
+            if self.metrics_port:
+                from .metrics import serve
+
+                serve(self.metrics_port)
+            d = self.loaded.config.daemon
+            grace = int(max(60, d.tick * 5))  # a late tick still runs (the 1 s default drops it: notes §1.2)
+            self.scheduler = BlockingScheduler(
+                timezone=UTC,
+                executors={"default": ThreadPoolExecutor(3)},
+                job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": grace},
+            )
+            now = datetime.now(UTC)
+            self.scheduler.add_job(self.poll, "interval", seconds=d.tick, id="poll", next_run_time=now)
+            self.scheduler.add_job(
+                self.send,
+                "interval",
+                seconds=d.tick,
+                id="send",
+                next_run_time=now + timedelta(seconds=min(1.0, d.tick / 2)),
+            )
+            self.scheduler.add_job(
+                self.housekeeping,
+                "interval",
+                seconds=d.housekeeping,
+                id="housekeeping",
+                next_run_time=now + timedelta(seconds=min(30.0, d.housekeeping)),
+            )
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+            signal.signal(signal.SIGHUP, self.reload)
+            feeds = len(self.loaded.config.feeds)
+            _event(f"daemon started: {feeds} feeds, tick {d.tick:g}s, lock {lock.where()}", event="start")
+            self.scheduler.start()  # blocks until shutdown
+            if self._shutdown is not None:
+                self._shutdown.join()  # the job in flight has finished: only now let go of the lock
+            _event("daemon stopped", event="stopped")
+        finally:
+            lock.release()
+        return 0

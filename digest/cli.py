@@ -827,7 +827,8 @@ def preview(state: State, email: str | None, output: Path | None) -> None:
         sub = subs[0] if subs else Subscriber("preview@example.org", id=0)
         mailer = Mailer(loaded, store)
         period = current_period(sub, now)
-        mailer.load_ledger([period.key])
+        if sub.id:
+            mailer.load_history([sub.id])
         prepared = mailer.prepare(sub, period, now)
     if output is None:
         sys.stdout.write(f"Subject: {prepared.rendered.subject}\n\n{prepared.rendered.text}")

@@ -520,31 +520,37 @@ class Store:
         with self._safe(), self.engine.connect() as conn:
             return set(conn.execute(q).scalars())
 
-    def ledger_snapshot(
-        self, periods: Sequence[str]
-    ) -> tuple[dict[tuple[int, str], dict[str, Any]], dict[int, datetime], dict[int, set[int]]]:
-        """For a send run, in three queries: the ledger rows of these periods, each subscriber's last
-        assembly time, and the stories each was already sent."""
-        d, ss = deliveries, sent_stories
+    def ledger_rows(self, periods: Sequence[str]) -> dict[tuple[int, str], dict[str, Any]]:
+        """The ledger rows of these periods, by (subscriber, period): who is already done."""
+        d = deliveries
+        rows: dict[tuple[int, str], dict[str, Any]] = {}
         with self._safe(), self.engine.connect() as conn:
-            rows: dict[tuple[int, str], dict[str, Any]] = {}
             for chunk in _chunks(sorted(set(periods)), 500):
-                for r in conn.execute(sa.select(d).where(d.c.period.in_(chunk))).mappings():
+                q = sa.select(d.c.subscriber_id, d.c.period, d.c.state, d.c.message_id, d.c.story_ids)
+                for r in conn.execute(q.where(d.c.period.in_(chunk))).mappings():
                     rows[(r["subscriber_id"], r["period"])] = dict(r)
-            last: dict[int, datetime] = {}
-            query = (
-                sa.select(d.c.subscriber_id, sa.func.max(d.c.assembled_at))
-                .where(d.c.state.in_(("sent", "empty")))
-                .group_by(d.c.subscriber_id)
-            )
-            for sid, t in conn.execute(query).tuples():
-                value = UTC_TYPE.process_result_value(t, conn.dialect)
-                if value is not None:
-                    last[sid] = value
-            sent: dict[int, set[int]] = {}
-            for sid, story in conn.execute(sa.select(ss.c.subscriber_id, ss.c.story_id)).tuples():
-                sent.setdefault(sid, set()).add(story)
-        return rows, last, sent
+        return rows
+
+    def subscriber_history(self, ids: Sequence[int]) -> tuple[dict[int, datetime], dict[int, set[int]]]:
+        """For these subscribers: when their last digest was assembled, and the stories already sent."""
+        d, ss = deliveries, sent_stories
+        last: dict[int, datetime] = {}
+        sent: dict[int, set[int]] = {}
+        with self._safe(), self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(ids)), 500):
+                query = (
+                    sa.select(d.c.subscriber_id, sa.func.max(d.c.assembled_at))
+                    .where(d.c.state.in_(("sent", "empty")), d.c.subscriber_id.in_(chunk))
+                    .group_by(d.c.subscriber_id)
+                )
+                for sid, t in conn.execute(query).tuples():
+                    value = UTC_TYPE.process_result_value(t, conn.dialect)
+                    if value is not None:
+                        last[sid] = value
+                q = sa.select(ss.c.subscriber_id, ss.c.story_id).where(ss.c.subscriber_id.in_(chunk))
+                for sid, story in conn.execute(q).tuples():
+                    sent.setdefault(sid, set()).add(story)
+        return last, sent
 
     def begin_deliveries(self, batch: Sequence[tuple[int, str, str, Sequence[int], datetime]]) -> list[bool]:
         """Pending rows for a batch of (subscriber, period, message id, stories, assembled at), in one

@@ -118,7 +118,7 @@ class Daemon:
         loaded, started, now = self.loaded, time.monotonic(), utcnow()
         with open_store(loaded) as store:
             reports = asyncio.run(send_due(loaded, store, now=now, stopping=self.stopping.is_set))
-            active = store.list_subscribers(status="active")
+            active = store.schedules()
         seconds = time.monotonic() - started
         counts = {
             k: sum(r.state == k for r in reports) for k in ("sent", "empty", "failed", "bounced", "done")
@@ -126,8 +126,9 @@ class Daemon:
         for result in ("sent", "empty", "failed", "bounced"):
             metrics.DIGESTS.labels(result).inc(counts[result])
         metrics.SEND_SECONDS.observe(seconds)
-        if active:
-            metrics.NEXT_SEND.set(min(next_due(s, now) for s in active).timestamp())
+        distinct = {(s.cadence, s.weekday, s.send_time, s.timezone): s for s in active}.values()
+        if distinct:
+            metrics.NEXT_SEND.set(min(next_due(s, now) for s in distinct).timestamp())
         if counts["sent"] or counts["failed"] or counts["bounced"] or counts["empty"]:
             _event(
                 f"send: {counts['sent']} sent, {counts['empty']} empty, {counts['failed']} failed, "

@@ -167,27 +167,29 @@ async def send_due(
     finish and are recorded; rows written pending but not sent are sent by the next run."""
     seed_subscribers(loaded, store, now)
     d = loaded.config.delivery
-    subs = store.list_subscribers(status="active", email=only)
-    # who is due, from the ledger alone (the daemon asks every tick: this must stay cheap)
-    periods = {s.id or 0: current_period(s, now) for s in subs}
-    ledger = store.ledger_rows([p.key for p in periods.values()])
+    # who is due, from schedules and the ledger alone: the daemon asks every tick
+    schedules = store.schedules(email=only)
+    memo: dict[tuple[str, int | None, str, str], Period] = {}
+    periods: dict[int, Period] = {}
+    for s in schedules:
+        key = (s.cadence, s.weekday, s.send_time, s.timezone)  # few distinct schedules, many subscribers
+        if key not in memo:
+            memo[key] = current_period(s, now)
+        periods[s.id or 0] = memo[key]
+    states = store.ledger_states([p.key for p in memo.values()])
     reports: list[SendReport] = []
-    due = []
-    for s in subs:
-        row = ledger.get((s.id or 0, periods[s.id or 0].key))
-        if row is not None and row["state"] in ("sent", "empty"):
-            reports.append(
-                SendReport(
-                    s.email, row["period"], "done", len(row["story_ids"]), message_id=row["message_id"]
-                )
-            )
+    due_ids = []
+    for s in schedules:
+        period = periods[s.id or 0]
+        if states.get((s.id or 0, period.key)) in ("sent", "empty"):
+            reports.append(SendReport(s.email, period.key, "done"))
         else:
-            due.append(s)
-    if not due:
+            due_ids.append(s.id or 0)
+    if not due_ids:
         return reports
+    subs = store.subscribers_by_id(due_ids)
     mailer = Mailer(loaded, store)
-    mailer.load_history([s.id for s in due if s.id is not None])
-    subs = due
+    mailer.load_history(due_ids)
     transport = transport or make_transport(d, loaded.base_dir)
     db = asyncio.Lock()  # one ledger write at a time (SQLite); sends overlap
     sending = asyncio.Semaphore(max(8, d.smtp.connections * 2))

@@ -467,6 +467,26 @@ class Store:
         with self._safe(), self.engine.connect() as conn:
             return [_subscriber(r) for r in conn.execute(q).mappings()]
 
+    def schedules(self, *, status: str = "active", email: str | None = None) -> list[Subscriber]:
+        """Subscribers with only what deciding who is due needs (id, address, cadence, time, zone)."""
+        c = subscribers.c
+        q = sa.select(c.id, c.email, c.cadence, c.weekday, c.send_time, c.timezone).where(c.status == status)
+        if email:
+            q = q.where(c.email == email)
+        with self._safe(), self.engine.connect() as conn:
+            return [
+                Subscriber(email=e, cadence=cad, weekday=wd, send_time=t, timezone=tz, id=i)
+                for i, e, cad, wd, t, tz in conn.execute(q.order_by(c.id)).tuples()
+            ]
+
+    def subscribers_by_id(self, ids: Sequence[int]) -> list[Subscriber]:
+        out: list[Subscriber] = []
+        with self._safe(), self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(ids)), 500):
+                q = sa.select(subscribers).where(subscribers.c.id.in_(chunk)).order_by(subscribers.c.id)
+                out.extend(_subscriber(r) for r in conn.execute(q).mappings())
+        return out
+
     def remove_subscriber(self, email: str) -> bool:
         with self._safe(), self.engine.begin() as conn:
             return bool(conn.execute(subscribers.delete().where(subscribers.c.email == email)).rowcount)
@@ -520,16 +540,16 @@ class Store:
         with self._safe(), self.engine.connect() as conn:
             return set(conn.execute(q).scalars())
 
-    def ledger_rows(self, periods: Sequence[str]) -> dict[tuple[int, str], dict[str, Any]]:
-        """The ledger rows of these periods, by (subscriber, period): who is already done."""
+    def ledger_states(self, periods: Sequence[str]) -> dict[tuple[int, str], str]:
+        """The ledger state of these periods, by (subscriber, period): who is already done."""
         d = deliveries
-        rows: dict[tuple[int, str], dict[str, Any]] = {}
+        states: dict[tuple[int, str], str] = {}
         with self._safe(), self.engine.connect() as conn:
             for chunk in _chunks(sorted(set(periods)), 500):
-                q = sa.select(d.c.subscriber_id, d.c.period, d.c.state, d.c.message_id, d.c.story_ids)
-                for r in conn.execute(q.where(d.c.period.in_(chunk))).mappings():
-                    rows[(r["subscriber_id"], r["period"])] = dict(r)
-        return rows
+                q = sa.select(d.c.subscriber_id, d.c.period, d.c.state).where(d.c.period.in_(chunk))
+                for sid, period, state in conn.execute(q).tuples():
+                    states[(sid, period)] = state
+        return states
 
     def subscriber_history(self, ids: Sequence[int]) -> tuple[dict[int, datetime], dict[int, set[int]]]:
         """For these subscribers: when their last digest was assembled, and the stories already sent."""

@@ -416,8 +416,10 @@ class Clusterer:
 
     @staticmethod
     def _keys(e: StoryEntry) -> Iterable[str]:
+        # Every way two reports can be one story needs one of these in common: the same article
+        # (found through _by_url), the same headline, or a shared entity (likeness() is 0 without
+        # a shared specific entity; across languages several entities must be shared).
         yield from e.entities
-        yield from ("w:" + w for w in e.title_words)
         if e.title_key:
             yield "t:" + e.title_key
 

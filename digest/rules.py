@@ -134,7 +134,9 @@ class TermIndex:
                 else:
                     keys.setdefault(term.words.lower(), []).append((name, term))
         for key, entries in keys.items():
-            self._automaton.add_word(key, (key, entries))
+            # boundary needs are the same for every term sharing a key: decided once, not per hit
+            han = all(t.han for _, t in entries)
+            self._automaton.add_word(key, (len(key), entries, _is_word(key[0]), _is_word(key[-1]), han))
         if keys:
             self._automaton.make_automaton()
         self._empty = not keys
@@ -163,34 +165,34 @@ class TermIndex:
         if len(lower) != len(text):  # rare letters (İ) change length when lowered: keep offsets
             lower = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
         if not self._empty:
-            for end, (key, entries) in self._automaton.iter(lower):
-                start = end - len(key) + 1
+            n, seen = len(text), set()
+            for end, (size, entries, left_word, right_word, han) in self._automaton.iter(lower):
+                start, stop = end - size + 1, end + 1
+                if not han and left_word and start > 0 and _is_word(text[start - 1]):
+                    continue  # inside a word: "Xiaomi", "шоссе"
+                open_right = not (right_word and stop < n and _is_word(text[stop]))
                 for name, term in entries:
-                    m = self._accept(term, text, start, end + 1)
-                    if m is not None:
-                        hits.append(Hit(name, term.text, field, m))
+                    if name in seen:
+                        continue  # a list needs one hit per field: the first
+                    if term.exact_case and text[start:stop] != term.words:
+                        continue
+                    if term.han or term.stem:
+                        last = stop
+                        while term.stem and last < n and _is_word(text[last]):
+                            last += 1
+                        matched = text[start:last]
+                    elif open_right:
+                        matched = text[start:stop]
+                    else:
+                        continue
+                    seen.add(name)
+                    hits.append(Hit(name, term.text, field, matched))
         for name, term in self._regex if regex else ():
             assert term.regex is not None
             found = term.regex.search(text)
             if found:
                 hits.append(Hit(name, term.text, field, found.group(0)))
         return hits
-
-    @staticmethod
-    def _accept(term: Term, text: str, start: int, end: int) -> str | None:
-        if term.exact_case and text[start:end] != term.words:
-            return None
-        if term.han:
-            return text[start:end]
-        first, last = term.words[0], term.words[-1]
-        if _is_word(first) and start > 0 and _is_word(text[start - 1]):
-            return None  # inside a word: "Xiaomi", "шоссе"
-        if term.stem:
-            while end < len(text) and _is_word(text[end]):
-                end += 1
-        elif _is_word(last) and end < len(text) and _is_word(text[end]):
-            return None
-        return text[start:end]
 
 
 # -- rules --------------------------------------------------------------------------------------

@@ -955,3 +955,22 @@ def status(state: State) -> None:
                 (r["last_error"] or "")[:80],
             )
         out.print(table)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8080, show_default=True)
+@pass_state
+@handles_errors
+def serve(state: State, host: str, port: int) -> None:
+    """The subscriber pages: subscribe (double opt-in), unsubscribe (one click), preferences, archive.
+
+    Every link in every digest points at delivery.base_url: put this behind it (HTTPS)."""
+    import uvicorn
+
+    from .web import create_app
+
+    loaded = state.loaded
+    with open_store(loaded):
+        pass  # migrate before serving
+    uvicorn.run(create_app(loaded), host=host, port=port, log_level="info", proxy_headers=True)

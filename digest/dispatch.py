@@ -92,34 +92,53 @@ class Mailer:
     def load_history(self, subscriber_ids: list[int]) -> None:
         self.last_assembled, self.sent = self.store.subscriber_history(subscriber_ids)
 
-    def links(self, sub: Subscriber) -> Links:
+    def links(self, sub: Subscriber, period: str | None = None) -> Links:
         assert sub.id is not None
         base = self.settings.base_url.rstrip("/")
         unsub = self.signer.sign(sub.id, "unsubscribe")
+        archive = f"{base}/archive/{self.signer.sign(sub.id, 'archive')}/{period}" if period else None
         return Links(
             unsubscribe=f"{base}/unsubscribe/{unsub}",
             one_click=f"{base}/unsubscribe/{unsub}",
             mailto=f"mailto:unsubscribe@{self.domain}?subject={quote('unsubscribe ' + unsub)}",
             preferences=f"{base}/preferences/{self.signer.sign(sub.id, 'preferences')}",
+            archive=archive,
         )
 
     def assemble(self, sub: Subscriber, period: Period, now: datetime) -> Digest:
         assert sub.id is not None
         since = self.last_assembled.get(sub.id) or now - timedelta(seconds=self.settings.lookback)
         return assemble(
-            sub, period, self.views, since=since, until=now, already_sent=self.sent.get(sub.id, set()),
-            topic_titles=self.topic_titles, feed_titles=self.feed_titles, cache=self._stories,
-        )  # fmt: skip
+            sub,
+            period,
+            self.views,
+            since=since,
+            until=now,
+            already_sent=self.sent.get(sub.id, set()),
+            topic_titles=self.topic_titles,
+            feed_titles=self.feed_titles,
+            cache=self._stories,
+        )
 
     def prepare(
         self, sub: Subscriber, period: Period, now: datetime, digest: Digest | None = None
     ) -> Prepared:
         assert sub.id is not None
         digest = digest or self.assemble(sub, period, now)
-        links = self.links(sub)
+        links = self.links(sub, period.key)
         mid = message_id(sub.id, period.key, self.domain)
-        key = (period.key, sub.format, sub.show_why, sub.timezone, sub.cadence, sub.send_time, sub.weekday,
-               sub.topics, digest.story_ids, digest.more)  # fmt: skip
+        key = (
+            period.key,
+            sub.format,
+            sub.show_why,
+            sub.timezone,
+            sub.cadence,
+            sub.send_time,
+            sub.weekday,
+            sub.topics,
+            digest.story_ids,
+            digest.more,
+        )
         cached = self._templates.get(key)
         if cached is None:
             generic = replace(digest, subscriber=replace(sub, email=PLACEHOLDER_EMAIL))
@@ -130,9 +149,40 @@ class Mailer:
         data = personalise(template, recipient=sub.email, msg_id=mid, links=links, date=now)
         if data is None:  # an address the fast path does not handle: the email package does it
             rendered = self.renderer.render(digest, links)
-            data = build_message(rendered, sender=self.settings.sender, recipient=sub.email, msg_id=mid,
-                                 list_id=self.settings.list_id, links=links, date=now)  # fmt: skip
+            data = build_message(
+                rendered,
+                sender=self.settings.sender,
+                recipient=sub.email,
+                msg_id=mid,
+                list_id=self.settings.list_id,
+                links=links,
+                date=now,
+            )
         return Prepared(sub, digest, rendered, data, mid)
+
+    def archived_html(
+        self, sub: Subscriber, period_key: str, story_ids: list[int], assembled_at: datetime
+    ) -> str:
+        """A sent digest again, for "view in browser": the stories the ledger recorded for it."""
+        wanted = set(story_ids)
+        views = [v for v in self.views if v.id in wanted]
+        digest = assemble(
+            replace(sub, max_stories=max(1, len(views))),
+            Period(period_key, assembled_at),
+            views,
+            since=datetime.min.replace(tzinfo=assembled_at.tzinfo),
+            until=datetime.max.replace(tzinfo=assembled_at.tzinfo),
+            already_sent=set(),
+            topic_titles=self.topic_titles,
+            feed_titles=self.feed_titles,
+            cache=self._stories,
+        )
+        rendered = self.renderer.render(digest, self.links(sub))
+        if rendered.html is not None:
+            return rendered.html
+        import html
+
+        return f"<!DOCTYPE html><meta charset='utf-8'><pre>{html.escape(rendered.text)}</pre>"
 
 
 def _title(topic: str) -> str:

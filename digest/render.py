@@ -181,6 +181,7 @@ PLACEHOLDER_LINKS = Links(
     one_click="https://placeholder.invalid/u/DIGESTPH1",
     mailto="mailto:placeholder@placeholder.invalid?subject=DIGESTPH2",
     preferences="https://placeholder.invalid/p/DIGESTPH3",
+    archive="https://placeholder.invalid/a/DIGESTPH4",
 )
 
 
@@ -228,6 +229,7 @@ def personalise(
         (PLACEHOLDER_LINKS.unsubscribe, links.unsubscribe),
         (PLACEHOLDER_LINKS.mailto, links.mailto),
         (PLACEHOLDER_LINKS.preferences, links.preferences),
+        (PLACEHOLDER_LINKS.archive or "", links.archive or ""),
         (PLACEHOLDER_EMAIL, recipient),
     ]
     text, body_html = t.text, t.html

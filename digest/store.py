@@ -479,6 +479,18 @@ class Store:
                 for i, e, cad, wd, t, tz in conn.execute(q.order_by(c.id)).tuples()
             ]
 
+    def subscriber(self, subscriber_id: int) -> Subscriber | None:
+        found = self.subscribers_by_id([subscriber_id])
+        return found[0] if found else None
+
+    def save_preferences(self, subscriber_id: int, sub: Subscriber, now: datetime) -> None:
+        """New preferences (the address and status stay)."""
+        values = {k: v for k, v in _subscriber_row(sub).items() if k not in ("email", "status")}
+        with self._safe(), self.engine.begin() as conn:
+            conn.execute(
+                subscribers.update().where(subscribers.c.id == subscriber_id).values(**values, updated_at=now)
+            )
+
     def subscribers_by_id(self, ids: Sequence[int]) -> list[Subscriber]:
         out: list[Subscriber] = []
         with self._safe(), self.engine.connect() as conn:

@@ -6,7 +6,7 @@ import os
 import secrets
 from pathlib import Path
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
 PURPOSES = ("unsubscribe", "preferences", "archive")
 
@@ -37,5 +37,16 @@ class Signer:
         try:
             value = URLSafeSerializer(self._secret, salt=purpose).loads(token)
         except BadSignature:
+            return None
+        return value if isinstance(value, int) else None
+
+    def sign_timed(self, value: int, purpose: str) -> str:
+        """A token that expires (confirmation links): verify_timed checks its age."""
+        return str(URLSafeTimedSerializer(self._secret, salt=purpose).dumps(value))
+
+    def verify_timed(self, token: str, purpose: str, max_age: float) -> int | None:
+        try:
+            value = URLSafeTimedSerializer(self._secret, salt=purpose).loads(token, max_age=int(max_age))
+        except (BadSignature, SignatureExpired):
             return None
         return value if isinstance(value, int) else None

@@ -29,6 +29,7 @@ from .schema import (
     stories,
     subscribers,
 )
+from .subscribers import FIELDS as SUBSCRIBER_FIELDS
 from .subscribers import Subscriber
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -810,20 +811,7 @@ class _StorageGuard:
 
 
 UTC_TYPE = UTCDateTime()
-_SUB_FIELDS = (
-    "email",
-    "name",
-    "topics",
-    "tags",
-    "cadence",
-    "weekday",
-    "send_time",
-    "timezone",
-    "format",
-    "max_stories",
-    "show_why",
-    "status",
-)
+_SUB_FIELDS = SUBSCRIBER_FIELDS
 
 
 def _subscriber_row(sub: Subscriber) -> dict[str, Any]:

@@ -125,20 +125,11 @@ def make_subscriber(data: Mapping[str, Any], *, where: str = "subscriber") -> Su
     )
 
 
-CSV_FIELDS = (
-    "email",
-    "name",
-    "topics",
-    "tags",
-    "cadence",
-    "weekday",
-    "send_time",
-    "timezone",
-    "format",
-    "max_stories",
-    "show_why",
-    "status",
-)
+# What a subscriber chooses; with the address, name and status, every stored field.
+PREFERENCE_FIELDS = ("topics", "tags", "cadence", "weekday", "send_time", "timezone", "format", "max_stories",
+                     "show_why")  # fmt: skip
+FIELDS = ("email", "name", *PREFERENCE_FIELDS, "status")
+CSV_FIELDS = FIELDS
 
 
 def read_csv(text: str, source: str) -> list[Subscriber]:

@@ -17,6 +17,7 @@ limit stops mail-bombing.
 from __future__ import annotations
 
 import secrets
+from urllib.parse import parse_qs
 import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
@@ -35,7 +36,7 @@ from .deliver import make_transport
 from .errors import AddressError, DeliveryError
 from .pipeline import open_store, utcnow
 from .render import POLICY, default_template_dir
-from .subscribers import WEEKDAYS, Subscriber, make_subscriber
+from .subscribers import PREFERENCE_FIELDS, WEEKDAYS, Subscriber, make_subscriber
 from .tokens import Signer, load_secret
 
 CONFIRM_MAX_AGE = 2 * 86400  # a confirmation link works for two days
@@ -100,30 +101,20 @@ def create_app(loaded: LoadedConfig) -> Starlette:
         ctx = {"action": None, "button": "", "link": None, "link_text": "", **ctx}
         return page(request, "web/page.html.j2", status, heading=heading, text=text, **ctx)
 
+    def csrf_matches(request: Request, sent: object) -> bool:
+        cookie = request.cookies.get("csrf")
+        return bool(cookie) and secrets.compare_digest(str(sent or ""), cookie or "")
+
+    def bad_link(request: Request) -> HTMLResponse:
+        return simple(request, "This link is not valid", "Use the link in your latest digest.", 400)
+
     async def form_of(request: Request) -> tuple[dict[str, Any], bool]:
         form = await request.form()
         data: dict[str, Any] = {k: form.getlist(k) if k in ("topics", "tags") else form.get(k) for k in form}
-        cookie = request.cookies.get("csrf")
-        ok = bool(cookie) and secrets.compare_digest(str(data.pop("csrf", "")), cookie or "")
-        return data, ok
+        return data, csrf_matches(request, data.pop("csrf", ""))
 
     def subscriber_from(data: dict[str, Any], email: str) -> Subscriber:
-        fields = {
-            k: v
-            for k, v in data.items()
-            if k
-            in (
-                "topics",
-                "tags",
-                "cadence",
-                "weekday",
-                "send_time",
-                "timezone",
-                "format",
-                "max_stories",
-                "show_why",
-            )
-        }
+        fields = {k: v for k, v in data.items() if k in PREFERENCE_FIELDS}
         sub = make_subscriber({**fields, "email": email}, where="form")
         if set(sub.topics) == {t["name"] for t in topics}:
             sub = replace(sub, topics=())  # every topic: future topics too
@@ -248,7 +239,7 @@ def create_app(loaded: LoadedConfig) -> Starlette:
         token = request.path_params["token"]
         sid = signer.verify(token, "unsubscribe")
         if sid is None:
-            return simple(request, "This link is not valid", "Use the link in your latest digest.", 400)
+            return bad_link(request)
         if request.method == "GET":
             return simple(
                 request,
@@ -259,13 +250,9 @@ def create_app(loaded: LoadedConfig) -> Starlette:
             )
         body = (await request.body()).decode("utf-8", "replace")
         one_click = "List-Unsubscribe=One-Click" in body
-        if not one_click:
-            form_cookie = request.cookies.get("csrf") or ""
-            sent = dict(x.split("=", 1) for x in body.split("&") if "=" in x).get("csrf", "")
-            from urllib.parse import unquote_plus
-
-            if not form_cookie or not secrets.compare_digest(unquote_plus(sent), form_cookie):
-                return simple(request, "Please try again", "Reload the page and press the button again.", 400)
+        # the one-click POST (RFC 8058 §3.2) comes with no cookie: the signed URL is its authority
+        if not one_click and not csrf_matches(request, parse_qs(body).get("csrf", [""])[0]):
+            return simple(request, "Please try again", "Reload the page and press the button again.", 400)
         with open_store(loaded) as store:
             sub = store.subscriber(sid)
             if sub is not None and sub.status != "unsubscribed":
@@ -288,7 +275,7 @@ def create_app(loaded: LoadedConfig) -> Starlette:
         with open_store(loaded) as store:
             sub = store.subscriber(sid) if sid is not None else None
         if sid is None or sub is None:
-            return simple(request, "This link is not valid", "Use the link in your latest digest.", 400)
+            return bad_link(request)
         links: dict[str, Any] = {
             "action": f"/preferences/{token}",
             "archive": f"/archive/{signer.sign(sid, 'archive')}",
@@ -331,7 +318,7 @@ def create_app(loaded: LoadedConfig) -> Starlette:
         token = request.path_params["token"]
         sid = signer.verify(token, "archive")
         if sid is None:
-            return simple(request, "This link is not valid", "Use the link in your latest digest.", 400)
+            return bad_link(request)
         with open_store(loaded) as store:
             rows = [
                 r
@@ -348,7 +335,7 @@ def create_app(loaded: LoadedConfig) -> Starlette:
         token, period = request.path_params["token"], request.path_params["period"]
         sid = signer.verify(token, "archive")
         if sid is None:
-            return simple(request, "This link is not valid", "", 400)
+            return bad_link(request)
         from .dispatch import Mailer
 
         with open_store(loaded) as store:

@@ -17,16 +17,17 @@ limit stops mail-bombing.
 from __future__ import annotations
 
 import secrets
-from urllib.parse import parse_qs
 import time
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import parse_qs
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -364,28 +365,24 @@ def create_app(loaded: LoadedConfig) -> Starlette:
     async def home(request: Request) -> Response:
         return RedirectResponse("/subscribe", 303)
 
-    app = Starlette(
-        routes=[
-            Route("/", home),
-            Route("/subscribe", subscribe, methods=["GET", "POST"]),
-            Route("/confirm/{token}", confirm, methods=["GET", "POST"]),
-            Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
-            Route("/preferences/{token}", preferences, methods=["GET", "POST"]),
-            Route("/archive/{token}", archive),
-            Route("/archive/{token}/{period}", archived),
-            Route("/static/{name}", static),
-        ]
-    )
+    class SecurityHeaders(BaseHTTPMiddleware):
+        async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+            response = await call_next(request)
+            response.headers["Content-Security-Policy"] = CSP
+            response.headers["X-Content-Type-Options"] = "nosniff"
+            response.headers["Referrer-Policy"] = "no-referrer"
+            response.headers["X-Frame-Options"] = "DENY"
+            return response
 
-    @app.middleware("http")
-    async def security_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["X-Frame-Options"] = "DENY"
-        return response
-
+    routes = [
+        Route("/", home),
+        Route("/subscribe", subscribe, methods=["GET", "POST"]),
+        Route("/confirm/{token}", confirm, methods=["GET", "POST"]),
+        Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
+        Route("/preferences/{token}", preferences, methods=["GET", "POST"]),
+        Route("/archive/{token}", archive),
+        Route("/archive/{token}/{period}", archived),
+        Route("/static/{name}", static),
+    ]
+    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
     return app

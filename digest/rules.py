@@ -344,9 +344,7 @@ class CompiledRules:
     list_languages: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # list -> term -> lang
 
     def scan(self, title: str, summary: str) -> Hits:
-        return Hits(
-            self.index.scan(normalise(title), "title") + self.index.scan(normalise(summary), "summary")
-        )
+        return Hits(self.index.scan_fields(normalise(title), normalise(summary)))
 
 
 def _condition(

@@ -155,6 +155,10 @@ class DeliverySettings(_Model):
     bounce_limit: int = Field(
         3, ge=1, description="permanent failures before a subscriber is marked bouncing"
     )
+    archive: Literal["private", "public"] = Field(
+        "private",
+        description="private: a digest's web copy needs the subscriber's signed link; public: it does not",
+    )
 
 
 class DaemonSettings(_Model):

@@ -96,7 +96,10 @@ class Mailer:
         assert sub.id is not None
         base = self.settings.base_url.rstrip("/")
         unsub = self.signer.sign(sub.id, "unsubscribe")
-        archive = f"{base}/archive/{self.signer.sign(sub.id, 'archive')}/{period}" if period else None
+        if self.settings.archive == "public":
+            archive = f"{base}/archive/public/{sub.id}/{period}" if period else None
+        else:
+            archive = f"{base}/archive/{self.signer.sign(sub.id, 'archive')}/{period}" if period else None
         return Links(
             unsubscribe=f"{base}/unsubscribe/{unsub}",
             one_click=f"{base}/unsubscribe/{unsub}",

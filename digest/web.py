@@ -337,6 +337,15 @@ def create_app(loaded: LoadedConfig) -> Starlette:
         sid = signer.verify(token, "archive")
         if sid is None:
             return bad_link(request)
+        return await show_archived(request, sid, period)
+
+    async def archived_public(request: Request) -> Response:
+        # delivery.archive: public -> a digest's web copy needs no secret
+        if d.archive != "public" or not request.path_params["sid"].isdigit():
+            return simple(request, "No such digest", "", 404)
+        return await show_archived(request, int(request.path_params["sid"]), request.path_params["period"])
+
+    async def show_archived(request: Request, sid: int, period: str) -> Response:
         from .dispatch import Mailer
 
         with open_store(loaded) as store:
@@ -380,6 +389,7 @@ def create_app(loaded: LoadedConfig) -> Starlette:
         Route("/confirm/{token}", confirm, methods=["GET", "POST"]),
         Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
         Route("/preferences/{token}", preferences, methods=["GET", "POST"]),
+        Route("/archive/public/{sid}/{period}", archived_public),
         Route("/archive/{token}", archive),
         Route("/archive/{token}/{period}", archived),
         Route("/static/{name}", static),

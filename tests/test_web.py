@@ -214,3 +214,31 @@ def test_a_sent_digest_is_in_the_archive_at_a_stable_url(site):
     assert page.status_code == 200 and "SCO leaders gather in Tianjin" in page.text
     listing = client.get(view.rsplit("/", 1)[0])
     assert report.period in listing.text
+
+
+@pytest.mark.parametrize("archive", ["private", "public"])
+def test_whether_the_archive_needs_the_token_is_a_setting(site, archive):
+    import asyncio
+
+    from digest.dispatch import send_due
+    from digest.pipeline import FetchOptions, fetch_feeds, organise, utcnow
+
+    _, _, src = site
+    cfg = src / "feeds.yaml"
+    cfg.write_text(
+        cfg.read_text().replace("  secret: web-secret", f"  secret: web-secret\n  archive: {archive}")
+    )
+    loaded = load_config(cfg)
+    client = TestClient(create_app(loaded), base_url="https://digest.example.org")
+    store = Store(loaded.database_url)
+    from digest.subscribers import Subscriber
+
+    sid, _ = store.add_subscriber(Subscriber("fi@example.org"), utcnow())
+    asyncio.run(fetch_feeds(loaded, store, FetchOptions()))
+    organise(loaded, store)
+    [report] = asyncio.run(send_due(loaded, store, now=utcnow(), only="fi@example.org"))
+    view = link_in(mails(src)[-1], "archive")
+    assert client.get(view).status_code == 200
+    public = client.get(f"/archive/public/{sid}/{report.period}")
+    assert public.status_code == (200 if archive == "public" else 404)
+    assert ("/archive/public/" in view) == (archive == "public")

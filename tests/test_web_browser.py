@@ -146,6 +146,19 @@ def test_subscribe_confirm_adjust_receive_and_leave_in_a_browser(served, tmp_pat
         digest_mail = inbox.wait_for(2)
         assert digest_mail.get_content_type() == "text/plain" and "Putin and Xi" in digest_mail.get_content()
 
+        # a mailbox provider's one-click: POST to the https URI of List-Unsubscribe, no cookies (RFC 8058)
+        import httpx
+
+        one_click = re.search(r"<(http[^>]+)>", str(digest_mail["List-Unsubscribe"])).group(1)  # type: ignore[union-attr]
+        assert digest_mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        r = httpx.post(
+            one_click,
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert r.status_code == 200 and store.subscriber(sub.id).status == "unsubscribed"
+        store.set_status(sub.id, "active", utcnow())  # back again, to leave by the button too
+
         page.goto(link(digest_mail, "unsubscribe"))
         page.screenshot(path=str(ARTIFACTS / "web-5-unsubscribe.png"), full_page=True)
         page.click("button[type=submit]")

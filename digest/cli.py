@@ -151,7 +151,7 @@ def print_fetch_summary(summary: FetchSummary, console: Console) -> None:
 
 def organise_line(o: OrganiseSummary) -> str:
     redo = " (rules changed: every entry classified again)" if o.redone else ""
-    return f"{o.classified} entries classified, {o.selected} selected, {o.new_stories} new stories{redo}"
+    return f"{o.selected} newly selected, {o.new_stories} new stories{redo}"
 
 
 def run_fetch(loaded: LoadedConfig, options: FetchOptions, console: Console) -> FetchSummary:

@@ -33,7 +33,7 @@ from .fetch import Fetcher
 from .parse import parse_feed
 from .poll import held_back, is_due, next_state
 from .records import Entry, FeedReport, FeedState, FetchRequest, FetchStatus, FetchSummary
-from .store import FetchWrite, Store
+from .store import FetchWrite, Store, Verdict
 
 Clock = Callable[[], datetime]
 # Below this many feeds, worker processes cost more than they save.
@@ -71,6 +71,26 @@ class FeedOutcome:
     entries: tuple[Entry, ...]
     http_status: int | None
     report: FeedReport
+    verdicts: dict[str, Verdict] | None = None  # selection's decisions, made beside the parse
+
+
+def judge(entries: Sequence[Entry], rules: Any, rules_hash: str) -> dict[str, Verdict]:
+    """Classify freshly parsed entries (pure; runs in the worker that parsed them)."""
+    from .select import classify
+
+    out = {}
+    for e in entries:
+        c = classify(e.title, e.summary_text, rules)
+        out[e.entry_id] = Verdict(
+            c.relevant,
+            c.topics,
+            c.tags,
+            [r.as_dict() for r in c.why],
+            c.entities,
+            c.title_entities,
+            rules_hash,
+        )
+    return out
 
 
 def select_feeds(
@@ -118,8 +138,10 @@ async def run_shard(
     *,
     clock: Clock = utcnow,
     max_backoff: float,
+    rules: Any = None,
+    rules_hash: str = "",
 ) -> None:
-    """Fetch, parse and decide for each job concurrently; emit each outcome as it is ready."""
+    """Fetch, parse, classify and decide for each job concurrently; emit each outcome as it is ready."""
 
     async def one(fetcher: Fetcher, job: FeedJob) -> None:
         state = job.state
@@ -143,17 +165,27 @@ async def run_shard(
                 )
         now = clock()
         new_state = next_state(
-            state, result, parsed, now, interval=job.interval, max_backoff=max_backoff,
-            body_hash=body_hash, jitter=random.random(),
-        )  # fmt: skip
+            state,
+            result,
+            parsed,
+            now,
+            interval=job.interval,
+            max_backoff=max_backoff,
+            body_hash=body_hash,
+            jitter=random.random(),
+        )
         entries = parsed.entries if parsed is not None and parsed.error is None else ()
         status = FetchStatus(new_state.status) if new_state.status else result.status
         report = FeedReport(
-            feed=job.name, status=status, error=new_state.last_error,
-            warning=parsed.warning if parsed else None, next_poll=new_state.next_poll,
+            feed=job.name,
+            status=status,
+            error=new_state.last_error,
+            warning=parsed.warning if parsed else None,
+            next_poll=new_state.next_poll,
             http_status=result.http_status,
-        )  # fmt: skip
-        await _maybe_await(emit(FeedOutcome(new_state, entries, result.http_status, report)))
+        )
+        verdicts = judge(entries, rules, rules_hash) if rules is not None and entries else None
+        await _maybe_await(emit(FeedOutcome(new_state, entries, result.http_status, report, verdicts)))
 
     async with Fetcher(http) as fetcher:
         await asyncio.gather(*(one(fetcher, job) for job in jobs))
@@ -164,10 +196,15 @@ async def _maybe_await(value: object) -> None:
         await value
 
 
-def _worker_main(jobs: list[FeedJob], http: HttpSettings, max_backoff: float, conn: Connection) -> None:
-    """Entry point of a worker process: run one shard, send each outcome up the pipe."""
+def _worker_main(
+    jobs: list[FeedJob], http: HttpSettings, max_backoff: float, conn: Connection, rules: Any, rules_hash: str
+) -> None:
+    """Entry point of a worker process: run one shard, send each outcome up the pipe.
+    (fork: the compiled rules arrive as they are, not pickled)"""
     try:
-        asyncio.run(run_shard(jobs, http, conn.send, max_backoff=max_backoff))
+        asyncio.run(
+            run_shard(jobs, http, conn.send, max_backoff=max_backoff, rules=rules, rules_hash=rules_hash)
+        )
     finally:
         conn.send(None)  # end of shard
         conn.close()
@@ -223,6 +260,8 @@ async def _run_in_workers(
     http: HttpSettings,
     max_backoff: float,
     on_outcome: Callable[[FeedOutcome], object],
+    rules: Any = None,
+    rules_hash: str = "",
 ) -> None:
     """One process per shard; outcomes stream back over pipes, read by the event loop."""
     # fork: the workers inherit the imported modules, so they start in milliseconds.
@@ -253,7 +292,9 @@ async def _run_in_workers(
     procs = []
     for shard in shards:
         parent, child = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_worker_main, args=(shard, http, max_backoff, child), daemon=True)
+        proc = ctx.Process(
+            target=_worker_main, args=(shard, http, max_backoff, child, rules, rules_hash), daemon=True
+        )
         proc.start()
         child.close()
         pending[parent.fileno()] = (parent, proc, {j.name for j in shard})
@@ -311,13 +352,15 @@ async def fetch_feeds(
         if on_report:
             on_report(r)
     writer = _Writer(store)
+    # classify beside the parse, in the workers; organise() then only clusters (and catches up)
+    rules, rules_hash = loaded.rules, loaded.rules_hash
     writing = asyncio.create_task(writer.run())
 
     async def on_outcome(outcome: FeedOutcome) -> None:
         report = outcome.report
         if outcome.state.url:  # a crashed worker's placeholder has no state to write
             new, updated = await writer.write(
-                FetchWrite(outcome.state, outcome.entries, clock(), outcome.http_status)
+                FetchWrite(outcome.state, outcome.entries, clock(), outcome.http_status, outcome.verdicts)
             )
             report = replace(report, new_entries=new, updated_entries=updated)
         reports.append(report)
@@ -329,9 +372,19 @@ async def fetch_feeds(
         if workers > 1:
             # the global cap is shared out: each worker gets its part (per-host caps hold by sharding)
             share = config.http.model_copy(update={"concurrency": max(1, config.http.concurrency // workers)})
-            await _run_in_workers(shard_by_host(jobs, workers), share, config.http.max_backoff, on_outcome)
+            await _run_in_workers(
+                shard_by_host(jobs, workers), share, config.http.max_backoff, on_outcome, rules, rules_hash
+            )
         else:
-            await run_shard(jobs, config.http, on_outcome, clock=clock, max_backoff=config.http.max_backoff)
+            await run_shard(
+                jobs,
+                config.http,
+                on_outcome,
+                clock=clock,
+                max_backoff=config.http.max_backoff,
+                rules=rules,
+                rules_hash=rules_hash,
+            )
     finally:
         await writer.queue.put(None)
         await writing
@@ -356,10 +409,18 @@ def _features(id: int, e: Entry, entities: Iterable[str], title_entities: Iterab
     from .cluster import story_entry
 
     return story_entry(
-        id, title=e.title, summary=e.summary_text, link=e.link, guid=e.guid, published=e.published,
-        published_fallback=e.published_fallback, language=e.language, source_title=e.source_title,
-        entities=entities, title_entities=title_entities,
-    )  # fmt: skip
+        id,
+        title=e.title,
+        summary=e.summary_text,
+        link=e.link,
+        guid=e.guid,
+        published=e.published,
+        published_fallback=e.published_fallback,
+        language=e.language,
+        source_title=e.source_title,
+        entities=entities,
+        title_entities=title_entities,
+    )
 
 
 def _classify(batch: Sequence[Any], rules: Any, rules_hash: str) -> list[tuple[Any, Any]]:
@@ -408,12 +469,16 @@ def organise(loaded: LoadedConfig, store: Store, *, clock: Clock = utcnow) -> Or
             stories.setdefault(m.story_id, Story(m.story_id)).add(f)
         clusterer = Clusterer(settings, stories.values(), next_id=store.next_story_id())
         incoming = sorted(
-            (known.get(m.stored.id) or _features(m.stored.id, m.stored.entry, m.entities, m.title_entities)
-             for m in new),
+            (
+                known.get(m.stored.id) or _features(m.stored.id, m.stored.entry, m.entities, m.title_entities)
+                for m in new
+            ),
             key=processing_order,
-        )  # fmt: skip
+        )
         assigned = {e.id: clusterer.assign(e) for e in incoming}
         assignment = {eid: clusterer.story_of(sid) for eid, sid in assigned.items()}
         merged = {old: clusterer.story_of(old) for old in clusterer.merged if old in stories}
         created = store.assign_stories(assignment, now, merged=merged)
-    return OrganiseSummary(len(rows), sum(r.relevant for r in rows), len(new), created, redone)
+    # every newly selected entry is clustered exactly once, whoever classified it (a fetch worker
+    # or this function): the entries clustered now are the entries newly selected
+    return OrganiseSummary(len(rows), len(new), len(new), created, redone)

@@ -6,7 +6,7 @@ state or the new one. Migrations (Alembic, digest/migrations) run when a Store i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
@@ -46,12 +46,26 @@ class StoredEntry:
 
 @dataclass(frozen=True, slots=True)
 class FetchWrite:
-    """What one fetch writes: the feed's new state and its entries."""
+    """What one fetch writes: the feed's new state, its entries, and what selection made of them."""
 
     state: FeedState
     entries: Sequence[Entry]
     now: datetime
     http_status: int | None = None
+    verdicts: Mapping[str, Verdict] | None = None  # by the feed's entry id
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Selection's decision about one entry, made where it was parsed (a worker), stored with it."""
+
+    relevant: bool
+    topics: tuple[str, ...]
+    tags: tuple[str, ...]
+    why: list[dict[str, Any]]
+    entities: frozenset[str]
+    title_entities: frozenset[str]
+    rules_hash: str
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -203,7 +217,40 @@ class Store:
             for w in batch:
                 self._write_state(conn, w.state, w.http_status)
                 out.append(self._upsert_entries(conn, w.state.name, w.entries, w.now))
+                if w.verdicts:
+                    self._write_verdicts(conn, w.state.name, w.verdicts, w.now)
             return out
+
+    @staticmethod
+    def _write_verdicts(conn: Connection, feed: str, verdicts: Mapping[str, Verdict], now: datetime) -> None:
+        """Classification rows for entries that have none (new, or changed: their old one was removed)."""
+        c = classifications
+        wanted: dict[int, Verdict] = {}
+        for chunk in _chunks(list(verdicts), 500):
+            q = (
+                sa.select(entries.c.id, entries.c.entry_id)
+                .outerjoin(c, c.c.entry_id == entries.c.id)
+                .where(entries.c.feed == feed, entries.c.entry_id.in_(chunk), c.c.entry_id.is_(None))
+            )
+            for row_id, entry_id in conn.execute(q).tuples():
+                wanted[row_id] = verdicts[entry_id]
+        if wanted:
+            rows = [
+                {
+                    "entry_id": i,
+                    "relevant": v.relevant,
+                    "topics": list(v.topics),
+                    "tags": list(v.tags),
+                    "why": v.why,
+                    "entities": sorted(v.entities),
+                    "title_entities": sorted(v.title_entities),
+                    "rules_hash": v.rules_hash,
+                    "story_id": None,
+                    "classified_at": now,
+                }
+                for i, v in wanted.items()
+            ]
+            conn.execute(_insert_ignore(conn, classifications, ["entry_id"]), rows)
 
     def _upsert_entries(
         self, conn: Connection, feed: str, batch: Sequence[Entry], now: datetime
@@ -620,20 +667,30 @@ class Store:
         if row is None:
             conn.execute(
                 d.insert().values(
-                    subscriber_id=subscriber_id, period=period, message_id=message_id, state="pending",
-                    attempts=1, story_ids=stories, assembled_at=assembled_at,
+                    subscriber_id=subscriber_id,
+                    period=period,
+                    message_id=message_id,
+                    state="pending",
+                    attempts=1,
+                    story_ids=stories,
+                    assembled_at=assembled_at,
                 )
-            )  # fmt: skip
+            )
             return True
         if row.state in ("sent", "empty"):
             return False
         # pending (a crash after sending, maybe) or failed: try again, with the same Message-ID
         conn.execute(
-            d.update().where(d.c.id == row.id).values(
-                state="pending", attempts=d.c.attempts + 1, story_ids=stories, assembled_at=assembled_at,
+            d.update()
+            .where(d.c.id == row.id)
+            .values(
+                state="pending",
+                attempts=d.c.attempts + 1,
+                story_ids=stories,
+                assembled_at=assembled_at,
                 message_id=message_id,
             )
-        )  # fmt: skip
+        )
         return True
 
     def finish_delivery(

@@ -6,8 +6,10 @@
     | run_shard, one per core:                 # worker processes, each with its own event loop
     |     fetch.Fetcher.fetch  (concurrent)    #   network edge: per-host pools, deadline, caps
     |     parse.parse_feed                     #   pure, CPU-bound
+    |     select.classify (judge)              #   pure: topics, tags, why, entities
     |     poll.next_state                      #   pure
-    | store.record_fetches                     # main process, group commit: all that is ready
+    | store.record_fetches                     # main process, group commit: entries + verdicts
+    | organise                                 # clustering (and any classification left to do)
 
 Both cores fetch and parse; the main process only writes. Runs with few feeds (the daemon's
 usual poll) stay in one process.

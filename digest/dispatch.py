@@ -3,7 +3,7 @@
     store.list_subscribers(active) | schedule.current_period    # pure: due or not
     | compose.assemble (stories since their last digest, minus those already sent)
     | render.Renderer (templates, CSS inlined) | render.build_message
-    | store.begin_delivery (pending, Message-ID fixed per subscriber and period)
+    | store.begin_deliveries (pending rows for a batch; Message-ID fixed per subscriber and period)
     | transport.send
     | store.finish_delivery (sent + the stories, one transaction)
 

@@ -14,7 +14,6 @@ import email.utils
 import hashlib
 import re
 import unicodedata
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
@@ -265,6 +264,3 @@ _DOMAIN = re.compile(r"@([^>\s]+)")
 def domain_of(address: str) -> str:
     m = _DOMAIN.search(address)
     return m.group(1) if m else "localhost"
-
-
-SignFn = Callable[[int, str], str]

@@ -586,20 +586,6 @@ class Store:
             row = conn.execute(q).mappings().first()
             return dict(row) if row else None
 
-    def last_assembled(self, subscriber_id: int) -> datetime | None:
-        """When the subscriber's last delivered (or deliberately empty) digest was put together."""
-        q = sa.select(sa.func.max(deliveries.c.assembled_at)).where(
-            deliveries.c.subscriber_id == subscriber_id, deliveries.c.state.in_(("sent", "empty"))
-        )
-        with self._safe(), self.engine.connect() as conn:
-            value = conn.execute(q).scalar()
-            return UTC_TYPE.process_result_value(value, conn.dialect) if value is not None else None
-
-    def sent_story_ids(self, subscriber_id: int) -> set[int]:
-        q = sa.select(sent_stories.c.story_id).where(sent_stories.c.subscriber_id == subscriber_id)
-        with self._safe(), self.engine.connect() as conn:
-            return set(conn.execute(q).scalars())
-
     def ledger_states(self, periods: Sequence[str]) -> dict[tuple[int, str], str]:
         """The ledger state of these periods, by (subscriber, period): who is already done."""
         d = deliveries
@@ -637,18 +623,6 @@ class Store:
         transaction, before any of them is sent. -> for each, False if its period is already done."""
         with self._safe(), self.engine.begin() as conn:
             return [self._begin(conn, *item) for item in batch]
-
-    def begin_delivery(
-        self,
-        subscriber_id: int,
-        period: str,
-        message_id: str,
-        story_ids: Sequence[int],
-        assembled_at: datetime,
-    ) -> bool:
-        """Write the pending row before anything is sent. -> False if the period is already done."""
-        with self._safe(), self.engine.begin() as conn:
-            return self._begin(conn, subscriber_id, period, message_id, story_ids, assembled_at)
 
     @staticmethod
     def _begin(

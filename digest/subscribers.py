@@ -6,7 +6,7 @@ import csv
 import io
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -159,7 +159,3 @@ def write_csv(subscribers: Iterable[Subscriber]) -> str:
         row["weekday"] = WEEKDAYS[s.weekday] if s.weekday is not None else ""
         w.writerow(row)
     return buf.getvalue()
-
-
-def with_status(s: Subscriber, status: str) -> Subscriber:
-    return replace(s, status=status)

@@ -56,6 +56,18 @@ def decode_google_news(url: str) -> str | None:
     return found.group(0).decode("ascii") if found else None
 
 
+def without_tracking(url: str | None) -> str | None:
+    """The link as the feed gave it, minus tracking parameters (utm_*, fbclid, ...): for showing."""
+    if not url or "?" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _TRACKING.match(k)]
+    return urlunsplit(parts._replace(query=urlencode(kept)))
+
+
 def canonical_url(url: str | None) -> str | None:
     """A key equal for every form of one article's URL; None when the URL says nothing (aggregators)."""
     if not url:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from .cluster import without_tracking
 from .schedule import Period
 from .stories import StoryView, outlet_of
 from .subscribers import Subscriber
@@ -73,11 +74,11 @@ def _story(view: StoryView, feed_titles: Mapping[str, str | None]) -> DigestStor
         name = outlet_of(m, feed_titles)
         if name not in seen:
             seen.add(name)
-            also.append((name, m.stored.entry.link))
+            also.append((name, without_tracking(m.stored.entry.link)))
     return DigestStory(
         view.id,
         e.title,
-        e.link,
+        without_tracking(e.link),  # the reader follows it: no utm_* and the like
         outlet_of(rep, feed_titles),
         e.published,
         summary,

@@ -35,6 +35,7 @@ from .render import (
     make_template,
     message_id,
     personalise,
+    personalised,
 )
 from .schedule import Period, current_period
 from .store import Store
@@ -148,7 +149,8 @@ class Mailer:
             rendered = self.renderer.render(generic, PLACEHOLDER_LINKS)
             template = make_template(rendered, sender=self.settings.sender, list_id=self.settings.list_id)
             cached = self._templates[key] = (rendered, template)
-        rendered, template = cached
+        shared, template = cached
+        rendered = personalised(shared, sub.email, links)
         data = personalise(template, recipient=sub.email, msg_id=mid, links=links, date=now)
         if data is None:  # an address the fast path does not handle: the email package does it
             rendered = self.renderer.render(digest, links)

@@ -215,15 +215,10 @@ def _b64(text: str) -> bytes:
     return base64.encodebytes(canonical.encode("utf-8")).replace(b"\n", b"\r\n")
 
 
-def personalise(
-    t: MessageTemplate, *, recipient: str, msg_id: str, links: Links, date: datetime
-) -> bytes | None:
-    """The message for one subscriber, or None when the fast path cannot be sure (non-ASCII address)."""
+def _substitute(text: str, body_html: str | None, recipient: str, links: Links) -> tuple[str, str | None]:
+    """The placeholders replaced by one subscriber's address and links (escaped in the HTML)."""
     import html as html_lib
 
-    personal = f"{recipient}{msg_id}{links.one_click}{links.mailto}"
-    if not personal.isascii() or any(c in personal for c in "\r\n"):
-        return None
     pairs = [
         (PLACEHOLDER_LINKS.unsubscribe, links.unsubscribe),
         (PLACEHOLDER_LINKS.mailto, links.mailto),
@@ -231,11 +226,28 @@ def personalise(
         (PLACEHOLDER_LINKS.archive or "", links.archive or ""),
         (PLACEHOLDER_EMAIL, recipient),
     ]
-    text, body_html = t.text, t.html
     for old, new in pairs:
         text = text.replace(old, new)
         if body_html is not None:
             body_html = body_html.replace(html_lib.escape(old), html_lib.escape(new))
+    return text, body_html
+
+
+def personalised(rendered: Rendered, recipient: str, links: Links) -> Rendered:
+    """A generic rendering made one subscriber's (for preview)."""
+    text, body_html = _substitute(rendered.text, rendered.html, recipient, links)
+    return Rendered(rendered.subject, text, body_html)
+
+
+def personalise(
+    t: MessageTemplate, *, recipient: str, msg_id: str, links: Links, date: datetime
+) -> bytes | None:
+    """The message for one subscriber, or None when the fast path cannot be sure (non-ASCII address)."""
+
+    personal = f"{recipient}{msg_id}{links.one_click}{links.mailto}"
+    if not personal.isascii() or any(c in personal for c in "\r\n"):
+        return None
+    text, body_html = _substitute(t.text, t.html, recipient, links)
     lines = [
         f"To: {recipient}",
         f"Date: {email.utils.format_datetime(date)}",

@@ -263,6 +263,22 @@ def test_preview_renders_without_changing_any_state(tmp_path, db_url):
     )
     assert r.exit_code == 0, r.output
     assert b"multipart/alternative" in (tmp_path / "p.eml").read_bytes()
+    r = runner.invoke(
+        main,
+        [
+            "--config",
+            str(cfg),
+            "preview",
+            "--subscriber",
+            "cy@example.org",
+            "--output",
+            str(tmp_path / "p.html"),
+        ],
+    )
+    page = (tmp_path / "p.html").read_text()
+    assert "placeholder" not in page and "cy@example.org" in page and "/unsubscribe/" in page
+    text = runner.invoke(main, ["--config", str(cfg), "preview", "--subscriber", "cy@example.org"]).output
+    assert "placeholder" not in text and "Unsubscribe: https://digest.example.org/unsubscribe/" in text
     store = Store(load_config(cfg).database_url)
     assert store.deliveries_report() == []
     assert not (tmp_path / "outbox").exists()

@@ -74,9 +74,11 @@ def main() -> None:
         try:
             end = time.time() + a.minutes * 60
             while time.time() < end and proc.poll() is None:
-                samples.append((time.time() - T0, rss_mb(proc.pid)))
-                with out.open("a") as fh:
-                    fh.write(f"{samples[-1][0]:.0f}\t{samples[-1][1]:.1f}\n")
+                mb = rss_mb(proc.pid)
+                if mb > 1:  # the first moments are the interpreter starting, not the daemon
+                    samples.append((time.time() - T0, mb))
+                    with out.open("a") as fh:
+                        fh.write(f"{samples[-1][0]:.0f}\t{samples[-1][1]:.1f}\n")
                 time.sleep(10)
         finally:
             proc.send_signal(signal.SIGTERM)

@@ -829,7 +829,7 @@ def preview(state: State, email: str | None, output: Path | None) -> None:
         period = current_period(sub, now)
         if sub.id:
             mailer.load_history([sub.id])
-        prepared = mailer.prepare(sub, period, now)
+        prepared = mailer.prepare(sub, period, now, readable=True)
     if output is None:
         sys.stdout.write(f"Subject: {prepared.rendered.subject}\n\n{prepared.rendered.text}")
     elif output.suffix.lower() == ".eml":

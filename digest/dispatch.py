@@ -125,7 +125,13 @@ class Mailer:
         )
 
     def prepare(
-        self, sub: Subscriber, period: Period, now: datetime, digest: Digest | None = None
+        self,
+        sub: Subscriber,
+        period: Period,
+        now: datetime,
+        digest: Digest | None = None,
+        *,
+        readable: bool = False,
     ) -> Prepared:
         assert sub.id is not None
         digest = digest or self.assemble(sub, period, now)
@@ -150,7 +156,8 @@ class Mailer:
             template = make_template(rendered, sender=self.settings.sender, list_id=self.settings.list_id)
             cached = self._templates[key] = (rendered, template)
         shared, template = cached
-        rendered = personalised(shared, sub.email, links)
+        # the readable copy is for preview; sending needs only the bytes below
+        rendered = personalised(shared, sub.email, links) if readable else shared
         data = personalise(template, recipient=sub.email, msg_id=mid, links=links, date=now)
         if data is None:  # an address the fast path does not handle: the email package does it
             rendered = self.renderer.render(digest, links)

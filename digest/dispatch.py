@@ -39,7 +39,7 @@ from .render import (
 )
 from .schedule import Period, current_period
 from .store import Store
-from .stories import StoryView, build_stories
+from .stories import StoryView, build_stories, topic_title
 from .subscribers import Subscriber, make_subscriber
 from .tokens import Signer, load_secret
 
@@ -79,7 +79,7 @@ class Mailer:
         self.signer = Signer(load_secret(d.secret, loaded.base_dir))
         self.domain = domain_of(d.sender)
         rules = loaded.rules
-        self.topic_titles = {t.name: _title(t.name) for t in rules.topics}
+        self.topic_titles = {t.name: topic_title(t.name) for t in rules.topics}
         self.feed_titles = {n: st.title for n, st in store.feed_states().items()}
         order = [t.name for t in (*rules.topics, *rules.tags)]
         self.views: list[StoryView] = build_stories(
@@ -195,10 +195,6 @@ class Mailer:
         import html
 
         return f"<!DOCTYPE html><meta charset='utf-8'><pre>{html.escape(rendered.text)}</pre>"
-
-
-def _title(topic: str) -> str:
-    return {"sco": "Shanghai Cooperation Organisation", "putin-xi": "Putin and Xi"}.get(topic, topic.title())
 
 
 def seed_subscribers(loaded: LoadedConfig, store: Store, now: datetime) -> int:

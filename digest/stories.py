@@ -21,6 +21,14 @@ class StoryView:
     ]  # carried by more than `tag_share` of its entries: one outlet's stray word is not enough
 
 
+TOPIC_TITLES = {"sco": "Shanghai Cooperation Organisation", "putin-xi": "Putin and Xi"}
+
+
+def topic_title(topic: str) -> str:
+    """How a topic is named to readers (section headings, the web form)."""
+    return TOPIC_TITLES.get(topic, topic.replace("-", " ").title())
+
+
 def outlet_of(e: ClassifiedEntry, feed_titles: Mapping[str, str | None]) -> str:
     entry = e.stored.entry
     return entry.source_title or feed_titles.get(entry.feed) or entry.feed

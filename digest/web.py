@@ -37,6 +37,7 @@ from .deliver import make_transport
 from .errors import AddressError, DeliveryError
 from .pipeline import open_store, utcnow
 from .render import POLICY, default_template_dir
+from .stories import topic_title
 from .subscribers import PREFERENCE_FIELDS, WEEKDAYS, Subscriber, make_subscriber
 from .tokens import Signer, load_secret
 
@@ -83,8 +84,7 @@ def create_app(loaded: LoadedConfig) -> Starlette:
     limits = RateLimit()
     base = d.base_url.rstrip("/")
     rules = loaded.rules
-    topic_titles = {"sco": "Shanghai Cooperation Organisation", "putin-xi": "Putin and Xi"}
-    topics = [{"name": t.name, "title": topic_titles.get(t.name, t.name)} for t in rules.topics]
+    topics = [{"name": t.name, "title": topic_title(t.name)} for t in rules.topics]
     tags = [t.name for t in rules.tags]
 
     def page(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:

@@ -247,37 +247,20 @@ def test_the_outbox_keeps_one_file_per_digest_even_when_sent_twice(tmp_path):
 def test_preview_renders_without_changing_any_state(tmp_path, db_url):
     cfg = make_config(tmp_path, db_url)
     runner = CliRunner()
+
+    def preview(*extra: str):
+        r = runner.invoke(main, ["--config", str(cfg), "preview", "--subscriber", "cy@example.org", *extra])
+        assert r.exit_code == 0, r.output
+        return r.output
+
     assert runner.invoke(main, ["--config", str(cfg), "fetch"]).exit_code == 0
     assert runner.invoke(main, ["--config", str(cfg), "subscribers", "add", "cy@example.org"]).exit_code == 0
-    r = runner.invoke(
-        main,
-        [
-            "--config",
-            str(cfg),
-            "preview",
-            "--subscriber",
-            "cy@example.org",
-            "--output",
-            str(tmp_path / "p.eml"),
-        ],
-    )
-    assert r.exit_code == 0, r.output
+    preview("--output", str(tmp_path / "p.eml"))
     assert b"multipart/alternative" in (tmp_path / "p.eml").read_bytes()
-    r = runner.invoke(
-        main,
-        [
-            "--config",
-            str(cfg),
-            "preview",
-            "--subscriber",
-            "cy@example.org",
-            "--output",
-            str(tmp_path / "p.html"),
-        ],
-    )
+    preview("--output", str(tmp_path / "p.html"))
     page = (tmp_path / "p.html").read_text()
     assert "placeholder" not in page and "cy@example.org" in page and "/unsubscribe/" in page
-    text = runner.invoke(main, ["--config", str(cfg), "preview", "--subscriber", "cy@example.org"]).output
+    text = preview()
     assert "placeholder" not in text and "Unsubscribe: https://digest.example.org/unsubscribe/" in text
     store = Store(load_config(cfg).database_url)
     assert store.deliveries_report() == []

@@ -26,7 +26,6 @@ import click
 from . import __version__
 from .config import LoadedConfig, _duration, load_config
 from .errors import ConfigError, DigestError
-from .opml import add_feeds_to_config, read_opml, write_opml
 from .pipeline import FetchOptions, OrganiseSummary, fetch_feeds, open_store, organise, utcnow
 from .records import FeedReport, FetchStatus, FetchSummary
 from .store import StoredEntry
@@ -289,6 +288,8 @@ def feeds_import(state: State, opml_file: Path) -> None:
         raise ConfigError(
             "no feeds.yaml to import into; create one (copy the shipped feeds.yaml) or pass --config PATH"
         )
+    from .opml import add_feeds_to_config, read_opml
+
     added = add_feeds_to_config(Path(loaded.source), read_opml(opml_file))
     load_config(loaded.source)  # the result must still be a valid config
     out.print(f"added {len(added)} feeds to {loaded.source}" + (f": {', '.join(added)}" if added else ""))
@@ -299,6 +300,8 @@ def feeds_import(state: State, opml_file: Path) -> None:
 @handles_errors
 def feeds_export(state: State) -> None:
     """Print the feeds as OPML 2.0."""
+    from .opml import write_opml
+
     sys.stdout.write(write_opml(state.loaded.config.feeds))
 
 

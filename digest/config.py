@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -374,7 +373,7 @@ def parse_config(text: str, source: str, base_dir: Path) -> LoadedConfig:
 
 def embedded_text(name: str) -> str:
     """A file from the defaults shipped in the wheel, or from the source checkout."""
-    packaged = resources.files("digest").joinpath("_defaults", name)
+    packaged = Path(__file__).resolve().parent / "_defaults" / name  # the wheel installs plain files
     if packaged.is_file():
         return packaged.read_text(encoding="utf-8")
     return (Path(__file__).resolve().parent.parent / name).read_text(encoding="utf-8")

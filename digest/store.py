@@ -197,10 +197,22 @@ class Store:
 
     @staticmethod
     def _write_state(conn: Connection, state: FeedState, http_status: int | None) -> None:
-        values = asdict(state)
-        name = values.pop("name")
-        values["http_status"] = http_status
-        conn.execute(feeds.update().where(feeds.c.name == name).values(**values))
+        Store._write_states(conn, [(state, http_status)])
+
+    @staticmethod
+    def _write_states(conn: Connection, states: Sequence[tuple[FeedState, int | None]]) -> None:
+        if not states:
+            return
+        rows = [asdict(state) | {"http_status": http_status} for state, http_status in states]
+        for row in rows:
+            row["feed_name"] = row.pop("name")  # bind names must not be column names in an UPDATE
+        columns = [c for c in rows[0] if c != "feed_name"]
+        stmt = (
+            feeds.update()
+            .where(feeds.c.name == sa.bindparam("feed_name"))
+            .values({c: sa.bindparam(c) for c in columns})
+        )
+        conn.execute(stmt, rows)
 
     # -- entries -----------------------------------------------------------------------------
 
@@ -215,10 +227,11 @@ class Store:
         with self._safe(), self.engine.begin() as conn:
             out = []
             for w in batch:
-                self._write_state(conn, w.state, w.http_status)
                 out.append(self._upsert_entries(conn, w.state.name, w.entries, w.now))
                 if w.verdicts:
                     self._write_verdicts(conn, w.state.name, w.verdicts, w.now)
+            # the feeds' states in one executemany (per-statement overhead dominated warm runs)
+            self._write_states(conn, [(w.state, w.http_status) for w in batch])
             return out
 
     @staticmethod

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """A long run of the real daemon against loopback feeds that keep changing; RSS over time.
 
-200 feeds on 20 loopback addresses, each gaining a new item every minute (so every poll
-parses, stores, classifies and clusters something), polled every minute (interval 60 s, tick
-2 s), 500 subscribers on an outbox. Samples the daemon's RSS every 10 s and prints a summary:
-first, median and last samples and the slope over the second half.
+200 feeds on 20 loopback addresses, each gaining a new item every minute (half of them on the
+SCO, so every poll parses, stores, classifies and clusters something), polled every minute
+(interval 60 s, tick 2 s); 500 subscribers on an outbox whose send times are spread over the
+run, so digests go out every minute. Retention is one hour and housekeeping runs every ten
+minutes, so after the first hour the data stops growing and any further growth of the
+daemon's memory is the daemon's own. Samples RSS every 10 s; prints the median of each
+half hour and the least-squares slope after the first hour.
 
-    python bench/soak.py --minutes 40
+    python bench/soak.py --minutes 150
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +37,9 @@ def feed(i: int):  # type: ignore[no-untyped-def]
     def reply(_request):  # type: ignore[no-untyped-def]
         minute = int((time.time() - T0) // 60)
         items = make_items(i, 10 + minute)[-20:]  # one more item every minute, the last 20 served
+        for n, item in enumerate(items):
+            if (n + minute) % 2 == 0:  # half the items on the topic, a few outlets per story
+                item["title"] = f"SCO summit: leaders meet on trade corridor plan {(n + minute) // 2 % 7}"
         body = rss(items, title=f"Soak feed {i}")
         return Reply(body=body, etag=f'"{i}-{minute}"')
 
@@ -58,10 +66,17 @@ def main() -> None:
             lines.append(
                 f"  - {{name: s{i}, url: '{srv.url(f'/s{i}.xml', host=hosts[i % 20])}', interval: 60s}}\n"
             )
-        subs = "".join(f"  - {{email: r{i}@example.org, send_time: '00:00'}}\n" for i in range(500))
+        start = time.gmtime(time.time() + 180)
+        first = start.tm_hour * 60 + start.tm_min  # the first digests three minutes in, then every minute
+        span = max(1, int(a.minutes) - 5)
+        at = [(first + i % span) % 1440 for i in range(500)]
+        subs = "".join(
+            f"  - {{email: r{i}@example.org, send_time: '{m // 60:02d}:{m % 60:02d}'}}\n"
+            for i, m in enumerate(at)
+        )
         cfg = work / "feeds.yaml"
         cfg.write_text(
-            f"database: sqlite:///{work / 's.db'}\ndaemon:\n  tick: 2s\n"
+            f"database: sqlite:///{work / 's.db'}\ndaemon: {{tick: 2s, retention: 1h, housekeeping: 10m}}\n"
             f"delivery:\n  transport: outbox\n  secret: soak\nfeeds:\n{''.join(lines)}subscribers:\n{subs}"
         )
         log = (work / "daemon.log").open("wb")
@@ -83,15 +98,26 @@ def main() -> None:
         finally:
             proc.send_signal(signal.SIGTERM)
             rc = proc.wait(120)
-    polls = (work / "daemon.log").read_text().count('"event": "poll"')
+    text = (work / "daemon.log").read_text()
+    polls, sends = text.count('"event": "poll"'), text.count('"event": "send"')
+    with sqlite3.connect(work / "s.db") as db:
+        stored = db.execute("select count(*) from entries").fetchone()[0]
+        sent = db.execute("select count(*) from deliveries where state = 'sent'").fetchone()[0]
     values = sorted(v for _, v in samples)
-    half = samples[len(samples) // 2 :]
-    slope = (half[-1][1] - half[0][1]) / max(1.0, (half[-1][0] - half[0][0]) / 3600)
+    t0 = samples[0][0]
+    buckets: dict[int, list[float]] = {}
+    for t, v in samples:
+        buckets.setdefault(int((t - t0) // 1800), []).append(v)
+    halves = ", ".join(
+        f"{k * 30}-{k * 30 + 30} min {statistics.median(v):.0f}" for k, v in sorted(buckets.items())
+    )
+    steady = [(t, v) for t, v in samples if t - t0 >= 3600] or samples[len(samples) // 2 :]
+    slope = statistics.linear_regression([t / 3600 for t, _ in steady], [v for _, v in steady]).slope
     print(
-        f"{a.minutes:g} min, {polls} poll cycles with new entries, exit code {rc}; "
-        f"RSS first {samples[0][1]:.0f} MB, "
-        f"median {values[len(values) // 2]:.0f} MB, max {values[-1]:.0f} MB, last {samples[-1][1]:.0f} MB; "
-        f"second-half slope {slope:+.1f} MB/hour  ({out})"
+        f"{a.minutes:g} min, {polls} poll cycles with new entries, {sends} send batches, {sent} digests, "
+        f"{stored} entries stored at the end, exit code {rc}\n"
+        f"RSS MB median by half hour: {halves}; max {values[-1]:.0f}\n"
+        f"slope after the first hour (least squares): {slope:+.2f} MB/hour  ({out})"
     )
     print(os.path.basename(str(work)))
 

@@ -3,11 +3,15 @@
 The public surface is small: load a config, open a store, run the pipeline.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .config import Config, LoadedConfig, load_config
 from .errors import ConfigError, DigestError, FeedError, StorageError
 from .pipeline import FetchOptions, fetch_feeds, open_store
 from .records import Entry, FeedState, FetchStatus, FetchSummary
-from .store import Store, StoredEntry
+
+if TYPE_CHECKING:
+    from .store import Store, StoredEntry
 
 __version__ = "0.1.0"
 __all__ = [
@@ -29,3 +33,13 @@ __all__ = [
     "load_config",
     "open_store",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The store (and SQLAlchemy with it) is imported on first use: `digest fetch` forks its
+    # workers before paying for it.
+    if name in ("Store", "StoredEntry"):
+        from . import store
+
+        return getattr(store, name)
+    raise AttributeError(f"module 'digest' has no attribute {name!r}")

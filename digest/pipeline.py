@@ -2,8 +2,8 @@
 
     store.feed_states                          # what we knew
     | select_feeds                             # pure: due, not held back
-    | shard_by_host                            # pure: one host's feeds stay in one shard
-    | run_shard, one per core:                 # worker processes, each with its own event loop
+    | workers.shard_by_host                    # pure: one host's feeds stay in one shard
+    | workers.run_shard, one per core:         # worker processes, each with its own event loop
     |     fetch.Fetcher.fetch  (concurrent)    #   network edge: per-host pools, deadline, caps
     |     parse.parse_feed                     #   pure, CPU-bound
     |     select.classify (judge)              #   pure: topics, tags, why, entities
@@ -12,34 +12,28 @@
     | organise                                 # clustering (and any classification left to do)
 
 Both cores fetch and parse; the main process only writes. Runs with few feeds (the daemon's
-usual poll) stay in one process.
+usual poll) stay in one process. SQLAlchemy (store) is imported on first use, so that
+`digest fetch` can fork its workers before paying for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import multiprocessing
-import os
-import random
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from multiprocessing.connection import Connection
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
-from .config import FeedSettings, HttpSettings, LoadedConfig
-from .fetch import Fetcher
-from .parse import parse_feed
-from .poll import held_back, is_due, next_state
-from .records import Entry, FeedReport, FeedState, FetchRequest, FetchStatus, FetchSummary
-from .store import FetchWrite, Store, Verdict
+from .config import FeedSettings, LoadedConfig
+from .poll import held_back, is_due
+from .records import Entry, FeedReport, FeedState, FetchStatus, FetchSummary
+from .workers import FeedJob, FeedOutcome, FetchWorkers, lazy_rules, run_shard, shard_by_host, worker_count
+
+if TYPE_CHECKING:
+    from .store import FetchWrite, Store
 
 Clock = Callable[[], datetime]
-# Below this many feeds, worker processes cost more than they save.
-MIN_FEEDS_PER_WORKER = 8
 
 
 def utcnow() -> datetime:
@@ -51,48 +45,6 @@ class FetchOptions:
     only: str | None = None  # one feed by name
     force: bool = False  # ignore back-off and Retry-After
     due_only: bool = False  # skip feeds whose interval has not elapsed (daemon, cron)
-
-
-@dataclass(frozen=True, slots=True)
-class FeedJob:
-    """Everything a worker needs to poll one feed; picklable."""
-
-    name: str
-    url: str
-    language: str | None
-    timezone: str | None
-    interval: float
-    state: FeedState
-
-
-@dataclass(frozen=True, slots=True)
-class FeedOutcome:
-    """What polling one feed produced: its next state and entries, and a line for the summary."""
-
-    state: FeedState
-    entries: tuple[Entry, ...]
-    http_status: int | None
-    report: FeedReport
-    verdicts: dict[str, Verdict] | None = None  # selection's decisions, made beside the parse
-
-
-def judge(entries: Sequence[Entry], rules: Any, rules_hash: str) -> dict[str, Verdict]:
-    """Classify freshly parsed entries (pure; runs in the worker that parsed them)."""
-    from .select import classify
-
-    out = {}
-    for e in entries:
-        c = classify(e.title, e.summary_text, rules)
-        out[e.entry_id] = Verdict(
-            c.relevant,
-            c.topics,
-            c.tags,
-            [r.as_dict() for r in c.why],
-            c.entities,
-            c.title_entities,
-            rules_hash,
-        )
-    return out
 
 
 def select_feeds(
@@ -115,101 +67,6 @@ def select_feeds(
             continue
         chosen.append(feed)
     return chosen, deferred
-
-
-def host_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{parts.port or ''}"
-
-
-def shard_by_host(jobs: Sequence[FeedJob], shards: int) -> list[list[FeedJob]]:
-    """Split jobs into at most `shards` even groups, never splitting one host (its limit stays exact)."""
-    by_host: dict[str, list[FeedJob]] = {}
-    for job in jobs:
-        by_host.setdefault(host_of(job.url), []).append(job)
-    out: list[list[FeedJob]] = [[] for _ in range(max(1, shards))]
-    for group in sorted(by_host.values(), key=len, reverse=True):
-        min(out, key=len).extend(group)
-    return [s for s in out if s]
-
-
-async def run_shard(
-    jobs: Sequence[FeedJob],
-    http: HttpSettings,
-    emit: Callable[[FeedOutcome], object],
-    *,
-    clock: Clock = utcnow,
-    max_backoff: float,
-    rules: Any = None,
-    rules_hash: str = "",
-) -> None:
-    """Fetch, parse, classify and decide for each job concurrently; emit each outcome as it is ready."""
-
-    async def one(fetcher: Fetcher, job: FeedJob) -> None:
-        state = job.state
-        result = await fetcher.fetch(
-            FetchRequest(job.name, state.effective_url, state.etag, state.last_modified)
-        )
-        parsed = None
-        body_hash = None
-        if result.status is FetchStatus.OK and result.body is not None:
-            body_hash = hashlib.sha256(result.body).hexdigest()
-            if body_hash != state.body_hash:  # an unchanged 200 skips parsing
-                parsed = parse_feed(
-                    job.name,
-                    result.body,
-                    content_type=result.content_type,
-                    content_language=result.content_language,
-                    url=result.final_url,
-                    fetched_at=clock(),
-                    language=job.language,
-                    timezone=job.timezone,
-                )
-        now = clock()
-        new_state = next_state(
-            state,
-            result,
-            parsed,
-            now,
-            interval=job.interval,
-            max_backoff=max_backoff,
-            body_hash=body_hash,
-            jitter=random.random(),
-        )
-        entries = parsed.entries if parsed is not None and parsed.error is None else ()
-        status = FetchStatus(new_state.status) if new_state.status else result.status
-        report = FeedReport(
-            feed=job.name,
-            status=status,
-            error=new_state.last_error,
-            warning=parsed.warning if parsed else None,
-            next_poll=new_state.next_poll,
-            http_status=result.http_status,
-        )
-        verdicts = judge(entries, rules, rules_hash) if rules is not None and entries else None
-        await _maybe_await(emit(FeedOutcome(new_state, entries, result.http_status, report, verdicts)))
-
-    async with Fetcher(http) as fetcher:
-        await asyncio.gather(*(one(fetcher, job) for job in jobs))
-
-
-async def _maybe_await(value: object) -> None:
-    if asyncio.iscoroutine(value):
-        await value
-
-
-def _worker_main(
-    jobs: list[FeedJob], http: HttpSettings, max_backoff: float, conn: Connection, rules: Any, rules_hash: str
-) -> None:
-    """Entry point of a worker process: run one shard, send each outcome up the pipe.
-    (fork: the compiled rules arrive as they are, not pickled)"""
-    try:
-        asyncio.run(
-            run_shard(jobs, http, conn.send, max_backoff=max_backoff, rules=rules, rules_hash=rules_hash)
-        )
-    finally:
-        conn.send(None)  # end of shard
-        conn.close()
 
 
 class _Writer:
@@ -257,85 +114,6 @@ class _Writer:
             fut.set_result(n)
 
 
-async def _run_in_workers(
-    shards: list[list[FeedJob]],
-    http: HttpSettings,
-    max_backoff: float,
-    on_outcome: Callable[[FeedOutcome], object],
-    rules: Any = None,
-    rules_hash: str = "",
-) -> None:
-    """One process per shard; outcomes stream back over pipes, read by the event loop."""
-    # fork: the workers inherit the imported modules, so they start in milliseconds.
-    ctx = multiprocessing.get_context("fork")
-    loop = asyncio.get_running_loop()
-    pending: dict[int, tuple[Connection, multiprocessing.process.BaseProcess, set[str]]] = {}
-    done = loop.create_future()
-    outcomes: asyncio.Queue[FeedOutcome] = asyncio.Queue()
-
-    def readable(fd: int) -> None:
-        conn, proc, left = pending[fd]
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            msg = None
-        if msg is None:
-            loop.remove_reader(fd)
-            conn.close()
-            del pending[fd]
-            for name in left:  # a worker that died leaves its feeds unreported: report them
-                outcomes.put_nowait(_crashed(name, proc.exitcode))
-            if not pending and not done.done():
-                done.set_result(None)
-            return
-        left.discard(msg.state.name)
-        outcomes.put_nowait(msg)
-
-    procs = []
-    for shard in shards:
-        parent, child = ctx.Pipe(duplex=False)
-        proc = ctx.Process(
-            target=_worker_main, args=(shard, http, max_backoff, child, rules, rules_hash), daemon=True
-        )
-        proc.start()
-        child.close()
-        pending[parent.fileno()] = (parent, proc, {j.name for j in shard})
-        loop.add_reader(parent.fileno(), readable, parent.fileno())
-        procs.append(proc)
-    # Outcomes are handed on without waiting for each one's write, so that the writer can
-    # commit every outcome that arrived meanwhile in one transaction (one commit per feed cost
-    # the warm run ~100 ms of the main process's CPU).
-    handling: set[asyncio.Task[None]] = set()
-    try:
-        while not (done.done() and outcomes.empty()):
-            getter = asyncio.ensure_future(outcomes.get())
-            await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
-            if getter.done():
-                task = asyncio.ensure_future(_maybe_await(on_outcome(getter.result())))
-                handling.add(task)
-                task.add_done_callback(handling.discard)
-            else:
-                getter.cancel()
-        if handling:
-            await asyncio.gather(*handling)
-    finally:
-        for task in handling:
-            task.cancel()
-        for fd, (conn, _, _) in list(pending.items()):
-            loop.remove_reader(fd)
-            conn.close()
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-            proc.join(5)
-
-
-def _crashed(name: str, exitcode: int | None) -> FeedOutcome:
-    # The state is unchanged: the feed is simply polled again next time.
-    report = FeedReport(name, FetchStatus.FAILED, error=f"worker process died (exit code {exitcode})")
-    return FeedOutcome(FeedState(name, ""), (), None, report)
-
-
 async def fetch_feeds(
     loaded: LoadedConfig,
     store: Store,
@@ -344,7 +122,13 @@ async def fetch_feeds(
     clock: Clock = utcnow,
     on_report: Callable[[FeedReport], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    workers: FetchWorkers | None = None,
 ) -> FetchSummary:
+    """Poll the selected feeds and store what they bring. `workers`: processes already forked
+    (start_workers, before the store was opened); without them they are forked here if the
+    number of feeds is worth it."""
+    from .store import FetchWrite
+
     options = options or FetchOptions()
     config = loaded.config
     store.sync_feeds((f.name, loaded.feed_url(f.url)) for f in config.feeds)
@@ -364,8 +148,6 @@ async def fetch_feeds(
         if on_report:
             on_report(r)
     writer = _Writer(store)
-    # classify beside the parse, in the workers; organise() then only clusters (and catches up)
-    rules, rules_hash = loaded.rules, loaded.rules_hash
     writing = asyncio.create_task(writer.run())
 
     async def on_outcome(outcome: FeedOutcome) -> None:
@@ -379,32 +161,50 @@ async def fetch_feeds(
         if on_report:
             on_report(report)
 
-    workers = min(config.http.workers or os.cpu_count() or 1, max(1, len(jobs) // MIN_FEEDS_PER_WORKER))
+    count = worker_count(loaded, len(jobs))
+    if workers is not None and count < 2:
+        workers.close()  # fewer feeds are due than were configured: not worth the processes
+        workers = None
+    elif workers is None and count >= 2:
+        workers = FetchWorkers(loaded, count)
     try:
-        if workers > 1:
+        if workers is not None:
             # the global cap is shared out: each worker gets its part (per-host caps hold by sharding)
-            share = config.http.model_copy(update={"concurrency": max(1, config.http.concurrency // workers)})
-            await _run_in_workers(
-                shard_by_host(jobs, workers), share, config.http.max_backoff, on_outcome, rules, rules_hash
+            share = config.http.model_copy(
+                update={"concurrency": max(1, config.http.concurrency // workers.count)}
             )
+            await workers.run(shard_by_host(jobs, workers.count), share, config.http.max_backoff, on_outcome)
         else:
+            # classified beside the parse; organise() then only clusters (and catches up)
             await run_shard(
                 jobs,
                 config.http,
                 on_outcome,
                 clock=clock,
                 max_backoff=config.http.max_backoff,
-                rules=rules,
-                rules_hash=rules_hash,
+                rules=lazy_rules(loaded),
             )
     finally:
+        if workers is not None:
+            workers.close()
         await writer.queue.put(None)
         await writing
     order = {f.name: i for i, f in enumerate(config.feeds)}
     return FetchSummary(tuple(sorted(reports, key=lambda r: order.get(r.feed, 0))))
 
 
+def start_workers(loaded: LoadedConfig, options: FetchOptions | None = None) -> FetchWorkers | None:
+    """Fork the fetch workers now, before the store is opened, if the configured feeds are worth
+    it; pass them to fetch_feeds. (The states may yet show fewer feeds due: they are then dismissed.)"""
+    options = options or FetchOptions()
+    candidates = 1 if options.only else sum(1 for f in loaded.config.feeds if f.enabled)
+    count = worker_count(loaded, candidates)
+    return FetchWorkers(loaded, count) if count >= 2 else None
+
+
 def open_store(loaded: LoadedConfig) -> Store:
+    from .store import Store
+
     return Store(loaded.database_url)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 class FetchStatus(enum.StrEnum):
@@ -119,3 +120,16 @@ class FetchSummary:
     @property
     def new_entries(self) -> int:
         return sum(r.new_entries for r in self.reports)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Selection's decision about one entry, made where it was parsed (a worker), stored with it."""
+
+    relevant: bool
+    topics: tuple[str, ...]
+    tags: tuple[str, ...]
+    why: list[dict[str, Any]]
+    entities: frozenset[str]
+    title_entities: frozenset[str]
+    rules_hash: str

@@ -29,7 +29,7 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 
 
 # The Alembic revision these tables match; tests check it is the head of digest/migrations.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 metadata = sa.MetaData()
 
@@ -72,9 +72,18 @@ entries = sa.Table(
     sa.Column("source_url", sa.Text),
     sa.Column("first_seen", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # True once a classification row exists (kept in step by store.py); the partial index makes
+    # "what is left to classify" cost nothing when nothing is
+    sa.Column("classified", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("feed", "entry_id", name="uq_entries_feed_entry_id"),
     sa.Index("ix_entries_first_seen", "first_seen"),
     sa.Index("ix_entries_published", "published"),
+    sa.Index(
+        "ix_entries_unclassified",
+        "id",
+        sqlite_where=sa.text("classified = 0"),
+        postgresql_where=sa.text("classified = false"),
+    ),
 )
 
 stories = sa.Table(
@@ -100,6 +109,7 @@ classifications = sa.Table(
     sa.Column("classified_at", UTCDateTime, nullable=False),
     sa.Index("ix_classifications_story", "story_id"),
     sa.Index("ix_classifications_relevant", "relevant"),
+    sa.Index("ix_classifications_rules_hash", "rules_hash"),
 )
 
 subscribers = sa.Table(

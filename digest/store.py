@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from .errors import StorageError
-from .records import Entry, FeedState
+from .records import Entry, FeedState, Verdict
 from .schema import (
     SCHEMA_REVISION,
     UTCDateTime,
@@ -53,19 +53,6 @@ class FetchWrite:
     now: datetime
     http_status: int | None = None
     verdicts: Mapping[str, Verdict] | None = None  # by the feed's entry id
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """Selection's decision about one entry, made where it was parsed (a worker), stored with it."""
-
-    relevant: bool
-    topics: tuple[str, ...]
-    tags: tuple[str, ...]
-    why: list[dict[str, Any]]
-    entities: frozenset[str]
-    title_entities: frozenset[str]
-    rules_hash: str
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -264,6 +251,7 @@ class Store:
                 for i, v in wanted.items()
             ]
             conn.execute(_insert_ignore(conn, classifications, ["entry_id"]), rows)
+            _mark_classified(conn, list(wanted))
 
     def _upsert_entries(
         self, conn: Connection, feed: str, batch: Sequence[Entry], now: datetime
@@ -307,6 +295,7 @@ class Store:
             row = _entry_row(e, now)
             for key in ("feed", "entry_id", "first_seen"):
                 row.pop(key)
+            row["classified"] = False
             conn.execute(
                 entries.update().where(entries.c.feed == feed, entries.c.entry_id == e.entry_id).values(**row)
             )
@@ -350,32 +339,31 @@ class Store:
     # -- classifications and stories -----------------------------------------------------------
 
     def unclassified(self, rules_hash: str, *, limit: int | None = None) -> list[StoredEntry]:
-        """Entries with no classification yet."""
-        c = classifications
-        q = (
-            sa.select(entries)
-            .outerjoin(c, c.c.entry_id == entries.c.id)
-            .where(c.c.entry_id.is_(None))  # a rules change removes them all first (forget_classifications)
-            .order_by(entries.c.id)
-        )
+        """Entries with no classification yet (a rules change removes them all first:
+        forget_classifications). Read through the partial index: no scan of the table."""
+        q = sa.select(entries).where(entries.c.classified == sa.false()).order_by(entries.c.id)
         if limit:
             q = q.limit(limit)
         with self._safe(), self.engine.connect() as conn:
             return [_stored(r) for r in conn.execute(q).mappings()]
 
     def stale_rules(self, rules_hash: str) -> bool:
-        q = (
-            sa.select(sa.func.count())
-            .select_from(classifications)
-            .where(classifications.c.rules_hash != rules_hash)
+        """Was anything classified with other rules? (min and max come off the index.)"""
+        c = classifications.c
+        # two subqueries: SQLite reads a lone min() or max() off the index, not both at once
+        q = sa.select(
+            sa.select(sa.func.min(c.rules_hash)).scalar_subquery(),
+            sa.select(sa.func.max(c.rules_hash)).scalar_subquery(),
         )
         with self._safe(), self.engine.connect() as conn:
-            return bool(conn.execute(q).scalar_one())
+            low, high = conn.execute(q).one()
+        return low is not None and (low != rules_hash or high != rules_hash)
 
     def forget_classifications(self) -> None:
         """The rules changed: every entry is classified and clustered again."""
         with self._safe(), self.engine.begin() as conn:
             conn.execute(classifications.delete())
+            conn.execute(entries.update().where(entries.c.classified == sa.true()).values(classified=False))
             conn.execute(stories.delete())
 
     def save_classifications(self, rows: Sequence[Classified], now: datetime) -> None:
@@ -398,6 +386,7 @@ class Store:
         ]
         with self._safe(), self.engine.begin() as conn:
             conn.execute(classifications.insert(), values)
+            _mark_classified(conn, [r.entry_id for r in rows])
 
     def story_members(self, since: datetime) -> list[ClusterMember]:
         """Clustered entries published since `since` (and undated ones): the stories new entries may join."""
@@ -799,6 +788,11 @@ class ClassifiedEntry:
 
 
 _ENTRY_FIELDS = [f.name for f in fields(Entry)]
+
+
+def _mark_classified(conn: Connection, ids: Sequence[int]) -> None:
+    for chunk in _chunks(list(ids), 500):
+        conn.execute(entries.update().where(entries.c.id.in_(chunk)).values(classified=True))
 
 
 def _entry_row(e: Entry, now: datetime) -> dict[str, Any]:

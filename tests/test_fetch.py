@@ -295,8 +295,8 @@ def test_worker_processes_share_the_work_and_keep_per_host_limits(write_config):
 
 
 def test_shards_never_split_a_host():
-    from digest.pipeline import FeedJob, host_of, shard_by_host
     from digest.records import FeedState
+    from digest.workers import FeedJob, host_of, shard_by_host
 
     jobs = [
         FeedJob(f"f{i}", f"https://h{i % 7}.example/f{i}.xml", None, None, 60, FeedState(f"f{i}", "u"))
@@ -307,3 +307,55 @@ def test_shards_never_split_a_host():
     hosts = [{host_of(j.url) for j in s} for s in shards]
     assert all(not (a & b) for i, a in enumerate(hosts) for b in hosts[i + 1 :])
     assert max(map(len, shards)) - min(map(len, shards)) <= 8  # roughly even
+
+
+def _many_feeds(srv: FeedServer, n: int) -> dict[str, str]:
+    urls = {}
+    for i in range(n):
+        body = rss([{**ITEMS[0], "guid": f"{i}-a"}, {**ITEMS[1], "guid": f"{i}-b"}], title=f"feed {i}")
+        srv.route(f"/w{i}.xml", Reply(body=body, etag=etag_of(body)))
+        urls[f"w{i}"] = srv.url(f"/w{i}.xml")
+    return urls
+
+
+def test_workers_forked_before_the_store_run_the_shards_or_are_dismissed(write_config):
+    from digest.pipeline import open_store, start_workers
+
+    with FeedServer() as srv:
+        loaded = write_config(feeds_yaml(**_many_feeds(srv, 20)), http={"workers": 2})
+        workers = start_workers(loaded)  # as `digest fetch` does: before the database is opened
+        assert workers is not None and workers.count == 2
+        procs = [p for _, p in workers.procs]
+        with open_store(loaded) as store:
+            summary = asyncio.run(fetch_feeds(loaded, store, workers=workers))
+            assert summary.count(FetchStatus.OK) == 20 and store.count_entries() == 40
+            assert not any(p.is_alive() for p in procs)
+            # nothing is due now: the workers forked for 20 feeds are sent away, none left behind
+            workers = start_workers(loaded, FetchOptions(due_only=True))
+            assert workers is not None
+            procs = [p for _, p in workers.procs]
+            idle = asyncio.run(fetch_feeds(loaded, store, FetchOptions(due_only=True), workers=workers))
+            assert idle.reports == ()
+            assert not any(p.is_alive() for p in procs) and workers.procs == []
+
+
+def test_rules_that_do_not_compile_leave_entries_unclassified_until_fixed(write_config, tmp_path):
+    from digest.config import load_config
+    from digest.errors import ConfigError
+    from digest.pipeline import open_store, organise
+
+    with FeedServer() as srv:
+        feeds = feeds_yaml(**_many_feeds(srv, 20))
+        loaded = write_config(feeds + "terms:\n  broken: ['re:(']\n", http={"workers": 2})
+        with open_store(loaded) as store:
+            summary = asyncio.run(fetch_feeds(loaded, store))
+            assert summary.count(FetchStatus.OK) == 20  # the fetch itself does not need the rules
+            assert len(store.unclassified(loaded.rules_hash)) == 40
+            with pytest.raises(ConfigError, match="not a valid regex"):
+                organise(loaded, store)
+        path = tmp_path / "feeds.yaml"
+        path.write_text(path.read_text().replace("terms:\n  broken: ['re:(']\n", ""))  # the shipped rules
+        fixed = load_config(path)
+        with open_store(fixed) as store:
+            assert organise(fixed, store).classified == 40
+            assert store.unclassified(fixed.rules_hash) == []

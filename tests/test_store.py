@@ -91,3 +91,58 @@ def test_the_code_expects_the_newest_migration():
     from digest.schema import SCHEMA_REVISION
 
     assert Store.head_revision() == SCHEMA_REVISION
+
+
+def test_upgrading_from_0003_marks_what_was_already_classified(db_url):
+    """0004 adds entries.classified: entries classified before the upgrade are not done twice."""
+    from alembic import command
+
+    from digest.store import Classified, _alembic_config, make_engine
+
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0003")
+        conn.execute(sa.text("INSERT INTO feeds (name, url, error_count) VALUES ('f', 'https://e/feed', 0)"))
+        cols = "feed, entry_id, title, summary_html, summary_text, published, content_hash, first_seen, "
+        cols += "updated_at"
+        for i in (1, 2):
+            conn.execute(
+                sa.text(f"INSERT INTO entries ({cols}) VALUES ('f', :e, 't', '', '', :t, :e, :t, :t)"),
+                {"e": f"e{i}", "t": T0.replace(tzinfo=None)},
+            )
+        first = conn.execute(sa.text("SELECT id FROM entries WHERE entry_id = 'e1'")).scalar_one()
+        conn.execute(
+            sa.text(
+                "INSERT INTO classifications (entry_id, relevant, topics, tags, why, entities,"
+                " title_entities, rules_hash, classified_at)"
+                " VALUES (:i, false, '[]', '[]', '[]', '[]', '[]', 'h', :t)"
+            ),
+            {"i": first, "t": T0.replace(tzinfo=None)},
+        )
+    engine.dispose()
+    with Store(db_url) as store:  # opening migrates to head
+        assert [s.entry.entry_id for s in store.unclassified("h")] == ["e2"]
+        assert not store.stale_rules("h") and store.stale_rules("other")
+        second = store.unclassified("h")[0].id
+        store.save_classifications([Classified(second, False, (), (), [], frozenset(), frozenset(), "h")], T0)
+        assert store.unclassified("h") == []
+
+
+def test_classification_bookkeeping_follows_changes_and_rule_changes(store: Store):
+    from digest.store import Classified
+
+    state = store.feed_states()["f"]
+    store.record_fetch(state, [entry("1"), entry("2")], T0)
+    todo = store.unclassified("h")
+    assert [s.entry.entry_id for s in todo] == ["1", "2"]
+    store.save_classifications(
+        [Classified(s.id, True, (), (), [], frozenset(), frozenset(), "h") for s in todo], T0
+    )
+    assert store.unclassified("h") == []
+    # new content is classified again; the unchanged entry is not
+    store.record_fetch(state, [entry("1", title="SCO summit opens (updated)"), entry("2")], T0)
+    assert [s.entry.entry_id for s in store.unclassified("h")] == ["1"]
+    # a rules change: everything again
+    store.forget_classifications()
+    assert [s.entry.entry_id for s in store.unclassified("h")] == ["1", "2"]
+    assert not store.stale_rules("h")  # nothing classified at all: nothing stale

@@ -1,0 +1,328 @@
+"""Fetch workers: fetch, parse and classify feeds, one event loop per core.
+
+    shard_by_host                      # pure: one host's feeds stay in one shard
+    | FetchWorkers (a process each)    # forked before the database is opened; while the main
+    |                                  #   process opens it, each imports httpx
+    | run_shard                        # per feed: fetch.Fetcher.fetch | parse.parse_feed
+    |                                  #   | judge (select.classify) | poll.next_state
+    | outcomes over a pipe             # the main process writes them (pipeline._Writer)
+
+Nothing here imports SQLAlchemy or httpx at module level: `digest fetch` forks the workers as
+soon as the config is read, and the start-up imports of the two sides overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import multiprocessing
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from typing import Any
+from urllib.parse import urlsplit
+
+from .config import HttpSettings, LoadedConfig
+from .errors import DigestError
+from .poll import next_state
+from .records import Entry, FeedReport, FeedState, FetchRequest, FetchStatus, Verdict
+
+Clock = Callable[[], datetime]
+# Below this many feeds, worker processes cost more than they save.
+MIN_FEEDS_PER_WORKER = 8
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedJob:
+    """Everything a worker needs to poll one feed; picklable."""
+
+    name: str
+    url: str
+    language: str | None
+    timezone: str | None
+    interval: float
+    state: FeedState
+
+
+@dataclass(frozen=True, slots=True)
+class FeedOutcome:
+    """What polling one feed produced: its next state and entries, and a line for the summary."""
+
+    state: FeedState
+    entries: tuple[Entry, ...]
+    http_status: int | None
+    report: FeedReport
+    verdicts: dict[str, Verdict] | None = None  # selection's decisions, made beside the parse
+
+
+def judge(entries: Sequence[Entry], rules: Any, rules_hash: str) -> dict[str, Verdict]:
+    """Classify freshly parsed entries (pure; runs in the worker that parsed them)."""
+    from .select import classify
+
+    out = {}
+    for e in entries:
+        c = classify(e.title, e.summary_text, rules)
+        out[e.entry_id] = Verdict(
+            c.relevant,
+            c.topics,
+            c.tags,
+            [r.as_dict() for r in c.why],
+            c.entities,
+            c.title_entities,
+            rules_hash,
+        )
+    return out
+
+
+RulesGetter = Callable[[], "tuple[Any, str] | None"]
+
+
+def lazy_rules(loaded: LoadedConfig) -> RulesGetter:
+    """The compiled rules and their hash, compiled when first asked for (a warm run never asks).
+
+    If they do not compile, entries are stored unclassified and organise() reports the error
+    (one clear line); nothing fetched is lost, and fixing the rules classifies them.
+    """
+    cache: list[tuple[Any, str] | None] = []
+
+    def get() -> tuple[Any, str] | None:
+        if not cache:
+            try:
+                cache.append((loaded.rules, loaded.rules_hash))
+            except DigestError:
+                cache.append(None)
+        return cache[0]
+
+    return get
+
+
+def host_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{parts.port or ''}"
+
+
+def shard_by_host(jobs: Sequence[FeedJob], shards: int) -> list[list[FeedJob]]:
+    """Split jobs into at most `shards` even groups, never splitting one host (its limit stays exact)."""
+    by_host: dict[str, list[FeedJob]] = {}
+    for job in jobs:
+        by_host.setdefault(host_of(job.url), []).append(job)
+    out: list[list[FeedJob]] = [[] for _ in range(max(1, shards))]
+    for group in sorted(by_host.values(), key=len, reverse=True):
+        min(out, key=len).extend(group)
+    return [s for s in out if s]
+
+
+def worker_count(loaded: LoadedConfig, feeds: int) -> int:
+    """How many worker processes `feeds` feeds are worth (1: fetch in this process)."""
+    wanted = loaded.config.http.workers or os.cpu_count() or 1
+    return max(1, min(wanted, feeds // MIN_FEEDS_PER_WORKER))
+
+
+async def run_shard(
+    jobs: Sequence[FeedJob],
+    http: HttpSettings,
+    emit: Callable[[FeedOutcome], object],
+    *,
+    clock: Clock = utcnow,
+    max_backoff: float,
+    rules: RulesGetter | None = None,
+) -> None:
+    """Fetch, parse, classify and decide for each job concurrently; emit each outcome as it is ready."""
+    from .fetch import Fetcher
+    from .parse import parse_feed
+
+    async def one(fetcher: Fetcher, job: FeedJob) -> None:
+        state = job.state
+        result = await fetcher.fetch(
+            FetchRequest(job.name, state.effective_url, state.etag, state.last_modified)
+        )
+        parsed = None
+        body_hash = None
+        if result.status is FetchStatus.OK and result.body is not None:
+            body_hash = hashlib.sha256(result.body).hexdigest()
+            if body_hash != state.body_hash:  # an unchanged 200 skips parsing
+                parsed = parse_feed(
+                    job.name,
+                    result.body,
+                    content_type=result.content_type,
+                    content_language=result.content_language,
+                    url=result.final_url,
+                    fetched_at=clock(),
+                    language=job.language,
+                    timezone=job.timezone,
+                )
+        now = clock()
+        new_state = next_state(
+            state,
+            result,
+            parsed,
+            now,
+            interval=job.interval,
+            max_backoff=max_backoff,
+            body_hash=body_hash,
+            jitter=random.random(),
+        )
+        entries = parsed.entries if parsed is not None and parsed.error is None else ()
+        status = FetchStatus(new_state.status) if new_state.status else result.status
+        report = FeedReport(
+            feed=job.name,
+            status=status,
+            error=new_state.last_error,
+            warning=parsed.warning if parsed else None,
+            next_poll=new_state.next_poll,
+            http_status=result.http_status,
+        )
+        compiled = rules() if rules is not None and entries else None
+        verdicts = judge(entries, *compiled) if compiled is not None else None
+        await maybe_await(emit(FeedOutcome(new_state, entries, result.http_status, report, verdicts)))
+
+    async with Fetcher(http) as fetcher:
+        await asyncio.gather(*(one(fetcher, job) for job in jobs))
+
+
+async def maybe_await(value: object) -> None:
+    if asyncio.iscoroutine(value):
+        await value
+
+
+def _worker_main(loaded: LoadedConfig, conn: Connection) -> None:
+    """A worker process: warm up, then run the shard it is sent.
+
+    Down the pipe: (jobs, http settings, max back-off), or None for "nothing to do".
+    Up the pipe: FeedOutcome ..., then None.
+    """
+    from . import fetch
+
+    fetch.prepare()  # while the main process opens the store
+    try:
+        order = conn.recv()
+    except (EOFError, OSError):  # the main process went away before sending work
+        return
+    if order is None:
+        conn.close()
+        return
+    jobs, http, max_backoff = order
+    try:
+        asyncio.run(run_shard(jobs, http, conn.send, max_backoff=max_backoff, rules=lazy_rules(loaded)))
+    finally:
+        conn.send(None)  # end of shard
+        conn.close()
+
+
+class FetchWorkers:
+    """Worker processes, forked early and fed their shards later.
+
+    Forked before the store is opened, they inherit no database connection, and their warm-up
+    (httpx, httpcore, TLS context) runs on the other core while the main process imports
+    SQLAlchemy and reads the feeds' states. fork, not spawn: they inherit the loaded config
+    and the imported modules.
+    """
+
+    def __init__(self, loaded: LoadedConfig, count: int) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self.procs: list[tuple[Connection, multiprocessing.process.BaseProcess]] = []
+        for _ in range(count):
+            parent, child = ctx.Pipe(duplex=True)
+            proc = ctx.Process(target=_worker_main, args=(loaded, child), daemon=True)
+            proc.start()
+            child.close()
+            self.procs.append((parent, proc))
+
+    @property
+    def count(self) -> int:
+        return len(self.procs)
+
+    async def run(
+        self,
+        shards: list[list[FeedJob]],
+        http: HttpSettings,
+        max_backoff: float,
+        on_outcome: Callable[[FeedOutcome], object],
+    ) -> None:
+        """Send one shard to each worker; outcomes stream back over the pipes, read by the event loop.
+
+        Outcomes are handed on without waiting for each one's write, so that the writer can
+        commit every outcome that arrived meanwhile in one transaction.
+        """
+        loop = asyncio.get_running_loop()
+        pending: dict[int, tuple[Connection, multiprocessing.process.BaseProcess, set[str]]] = {}
+        done = loop.create_future()
+        outcomes: asyncio.Queue[FeedOutcome] = asyncio.Queue()
+
+        def readable(fd: int) -> None:
+            conn, proc, left = pending[fd]
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                msg = None
+            if msg is None:
+                loop.remove_reader(fd)
+                del pending[fd]
+                for name in left:  # a worker that died leaves its feeds unreported: report them
+                    outcomes.put_nowait(_crashed(name, proc.exitcode))
+                if not pending and not done.done():
+                    done.set_result(None)
+                return
+            left.discard(msg.state.name)
+            outcomes.put_nowait(msg)
+
+        for i, (conn, proc) in enumerate(self.procs):
+            if i >= len(shards):
+                conn.send(None)  # more workers than shards: this one has nothing to do
+                continue
+            shard = shards[i]
+            with contextlib.suppress(OSError):  # it died warming up: the reader reports its feeds
+                conn.send((shard, http, max_backoff))
+            pending[conn.fileno()] = (conn, proc, {j.name for j in shard})
+            loop.add_reader(conn.fileno(), readable, conn.fileno())
+        if not pending:
+            done.set_result(None)
+        handling: set[asyncio.Task[None]] = set()
+        try:
+            while not (done.done() and outcomes.empty()):
+                getter = asyncio.ensure_future(outcomes.get())
+                await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    task = asyncio.ensure_future(maybe_await(on_outcome(getter.result())))
+                    handling.add(task)
+                    task.add_done_callback(handling.discard)
+                else:
+                    getter.cancel()
+            if handling:
+                await asyncio.gather(*handling)
+        finally:
+            for task in handling:
+                task.cancel()
+            for fd in list(pending):
+                loop.remove_reader(fd)
+            self.close()
+
+    def close(self) -> None:
+        """Dismiss the workers (idempotent): idle ones are told to go, the rest are stopped."""
+        for conn, proc in self.procs:
+            try:
+                if proc.is_alive() and not conn.closed:
+                    conn.send(None)
+            except (OSError, ValueError):
+                pass
+        for conn, proc in self.procs:
+            proc.join(1)  # an idle worker leaves at once; one still busy (an error upstream) is stopped
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+            conn.close()
+        self.procs = []
+
+
+def _crashed(name: str, exitcode: int | None) -> FeedOutcome:
+    # The state is unchanged: the feed is simply polled again next time.
+    report = FeedReport(name, FetchStatus.FAILED, error=f"worker process died (exit code {exitcode})")
+    return FeedOutcome(FeedState(name, ""), (), None, report)

@@ -852,8 +852,7 @@ def preview(state: State, email: str | None, output: Path | None) -> None:
         sub = subs[0] if subs else Subscriber("preview@example.org", id=0)
         mailer = Mailer(loaded, store)
         period = current_period(sub, now)
-        if sub.id:
-            mailer.load_history([sub.id])
+        mailer.load_history([sub.id] if sub.id else [], now)
         prepared = mailer.prepare(sub, period, now, readable=True)
     if output is None:
         sys.stdout.write(f"Subject: {prepared.rendered.subject}\n\n{prepared.rendered.text}")

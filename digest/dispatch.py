@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import quote
 
 from .compose import Digest, DigestStory, assemble
@@ -81,17 +82,26 @@ class Mailer:
         rules = loaded.rules
         self.topic_titles = {t.name: topic_title(t.name) for t in rules.topics}
         self.feed_titles = {n: st.title for n, st in store.feed_states().items()}
-        order = [t.name for t in (*rules.topics, *rules.tags)]
-        self.views: list[StoryView] = build_stories(
-            store.classified_entries(), self.feed_titles, order, loaded.clustering.tag_share
-        )
+        self.order = [t.name for t in (*rules.topics, *rules.tags)]
+        self.views: list[StoryView] = []  # the stories these subscribers' digests may hold (load_history)
         self._templates: dict[tuple[object, ...], tuple[Rendered, MessageTemplate]] = {}
         self._stories: dict[int, DigestStory] = {}  # digest items, the same for every subscriber
         self.last_assembled: dict[int, datetime] = {}
         self.sent: dict[int, set[int]] = {}
 
-    def load_history(self, subscriber_ids: list[int]) -> None:
-        self.last_assembled, self.sent = self.store.subscriber_history(subscriber_ids)
+    def _views(self, **window: Any) -> list[StoryView]:
+        found = self.store.classified_entries(**window)
+        return build_stories(found, self.feed_titles, self.order, self.loaded.clustering.tag_share)
+
+    def load_history(self, subscriber_ids: list[int], now: datetime) -> None:
+        """What these subscribers were last sent, and the stories their digests may hold: those
+        that gained an entry since the earliest of their last digests (or the lookback). Each
+        tick reads that window, never the whole store."""
+        self.last_assembled, _ = self.store.subscriber_history(subscriber_ids, story_ids=())
+        fallback = now - timedelta(seconds=self.settings.lookback)
+        since = min((self.last_assembled.get(i) or fallback for i in subscriber_ids), default=fallback)
+        self.views = self._views(stories_since=since)
+        _, self.sent = self.store.subscriber_history(subscriber_ids, story_ids=[v.id for v in self.views])
 
     def links(self, sub: Subscriber, period: str | None = None) -> Links:
         assert sub.id is not None
@@ -176,8 +186,7 @@ class Mailer:
         self, sub: Subscriber, period_key: str, story_ids: list[int], assembled_at: datetime
     ) -> str:
         """A sent digest again, for "view in browser": the stories the ledger recorded for it."""
-        wanted = set(story_ids)
-        views = [v for v in self.views if v.id in wanted]
+        views = self._views(story_ids=story_ids)
         digest = assemble(
             replace(sub, max_stories=max(1, len(views))),
             Period(period_key, assembled_at),
@@ -247,7 +256,7 @@ async def send_due(
         return reports
     subs = store.subscribers_by_id(due_ids)
     mailer = Mailer(loaded, store)
-    mailer.load_history(due_ids)
+    mailer.load_history(due_ids, now)
     transport = transport or make_transport(d, loaded.base_dir)
     db = asyncio.Lock()  # one ledger write at a time (SQLite); sends overlap
     sending = asyncio.Semaphore(max(8, d.smtp.connections * 2))

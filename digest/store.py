@@ -469,7 +469,12 @@ class Store:
         relevant_only: bool = True,
         since: datetime | None = None,
         entry_ids: Sequence[int] | None = None,
+        stories_since: datetime | None = None,
+        story_ids: Iterable[int] | None = None,
     ) -> list[ClassifiedEntry]:
+        """Classified entries, filtered: `since` (first seen), `entry_ids`; `stories_since`: every
+        entry of each story that gained an entry since then (what a digest may hold); `story_ids`:
+        every entry of those stories."""
         c = classifications
         q = sa.select(entries, c.c.relevant, c.c.topics, c.c.tags, c.c.why, c.c.story_id).join(
             c, c.c.entry_id == entries.c.id
@@ -480,6 +485,16 @@ class Store:
             q = q.where(entries.c.first_seen >= since)
         if entry_ids is not None:
             q = q.where(entries.c.id.in_(list(entry_ids)))
+        if stories_since is not None:
+            c2, e2 = classifications.alias(), entries.alias()
+            touched = (
+                sa.select(c2.c.story_id)
+                .join(e2, e2.c.id == c2.c.entry_id)
+                .where(e2.c.first_seen >= stories_since, c2.c.story_id.is_not(None))
+            )
+            q = q.where(sa.or_(c.c.story_id.in_(touched), entries.c.first_seen >= stories_since))
+        if story_ids is not None:
+            q = q.where(c.c.story_id.in_(sa.bindparam("story_ids", sorted(set(story_ids)), expanding=True)))
         q = q.order_by(entries.c.id)
         with self._safe(), self.engine.connect() as conn:
             return [
@@ -599,9 +614,13 @@ class Store:
                     states[(sid, period)] = state
         return states
 
-    def subscriber_history(self, ids: Sequence[int]) -> tuple[dict[int, datetime], dict[int, set[int]]]:
-        """For these subscribers: when their last digest was assembled, and the stories already sent."""
+    def subscriber_history(
+        self, ids: Sequence[int], *, story_ids: Iterable[int] | None = None
+    ) -> tuple[dict[int, datetime], dict[int, set[int]]]:
+        """For these subscribers: when their last digest was assembled, and the stories already
+        sent (only those among `story_ids` when given: the ledger grows, a send run's window not)."""
         d, ss = deliveries, sent_stories
+        among = None if story_ids is None else sorted(set(story_ids))
         last: dict[int, datetime] = {}
         sent: dict[int, set[int]] = {}
         with self._safe(), self.engine.connect() as conn:
@@ -615,7 +634,11 @@ class Store:
                     value = UTC_TYPE.process_result_value(t, conn.dialect)
                     if value is not None:
                         last[sid] = value
+                if among == []:
+                    continue
                 q = sa.select(ss.c.subscriber_id, ss.c.story_id).where(ss.c.subscriber_id.in_(chunk))
+                if among is not None:
+                    q = q.where(ss.c.story_id.in_(sa.bindparam("among", among, expanding=True)))
                 for sid, story in conn.execute(q).tuples():
                     sent.setdefault(sid, set()).add(story)
         return last, sent

@@ -146,3 +146,20 @@ def test_classification_bookkeeping_follows_changes_and_rule_changes(store: Stor
     store.forget_classifications()
     assert [s.entry.entry_id for s in store.unclassified("h")] == ["1", "2"]
     assert not store.stale_rules("h")  # nothing classified at all: nothing stale
+
+
+def test_a_send_runs_window_holds_whole_stories_that_changed_since_and_nothing_older(store: Store):
+    from digest.store import Classified
+
+    state = store.feed_states()["f"]
+    old, new = T0, T0 + timedelta(days=2)
+    store.record_fetch(state, [entry("a1"), entry("b1")], old)
+    store.record_fetch(state, [entry("a2")], new)  # story a gains an outlet later
+    rows = {s.entry.entry_id: s.id for s in store.unclassified("h")}
+    store.save_classifications(
+        [Classified(i, True, ("sco",), (), [], frozenset(), frozenset(), "h") for i in rows.values()], new
+    )
+    store.assign_stories({rows["a1"]: 1, rows["a2"]: 1, rows["b1"]: 2}, new)
+    window = store.classified_entries(stories_since=T0 + timedelta(days=1))
+    assert sorted(c.stored.entry.entry_id for c in window) == ["a1", "a2"]  # all of story 1, no story 2
+    assert sorted(c.stored.entry.entry_id for c in store.classified_entries(story_ids=[2])) == ["b1"]

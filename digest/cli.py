@@ -923,7 +923,8 @@ def daemon(state: State, log_format: str, metrics_port: int | None, wait: float,
 @handles_errors
 def status(state: State) -> None:
     """The state of things: feeds (failing ones named), subscribers due, last and next sends."""
-    from .schedule import current_period, next_due
+    from .dispatch import who_is_due
+    from .schedule import next_due
 
     loaded = state.loaded
     now = utcnow()
@@ -931,9 +932,7 @@ def status(state: State) -> None:
         states = store.feed_states()
         subs = store.list_subscribers()
         recent = store.deliveries_report(limit=10)
-        ledger = {
-            (r["subscriber_id"], r["period"]): r["state"] for r in store.deliveries_report(limit=100_000)
-        }
+        _, _, due = who_is_due(store, now)
         counts = store.entry_counts()
     enabled = [f for f in loaded.config.feeds if f.enabled]
     last_poll = max((st.last_fetched for st in states.values() if st.last_fetched), default=None)
@@ -957,7 +956,6 @@ def status(state: State) -> None:
             )
         out.print(table)
     active = [s for s in subs if s.status == "active"]
-    due = [s for s in active if ledger.get((s.id, current_period(s, now).key)) not in ("sent", "empty")]
     nxt = min((next_due(s, now) for s in active), default=None)
     out.print(
         f"subscribers: {len(subs)} ({len(active)} active, "
@@ -967,8 +965,9 @@ def status(state: State) -> None:
     )
     if recent:
         table = new_table(title="last sends")
-        for col in ("subscriber", "period", "state", "attempts", "sent", "error"):
-            table.add_column(col, overflow="fold")
+        for col in ("subscriber", "period", "state", "attempts", "sent"):
+            table.add_column(col, no_wrap=True)  # an address folded in two is no use to anyone
+        table.add_column("error", overflow="fold")
         for r in recent:
             table.add_row(
                 r["email"],

@@ -219,6 +219,30 @@ def seed_subscribers(loaded: LoadedConfig, store: Store, now: datetime) -> int:
 BATCH = 200  # pending rows written per transaction; each "sent" is still committed on its own
 
 
+def who_is_due(
+    store: Store, now: datetime, *, only: str | None = None
+) -> tuple[list[Subscriber], dict[int, Period], list[int]]:
+    """-> (active subscribers' schedules, each one's current period, the ids not yet done for it).
+
+    From schedules and the ledger rows of the current periods alone: the daemon asks every
+    tick, so it never reads preferences or history for subscribers who are not due."""
+    schedules = store.schedules(email=only)
+    memo: dict[tuple[str, int | None, str, str], Period] = {}
+    periods: dict[int, Period] = {}
+    for s in schedules:
+        key = (s.cadence, s.weekday, s.send_time, s.timezone)  # few distinct schedules, many subscribers
+        if key not in memo:
+            memo[key] = current_period(s, now)
+        periods[s.id or 0] = memo[key]
+    states = store.ledger_states([p.key for p in memo.values()])
+    due = [
+        s.id or 0
+        for s in schedules
+        if states.get((s.id or 0, periods[s.id or 0].key)) not in ("sent", "empty")
+    ]
+    return schedules, periods, due
+
+
 async def send_due(
     loaded: LoadedConfig,
     store: Store,
@@ -234,24 +258,11 @@ async def send_due(
     finish and are recorded; rows written pending but not sent are sent by the next run."""
     seed_subscribers(loaded, store, now)
     d = loaded.config.delivery
-    # who is due, from schedules and the ledger alone: the daemon asks every tick
-    schedules = store.schedules(email=only)
-    memo: dict[tuple[str, int | None, str, str], Period] = {}
-    periods: dict[int, Period] = {}
-    for s in schedules:
-        key = (s.cadence, s.weekday, s.send_time, s.timezone)  # few distinct schedules, many subscribers
-        if key not in memo:
-            memo[key] = current_period(s, now)
-        periods[s.id or 0] = memo[key]
-    states = store.ledger_states([p.key for p in memo.values()])
-    reports: list[SendReport] = []
-    due_ids = []
-    for s in schedules:
-        period = periods[s.id or 0]
-        if states.get((s.id or 0, period.key)) in ("sent", "empty"):
-            reports.append(SendReport(s.email, period.key, "done"))
-        else:
-            due_ids.append(s.id or 0)
+    schedules, periods, due_ids = who_is_due(store, now, only=only)
+    due = set(due_ids)
+    reports = [
+        SendReport(s.email, periods[s.id or 0].key, "done") for s in schedules if (s.id or 0) not in due
+    ]
     if not due_ids:
         return reports
     subs = store.subscribers_by_id(due_ids)

@@ -81,3 +81,16 @@ def test_db_upgrade_reports_the_revision(tmp_path: Path, db_url: str):
 def test_unknown_feed_name_is_a_usage_error(offline: Path):
     r = CliRunner().invoke(main, ["--config", str(offline), "fetch", "--feed", "nope"])
     assert r.exit_code == 2 and "no feed named 'nope'" in r.output
+
+
+def test_status_names_failing_feeds_who_is_due_and_the_last_sends(offline: Path):
+    assert digest("run", "--once", config=offline).exit_code == 0
+    text = offline.read_text().replace("feeds:\n", "feeds:\n  - name: gone\n    url: missing.xml\n", 1)
+    offline.write_text(text)
+    digest("fetch", config=offline)
+    r = digest("status", config=offline)
+    assert r.exit_code == 0, r.output
+    assert "feeds: 4 enabled, 1 failing" in r.output
+    assert "gone" in r.output and "does not exist" in r.output
+    assert "subscribers: 2 (2 active, 0 bouncing); 0 due now" in r.output  # both were just sent
+    assert "reader@example.org" in r.output and "analyst@example.org" in r.output

@@ -29,7 +29,7 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 
 
 # The Alembic revision these tables match; tests check it is the head of digest/migrations.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 metadata = sa.MetaData()
 
@@ -50,6 +50,8 @@ feeds = sa.Table(
     sa.Column("last_fetched", UTCDateTime),
     sa.Column("last_ok", UTCDateTime),
     sa.Column("next_poll", UTCDateTime),
+    # entry ids in the latest parsed body: retention never removes what the feed still serves
+    sa.Column("current_entries", sa.JSON),
 )
 
 entries = sa.Table(

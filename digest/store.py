@@ -219,6 +219,18 @@ class Store:
                     self._write_verdicts(conn, w.state.name, w.verdicts, w.now)
             # the feeds' states in one executemany (per-statement overhead dominated warm runs)
             self._write_states(conn, [(w.state, w.http_status) for w in batch])
+            served = [
+                {"feed_name": w.state.name, "ids": [e.entry_id for e in w.entries]}
+                for w in batch
+                if w.entries
+            ]
+            if served:
+                conn.execute(
+                    feeds.update()
+                    .where(feeds.c.name == sa.bindparam("feed_name"))
+                    .values(current_entries=sa.bindparam("ids", type_=sa.JSON)),
+                    served,
+                )
             return out
 
     @staticmethod
@@ -754,11 +766,24 @@ class Store:
     # -- housekeeping ----------------------------------------------------------------------------
 
     def prune_entries(self, first_seen_before: datetime) -> int:
-        """Remove entries first seen before the cutoff (their classifications go with them)."""
+        """Remove entries first seen before the cutoff (their classifications go with them),
+        except those their feed still serves: removed, they would come back as new."""
         with self._safe(), self.engine.begin() as conn:
-            old = sa.select(entries.c.id).where(entries.c.first_seen < first_seen_before)
-            conn.execute(classifications.delete().where(classifications.c.entry_id.in_(old)))
-            n = conn.execute(entries.delete().where(entries.c.first_seen < first_seen_before)).rowcount
+            served = {
+                (name, entry_id)
+                for name, ids in conn.execute(sa.select(feeds.c.name, feeds.c.current_entries)).tuples()
+                for entry_id in ids or ()
+            }
+            old = conn.execute(
+                sa.select(entries.c.id, entries.c.feed, entries.c.entry_id).where(
+                    entries.c.first_seen < first_seen_before
+                )
+            ).tuples()
+            doomed = [i for i, feed, entry_id in old if (feed, entry_id) not in served]
+            for chunk in _chunks(doomed, 500):
+                conn.execute(classifications.delete().where(classifications.c.entry_id.in_(chunk)))
+                conn.execute(entries.delete().where(entries.c.id.in_(chunk)))
+            n = len(doomed)
             conn.execute(
                 stories.delete().where(
                     ~stories.c.id.in_(

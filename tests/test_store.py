@@ -163,3 +163,21 @@ def test_a_send_runs_window_holds_whole_stories_that_changed_since_and_nothing_o
     window = store.classified_entries(stories_since=T0 + timedelta(days=1))
     assert sorted(c.stored.entry.entry_id for c in window) == ["a1", "a2"]  # all of story 1, no story 2
     assert sorted(c.stored.entry.entry_id for c in store.classified_entries(story_ids=[2])) == ["b1"]
+
+
+def test_retention_removes_old_entries_but_never_what_the_feed_still_serves(store: Store):
+    from digest.store import Classified
+
+    state = store.feed_states()["f"]
+    store.record_fetch(state, [entry("a"), entry("b")], T0)
+    store.record_fetch(state, [entry("b"), entry("c")], T0 + timedelta(days=1))  # a left the feed
+    todo = store.unclassified("h")
+    store.save_classifications(
+        [Classified(s.id, True, (), (), [], frozenset(), frozenset(), "h") for s in todo], T0
+    )
+    store.assign_stories({s.id: n for n, s in enumerate(todo, 1)}, T0)
+    assert store.prune_entries(T0 + timedelta(days=30)) == 1
+    assert sorted(s.entry.entry_id for s in store.iter_entries()) == ["b", "c"]
+    assert len(store.classified_entries()) == 2  # a's classification and story went with it
+    # the feed still serving b and c: nothing comes back as new, so nothing is sent twice
+    assert store.record_fetch(state, [entry("b"), entry("c")], T0 + timedelta(days=31)) == (0, 0)

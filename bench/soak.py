@@ -46,6 +46,10 @@ def feed(i: int):  # type: ignore[no-untyped-def]
     return reply
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -57,6 +61,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=40)
     a = ap.parse_args()
+    # stopped early (kill, Ctrl-C): the daemon is still stopped and the summary still printed
+    signal.signal(signal.SIGTERM, _interrupt)
     hosts = tuple(f"127.0.0.{i + 1}" for i in range(20))
     work = Path(tempfile.mkdtemp(prefix="digest-soak-"))
     with FeedServer(hosts=hosts) as srv:
@@ -95,6 +101,8 @@ def main() -> None:
                     with out.open("a") as fh:
                         fh.write(f"{samples[-1][0]:.0f}\t{samples[-1][1]:.1f}\n")
                 time.sleep(10)
+        except KeyboardInterrupt:
+            print("stopped early", file=sys.stderr)
         finally:
             proc.send_signal(signal.SIGTERM)
             rc = proc.wait(120)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import FeedSettings, LoadedConfig
 from .poll import held_back, is_due
-from .records import Entry, FeedReport, FeedState, FetchStatus, FetchSummary
+from .records import Entry, FeedReport, FeedState, FetchStatus, FetchSummary, Verdict
 from .workers import FeedJob, FeedOutcome, FetchWorkers, lazy_rules, run_shard, shard_by_host, worker_count
 
 if TYPE_CHECKING:
@@ -235,18 +235,15 @@ def _features(id: int, e: Entry, entities: Iterable[str], title_entities: Iterab
     )
 
 
-def _classify(batch: Sequence[Any], rules: Any, rules_hash: str) -> list[tuple[Any, Any]]:
-    """Stored entries -> (Classified, cluster features or None): selection, tags, features. Pure."""
+def _classify(batch: Sequence[Any], rules: Any, rules_hash: str) -> list[tuple[int, Verdict, Any]]:
+    """Stored entries -> (row id, verdict, cluster features or None): selection, tags, features. Pure."""
     from .select import classify
-    from .store import Classified
 
     out = []
     for s in batch:
         e = s.entry
-        c = classify(e.title, e.summary_text, rules)
-        why = [r.as_dict() for r in c.why]
-        row = Classified(s.id, c.relevant, c.topics, c.tags, why, c.entities, c.title_entities, rules_hash)
-        out.append((row, _features(s.id, e, c.entities, c.title_entities) if c.relevant else None))
+        v = Verdict.of(classify(e.title, e.summary_text, rules), rules_hash)
+        out.append((s.id, v, _features(s.id, e, v.entities, v.title_entities) if v.relevant else None))
     return out
 
 
@@ -267,9 +264,8 @@ def organise(loaded: LoadedConfig, store: Store, *, clock: Clock = utcnow) -> Or
     # The rules are compiled only when something needs them (a warm run has nothing to do).
     todo = store.unclassified(rules_hash)
     done = _classify(todo, loaded.rules, rules_hash) if todo else []
-    rows = [row for row, _ in done]
-    known = {row.entry_id: f for row, f in done if f is not None}  # features already computed
-    store.save_classifications(rows, now)
+    known = {i: f for i, _, f in done if f is not None}  # features already computed
+    store.save_classifications({i: v for i, v, _ in done}, now)
 
     new = store.unclustered()
     created = 0
@@ -296,4 +292,4 @@ def organise(loaded: LoadedConfig, store: Store, *, clock: Clock = utcnow) -> Or
         created = store.assign_stories(assignment, now, merged=merged)
     # every newly selected entry is clustered exactly once, whoever classified it (a fetch worker
     # or this function): the entries clustered now are the entries newly selected
-    return OrganiseSummary(len(rows), len(new), len(new), created, redone)
+    return OrganiseSummary(len(done), len(new), len(new), created, redone)

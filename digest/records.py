@@ -133,3 +133,16 @@ class Verdict:
     entities: frozenset[str]
     title_entities: frozenset[str]
     rules_hash: str
+
+    @classmethod
+    def of(cls, c: Any, rules_hash: str) -> Verdict:
+        """From select.classify's Classification."""
+        return cls(
+            c.relevant,
+            c.topics,
+            c.tags,
+            [r.as_dict() for r in c.why],
+            c.entities,
+            c.title_entities,
+            rules_hash,
+        )

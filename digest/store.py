@@ -247,22 +247,9 @@ class Store:
             for row_id, entry_id in conn.execute(q).tuples():
                 wanted[row_id] = verdicts[entry_id]
         if wanted:
-            rows = [
-                {
-                    "entry_id": i,
-                    "relevant": v.relevant,
-                    "topics": list(v.topics),
-                    "tags": list(v.tags),
-                    "why": v.why,
-                    "entities": sorted(v.entities),
-                    "title_entities": sorted(v.title_entities),
-                    "rules_hash": v.rules_hash,
-                    "story_id": None,
-                    "classified_at": now,
-                }
-                for i, v in wanted.items()
-            ]
-            conn.execute(_insert_ignore(conn, classifications, ["entry_id"]), rows)
+            conn.execute(
+                _insert_ignore(conn, classifications, ["entry_id"]), _classification_rows(wanted, now)
+            )
             _mark_classified(conn, list(wanted))
 
     def _upsert_entries(
@@ -378,27 +365,13 @@ class Store:
             conn.execute(entries.update().where(entries.c.classified == sa.true()).values(classified=False))
             conn.execute(stories.delete())
 
-    def save_classifications(self, rows: Sequence[Classified], now: datetime) -> None:
-        if not rows:
+    def save_classifications(self, verdicts: Mapping[int, Verdict], now: datetime) -> None:
+        """Selection's verdicts, by entry row id."""
+        if not verdicts:
             return
-        values = [
-            {
-                "entry_id": r.entry_id,
-                "relevant": r.relevant,
-                "topics": list(r.topics),
-                "tags": list(r.tags),
-                "why": r.why,
-                "entities": sorted(r.entities),
-                "title_entities": sorted(r.title_entities),
-                "rules_hash": r.rules_hash,
-                "story_id": None,
-                "classified_at": now,
-            }
-            for r in rows
-        ]
         with self._safe(), self.engine.begin() as conn:
-            conn.execute(classifications.insert(), values)
-            _mark_classified(conn, [r.entry_id for r in rows])
+            conn.execute(classifications.insert(), _classification_rows(verdicts, now))
+            _mark_classified(conn, list(verdicts))
 
     def story_members(self, since: datetime) -> list[ClusterMember]:
         """Clustered entries published since `since` (and undated ones): the stories new entries may join."""
@@ -804,20 +777,6 @@ class Store:
 
 
 @dataclass(frozen=True, slots=True)
-class Classified:
-    """What selection decided about one entry, ready to store."""
-
-    entry_id: int
-    relevant: bool
-    topics: tuple[str, ...]
-    tags: tuple[str, ...]
-    why: list[dict[str, Any]]
-    entities: frozenset[str]
-    title_entities: frozenset[str]
-    rules_hash: str
-
-
-@dataclass(frozen=True, slots=True)
 class ClusterMember:
     stored: StoredEntry
     story_id: int | None
@@ -836,6 +795,24 @@ class ClassifiedEntry:
 
 
 _ENTRY_FIELDS = [f.name for f in fields(Entry)]
+
+
+def _classification_rows(verdicts: Mapping[int, Verdict], now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "entry_id": i,
+            "relevant": v.relevant,
+            "topics": list(v.topics),
+            "tags": list(v.tags),
+            "why": v.why,
+            "entities": sorted(v.entities),
+            "title_entities": sorted(v.title_entities),
+            "rules_hash": v.rules_hash,
+            "story_id": None,
+            "classified_at": now,
+        }
+        for i, v in verdicts.items()
+    ]
 
 
 def _mark_classified(conn: Connection, ids: Sequence[int]) -> None:

@@ -67,19 +67,7 @@ def judge(entries: Sequence[Entry], rules: Any, rules_hash: str) -> dict[str, Ve
     """Classify freshly parsed entries (pure; runs in the worker that parsed them)."""
     from .select import classify
 
-    out = {}
-    for e in entries:
-        c = classify(e.title, e.summary_text, rules)
-        out[e.entry_id] = Verdict(
-            c.relevant,
-            c.topics,
-            c.tags,
-            [r.as_dict() for r in c.why],
-            c.entities,
-            c.title_entities,
-            rules_hash,
-        )
-    return out
+    return {e.entry_id: Verdict.of(classify(e.title, e.summary_text, rules), rules_hash) for e in entries}
 
 
 RulesGetter = Callable[[], "tuple[Any, str] | None"]

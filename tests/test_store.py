@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from digest.errors import StorageError
-from digest.records import Entry, FeedState
+from digest.records import Entry, FeedState, Verdict
 from digest.store import Store
 
 T0 = datetime(2025, 9, 1, 12, 0, tzinfo=UTC)
@@ -31,6 +31,10 @@ def entry(entry_id: str, title: str = "SCO summit opens", **kw) -> Entry:
         content_hash=f"{entry_id}:{title}",
     )
     return Entry(**{**base, **kw})
+
+
+def verdict(relevant: bool = True, topics: tuple[str, ...] = ()) -> Verdict:
+    return Verdict(relevant, topics, (), [], frozenset(), frozenset(), "h")
 
 
 @pytest.fixture
@@ -97,7 +101,7 @@ def test_upgrading_from_0003_marks_what_was_already_classified(db_url):
     """0004 adds entries.classified: entries classified before the upgrade are not done twice."""
     from alembic import command
 
-    from digest.store import Classified, _alembic_config, make_engine
+    from digest.store import _alembic_config, make_engine
 
     engine = make_engine(db_url)
     with engine.begin() as conn:
@@ -124,20 +128,16 @@ def test_upgrading_from_0003_marks_what_was_already_classified(db_url):
         assert [s.entry.entry_id for s in store.unclassified("h")] == ["e2"]
         assert not store.stale_rules("h") and store.stale_rules("other")
         second = store.unclassified("h")[0].id
-        store.save_classifications([Classified(second, False, (), (), [], frozenset(), frozenset(), "h")], T0)
+        store.save_classifications({second: verdict(relevant=False)}, T0)
         assert store.unclassified("h") == []
 
 
 def test_classification_bookkeeping_follows_changes_and_rule_changes(store: Store):
-    from digest.store import Classified
-
     state = store.feed_states()["f"]
     store.record_fetch(state, [entry("1"), entry("2")], T0)
     todo = store.unclassified("h")
     assert [s.entry.entry_id for s in todo] == ["1", "2"]
-    store.save_classifications(
-        [Classified(s.id, True, (), (), [], frozenset(), frozenset(), "h") for s in todo], T0
-    )
+    store.save_classifications({s.id: verdict() for s in todo}, T0)
     assert store.unclassified("h") == []
     # new content is classified again; the unchanged entry is not
     store.record_fetch(state, [entry("1", title="SCO summit opens (updated)"), entry("2")], T0)
@@ -149,16 +149,12 @@ def test_classification_bookkeeping_follows_changes_and_rule_changes(store: Stor
 
 
 def test_a_send_runs_window_holds_whole_stories_that_changed_since_and_nothing_older(store: Store):
-    from digest.store import Classified
-
     state = store.feed_states()["f"]
     old, new = T0, T0 + timedelta(days=2)
     store.record_fetch(state, [entry("a1"), entry("b1")], old)
     store.record_fetch(state, [entry("a2")], new)  # story a gains an outlet later
     rows = {s.entry.entry_id: s.id for s in store.unclassified("h")}
-    store.save_classifications(
-        [Classified(i, True, ("sco",), (), [], frozenset(), frozenset(), "h") for i in rows.values()], new
-    )
+    store.save_classifications({i: verdict(topics=("sco",)) for i in rows.values()}, new)
     store.assign_stories({rows["a1"]: 1, rows["a2"]: 1, rows["b1"]: 2}, new)
     window = store.classified_entries(stories_since=T0 + timedelta(days=1))
     assert sorted(c.stored.entry.entry_id for c in window) == ["a1", "a2"]  # all of story 1, no story 2
@@ -166,15 +162,11 @@ def test_a_send_runs_window_holds_whole_stories_that_changed_since_and_nothing_o
 
 
 def test_retention_removes_old_entries_but_never_what_the_feed_still_serves(store: Store):
-    from digest.store import Classified
-
     state = store.feed_states()["f"]
     store.record_fetch(state, [entry("a"), entry("b")], T0)
     store.record_fetch(state, [entry("b"), entry("c")], T0 + timedelta(days=1))  # a left the feed
     todo = store.unclassified("h")
-    store.save_classifications(
-        [Classified(s.id, True, (), (), [], frozenset(), frozenset(), "h") for s in todo], T0
-    )
+    store.save_classifications({s.id: verdict() for s in todo}, T0)
     store.assign_stories({s.id: n for n, s in enumerate(todo, 1)}, T0)
     assert store.prune_entries(T0 + timedelta(days=30)) == 1
     assert sorted(s.entry.entry_id for s in store.iter_entries()) == ["b", "c"]

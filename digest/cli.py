@@ -220,7 +220,12 @@ def fetch(state: State, only: str | None, force: bool, due_only: bool, strict: b
     workers = start_workers(loaded, options)
     summary = run_fetch(loaded, options, out, workers)
     with open_store(loaded) as store:
-        organised = organise(loaded, store)
+        try:
+            organised = organise(loaded, store)
+        except ConfigError:  # what was fetched is stored; say so, then the rules error
+            if not quiet:
+                print_fetch_summary(summary, out)
+            raise
     if quiet:
         for r in summary.reports:
             if r.status is FetchStatus.FAILED:

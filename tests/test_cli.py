@@ -94,3 +94,13 @@ def test_status_names_failing_feeds_who_is_due_and_the_last_sends(offline: Path)
     assert "gone" in r.output and "does not exist" in r.output
     assert "subscribers: 2 (2 active, 0 bouncing); 0 due now" in r.output  # both were just sent
     assert "reader@example.org" in r.output and "analyst@example.org" in r.output
+
+
+def test_rules_that_do_not_compile_fail_the_fetch_clearly_but_keep_what_was_fetched(offline: Path):
+    offline.write_text(offline.read_text() + "terms:\n  broken: ['re:(']\n")
+    r = digest("fetch", config=offline)
+    assert r.exit_code == 2
+    assert "3 ok" in r.output  # the fetch summary first
+    errors = [line for line in r.output.splitlines() if line.startswith("digest: error:")]
+    assert len(errors) == 1 and "terms" in errors[0] and "not a valid regex" in errors[0]
+    assert len(digest("entries", "--format", "jsonl", config=offline).output.splitlines()) == 9

@@ -214,9 +214,12 @@ class Store:
         with self._safe(), self.engine.begin() as conn:
             out = []
             for w in batch:
-                out.append(self._upsert_entries(conn, w.state.name, w.entries, w.now))
+                new, updated, marked = self._upsert_entries(
+                    conn, w.state.name, w.entries, w.now, w.verdicts or {}
+                )
+                out.append((new, updated))
                 if w.verdicts:
-                    self._write_verdicts(conn, w.state.name, w.verdicts, w.now)
+                    self._write_verdicts(conn, w.state.name, w.verdicts, w.now, marked)
             # the feeds' states in one executemany (per-statement overhead dominated warm runs)
             self._write_states(conn, [(w.state, w.http_status) for w in batch])
             served = [
@@ -234,10 +237,14 @@ class Store:
             return out
 
     @staticmethod
-    def _write_verdicts(conn: Connection, feed: str, verdicts: Mapping[str, Verdict], now: datetime) -> None:
-        """Classification rows for entries that have none (new, or changed: their old one was removed)."""
+    def _write_verdicts(
+        conn: Connection, feed: str, verdicts: Mapping[str, Verdict], now: datetime, marked: set[str]
+    ) -> None:
+        """Classification rows for entries that have none (new, or changed: their old one was
+        removed); `marked`: entry ids just written already marked classified."""
         c = classifications
         wanted: dict[int, Verdict] = {}
+        unmarked: list[int] = []
         for chunk in _chunks(list(verdicts), 500):
             q = (
                 sa.select(entries.c.id, entries.c.entry_id)
@@ -246,17 +253,27 @@ class Store:
             )
             for row_id, entry_id in conn.execute(q).tuples():
                 wanted[row_id] = verdicts[entry_id]
+                if entry_id not in marked:  # stored unclassified by an earlier run
+                    unmarked.append(row_id)
         if wanted:
             conn.execute(
                 _insert_ignore(conn, classifications, ["entry_id"]), _classification_rows(wanted, now)
             )
-            _mark_classified(conn, list(wanted))
+            _mark_classified(conn, unmarked)
 
     def _upsert_entries(
-        self, conn: Connection, feed: str, batch: Sequence[Entry], now: datetime
-    ) -> tuple[int, int]:
+        self,
+        conn: Connection,
+        feed: str,
+        batch: Sequence[Entry],
+        now: datetime,
+        verdicts: Mapping[str, Verdict],
+    ) -> tuple[int, int, set[str]]:
+        """Insert new entries, update changed ones -> (new, updated, entry ids written marked
+        classified). An entry with a verdict is written already marked (its classification row
+        follows in this transaction): marking it afterwards rewrote every new row a second time."""
         if not batch:
-            return 0, 0
+            return 0, 0, set()
         by_id = {e.entry_id: e for e in batch}  # a feed repeating an id: the last copy wins
         existing: dict[str, str] = {}
         ids = list(by_id)
@@ -270,7 +287,9 @@ class Store:
                 .tuples()
                 .all()
             )
-        fresh = [_entry_row(e, now) for i, e in by_id.items() if i not in existing]
+        fresh = [
+            _entry_row(e, now) | {"classified": i in verdicts} for i, e in by_id.items() if i not in existing
+        ]
         changed = [e for i, e in by_id.items() if i in existing and existing[i] != e.content_hash]
         inserted = 0
         if fresh:
@@ -294,11 +313,14 @@ class Store:
             row = _entry_row(e, now)
             for key in ("feed", "entry_id", "first_seen"):
                 row.pop(key)
-            row["classified"] = False
+            row["classified"] = e.entry_id in verdicts
             conn.execute(
                 entries.update().where(entries.c.feed == feed, entries.c.entry_id == e.entry_id).values(**row)
             )
-        return inserted, len(changed)
+        marked = {
+            i for i in by_id if i in verdicts and (i not in existing or existing[i] != by_id[i].content_hash)
+        }
+        return inserted, len(changed), marked
 
     def iter_entries(
         self,
@@ -817,7 +839,9 @@ def _classification_rows(verdicts: Mapping[int, Verdict], now: datetime) -> list
 
 def _mark_classified(conn: Connection, ids: Sequence[int]) -> None:
     for chunk in _chunks(list(ids), 500):
-        conn.execute(entries.update().where(entries.c.id.in_(chunk)).values(classified=True))
+        # only rows not marked yet: an UPDATE rewrites the whole row, summaries and all
+        unmarked = entries.c.classified == sa.false()
+        conn.execute(entries.update().where(entries.c.id.in_(chunk), unmarked).values(classified=True))
 
 
 def _entry_row(e: Entry, now: datetime) -> dict[str, Any]:

@@ -173,3 +173,17 @@ def test_retention_removes_old_entries_but_never_what_the_feed_still_serves(stor
     assert len(store.classified_entries()) == 2  # a's classification and story went with it
     # the feed still serving b and c: nothing comes back as new, so nothing is sent twice
     assert store.record_fetch(state, [entry("b"), entry("c")], T0 + timedelta(days=31)) == (0, 0)
+
+
+def test_verdicts_arriving_for_entries_stored_unclassified_mark_them(store: Store):
+    """Entries stored while the rules did not compile are classified by the next fetch that
+    brings verdicts for them, whether or not their content changed."""
+    from digest.store import FetchWrite
+
+    state = store.feed_states()["f"]
+    store.record_fetch(state, [entry("a"), entry("b")], T0)  # no verdicts
+    assert len(store.unclassified("h")) == 2
+    later = [entry("a"), entry("b", title="SCO summit opens (updated)"), entry("c")]
+    store.record_fetches([FetchWrite(state, later, T0, None, {e.entry_id: verdict() for e in later})])
+    assert store.unclassified("h") == []
+    assert sorted(c.stored.entry.entry_id for c in store.classified_entries()) == ["a", "b", "c"]

@@ -892,7 +892,8 @@ def run(state: State, once: bool, dry_run: bool, wait: float) -> None:
 def _run_once(loaded: LoadedConfig, dry_run: bool) -> None:
     from .dispatch import send_due
 
-    summary = run_fetch(loaded, FetchOptions(due_only=True), out)
+    options = FetchOptions(due_only=True)
+    summary = run_fetch(loaded, options, out, start_workers(loaded, options))
     with open_store(loaded) as store:
         organised = organise(loaded, store)
         reports = asyncio.run(send_due(loaded, store, now=utcnow(), dry_run=dry_run))

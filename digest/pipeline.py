@@ -22,22 +22,26 @@ import asyncio
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .config import FeedSettings, LoadedConfig
 from .poll import held_back, is_due
 from .records import Entry, FeedReport, FeedState, FetchStatus, FetchSummary, Verdict
-from .workers import FeedJob, FeedOutcome, FetchWorkers, lazy_rules, run_shard, shard_by_host, worker_count
+from .workers import (
+    Clock,
+    FeedJob,
+    FeedOutcome,
+    FetchWorkers,
+    lazy_rules,
+    run_shard,
+    shard_by_host,
+    utcnow,
+    worker_count,
+)
 
 if TYPE_CHECKING:
     from .store import FetchWrite, Store
-
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

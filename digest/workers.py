@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import multiprocessing
 import os
+import pickle
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -249,7 +250,7 @@ class FetchWorkers:
             conn, proc, left = pending[fd]
             try:
                 msg = conn.recv()
-            except (EOFError, OSError):
+            except (EOFError, OSError, pickle.UnpicklingError):  # it died, perhaps mid-message
                 msg = None
             if msg is None:
                 loop.remove_reader(fd)
@@ -264,7 +265,8 @@ class FetchWorkers:
 
         for i, (conn, proc) in enumerate(self.procs):
             if i >= len(shards):
-                conn.send(None)  # more workers than shards: this one has nothing to do
+                with contextlib.suppress(OSError):
+                    conn.send(None)  # more workers than shards: this one has nothing to do
                 continue
             shard = shards[i]
             with contextlib.suppress(OSError):  # it died warming up: the reader reports its feeds

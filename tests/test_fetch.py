@@ -359,3 +359,27 @@ def test_rules_that_do_not_compile_leave_entries_unclassified_until_fixed(write_
         with open_store(fixed) as store:
             assert organise(fixed, store).classified == 40
             assert store.unclassified(fixed.rules_hash) == []
+
+
+def test_a_worker_that_dies_fails_only_its_own_feeds(write_config, monkeypatch):
+    import os
+
+    import digest.parse
+
+    real = digest.parse.parse_feed
+
+    def parse_or_die(feed, *args, **kwargs):  # runs in the forked worker
+        if feed == "w3":
+            os._exit(3)
+        return real(feed, *args, **kwargs)
+
+    monkeypatch.setattr(digest.parse, "parse_feed", parse_or_die)
+    with FeedServer() as srv:
+        loaded = write_config(feeds_yaml(**_many_feeds(srv, 20)), http={"workers": 2})
+        summary, store = run(loaded)
+    dead = [r for r in summary.reports if r.status is FetchStatus.FAILED]
+    assert dead and all("worker process died (exit code 3)" in (r.error or "") for r in dead)
+    assert report(summary, "w3") in dead
+    assert len(dead) < 20 and summary.count(FetchStatus.OK) == 20 - len(dead)  # those done before it died
+    states = store.feed_states()
+    assert all(states[r.feed].etag is None for r in dead)  # polled again next time, from scratch

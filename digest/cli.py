@@ -15,6 +15,7 @@ import asyncio
 import atexit
 import gc
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -52,6 +53,16 @@ class _LazyConsole:
     def __init__(self, **options: Any) -> None:
         self._options = options
         self._console: Console | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """Asked before every fetch (a progress bar or not): answered without importing rich."""
+        if self._console is not None:
+            return bool(self._console.is_terminal)
+        if os.environ.get("FORCE_TERMINAL"):  # as rich does
+            return True
+        stream = sys.stderr if self._options.get("stderr") else sys.stdout
+        return stream.isatty()
 
     def __getattr__(self, name: str) -> Any:
         if self._console is None:

@@ -383,3 +383,18 @@ def test_a_worker_that_dies_fails_only_its_own_feeds(write_config, monkeypatch):
     assert len(dead) < 20 and summary.count(FetchStatus.OK) == 20 - len(dead)  # those done before it died
     states = store.feed_states()
     assert all(states[r.feed].etag is None for r in dead)  # polled again next time, from scratch
+
+
+def test_changing_the_rules_classifies_everything_again_and_nothing_else_does(offline):
+    from digest.config import load_config
+    from digest.pipeline import open_store, organise
+
+    loaded = load_config(offline)
+    with open_store(loaded) as store:
+        asyncio.run(fetch_feeds(loaded, store))
+        assert not organise(loaded, store).redone
+        same = organise(load_config(offline), store)  # the same rules, read again: nothing to redo
+        assert not same.redone and same.classified == 0
+        offline.write_text(offline.read_text() + "clustering:\n  window: 2d\n")
+        changed = organise(load_config(offline), store)
+        assert changed.redone and changed.classified == 9

@@ -74,18 +74,14 @@ entries = sa.Table(
     sa.Column("source_url", sa.Text),
     sa.Column("first_seen", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
-    # True once a classification row exists (kept in step by store.py); the partial index makes
-    # "what is left to classify" cost nothing when nothing is
+    # True once a classification row exists (kept in step by store.py). Migration 0004 also adds
+    # the partial index ix_entries_unclassified (id WHERE NOT classified), which makes "what is
+    # left to classify" cost nothing when nothing is; it is not declared here, because its
+    # postgresql_where would import the PostgreSQL dialect into every SQLite process (15 ms).
     sa.Column("classified", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("feed", "entry_id", name="uq_entries_feed_entry_id"),
     sa.Index("ix_entries_first_seen", "first_seen"),
     sa.Index("ix_entries_published", "published"),
-    sa.Index(
-        "ix_entries_unclassified",
-        "id",
-        sqlite_where=sa.text("classified = 0"),
-        postgresql_where=sa.text("classified = false"),
-    ),
 )
 
 stories = sa.Table(

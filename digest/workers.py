@@ -255,7 +255,9 @@ class FetchWorkers:
             if msg is None:
                 loop.remove_reader(fd)
                 del pending[fd]
-                for name in left:  # a worker that died leaves its feeds unreported: report them
+                if left:  # a worker that died leaves its feeds unreported: report them
+                    proc.join(5)  # it is exiting: reaped, its exit code is known
+                for name in left:
                     outcomes.put_nowait(_crashed(name, proc.exitcode))
                 if not pending and not done.done():
                     done.set_result(None)

@@ -62,9 +62,9 @@ def _event(message: str, **fields: Any) -> None:
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:
     """glibc gives threads their own malloc arenas (up to eight per core) and each keeps the
-    memory freed into it. The daemon's job threads and asyncio.to_thread helpers come and go, so
-    arenas pile up: in the soak the daemon held 154 MB at six minutes with the default and 109 MB
-    with two (bench/RESULTS.md). Set before the first thread starts; a no-op off glibc."""
+    memory freed into it; the daemon's job threads and asyncio.to_thread helpers come and go.
+    Side by side for 12 minutes of the soak (bench/RESULTS.md): 123 MB with two arenas against
+    129 MB, growing half as fast. Set before the first thread starts; a no-op off glibc."""
     import ctypes
 
     try:

@@ -4,12 +4,13 @@
 200 feeds on 20 loopback addresses, each gaining a new item every minute (half of them on the
 SCO, so every poll parses, stores, classifies and clusters something), polled every minute
 (interval 60 s, tick 2 s); 500 subscribers on an outbox whose send times are spread over the
-run, so digests go out every minute. Retention is one hour and housekeeping runs every ten
-minutes, so after the first hour the data stops growing and any further growth of the
-daemon's memory is the daemon's own. Samples RSS every 10 s; prints the median of each
-half hour and the least-squares slope after the first hour.
+run, so digests go out every minute. Retention is an hour (--retention) and housekeeping
+runs six times per retention period, so after that the data stops growing and any further
+growth of the daemon's memory is the daemon's own. Samples RSS every 10 s; prints the median of
+each half hour and the least-squares slope once the data has stopped growing.
 
     python bench/soak.py --minutes 150
+    python bench/soak.py --minutes 60 --retention 20
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def rss_mb(pid: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=40)
+    ap.add_argument("--retention", type=float, default=60, help="minutes of entries kept (the steady state)")
     a = ap.parse_args()
     # stopped early (kill, Ctrl-C): the daemon is still stopped and the summary still printed
     signal.signal(signal.SIGTERM, _interrupt)
@@ -81,8 +83,9 @@ def main() -> None:
             for i, m in enumerate(at)
         )
         cfg = work / "feeds.yaml"
+        daemon = f"{{tick: 2s, retention: {a.retention:g}m, housekeeping: {max(1, a.retention / 6):g}m}}"
         cfg.write_text(
-            f"database: sqlite:///{work / 's.db'}\ndaemon: {{tick: 2s, retention: 1h, housekeeping: 10m}}\n"
+            f"database: sqlite:///{work / 's.db'}\ndaemon: {daemon}\n"
             f"delivery:\n  transport: outbox\n  secret: soak\nfeeds:\n{''.join(lines)}subscribers:\n{subs}"
         )
         log = (work / "daemon.log").open("wb")
@@ -119,13 +122,15 @@ def main() -> None:
     halves = ", ".join(
         f"{k * 30}-{k * 30 + 30} min {statistics.median(v):.0f}" for k, v in sorted(buckets.items())
     )
-    steady = [(t, v) for t, v in samples if t - t0 >= 3600] or samples[len(samples) // 2 :]
+    settle = a.retention * 60 + 600  # one retention period, then a housekeeping round or so
+    steady = [(t, v) for t, v in samples if t - t0 >= settle] or samples[len(samples) // 2 :]
     slope = statistics.linear_regression([t / 3600 for t, _ in steady], [v for _, v in steady]).slope
     print(
         f"{a.minutes:g} min, {polls} poll cycles with new entries, {sends} send batches, {sent} digests, "
         f"{stored} entries stored at the end, exit code {rc}\n"
         f"RSS MB median by half hour: {halves}; max {values[-1]:.0f}\n"
-        f"slope after the first hour (least squares): {slope:+.2f} MB/hour  ({out})"
+        f"slope once the data stopped growing (after {settle / 60:g} min, least squares): "
+        f"{slope:+.2f} MB/hour  ({out})"
     )
     print(os.path.basename(str(work)))
 

@@ -287,9 +287,8 @@ class Store:
                 .tuples()
                 .all()
             )
-        fresh = [
-            _entry_row(e, now) | {"classified": i in verdicts} for i, e in by_id.items() if i not in existing
-        ]
+        fresh_ids = [i for i in by_id if i not in existing]
+        fresh = [_entry_row(by_id[i], now) | {"classified": i in verdicts} for i in fresh_ids]
         changed = [e for i, e in by_id.items() if i in existing and existing[i] != e.content_hash]
         inserted = 0
         if fresh:
@@ -317,9 +316,7 @@ class Store:
             conn.execute(
                 entries.update().where(entries.c.feed == feed, entries.c.entry_id == e.entry_id).values(**row)
             )
-        marked = {
-            i for i in by_id if i in verdicts and (i not in existing or existing[i] != by_id[i].content_hash)
-        }
+        marked = {i for i in (*fresh_ids, *(e.entry_id for e in changed)) if i in verdicts}
         return inserted, len(changed), marked
 
     def iter_entries(

@@ -242,6 +242,10 @@ class FetchWorkers:
         commit every outcome that arrived meanwhile in one transaction.
         """
         loop = asyncio.get_running_loop()
+        # Every feed has its deadline, so a worker reports something at least that often; one
+        # silent for twice as long is stuck (a parser spinning on a pathological body, say).
+        stall = 2 * http.deadline + 5
+        stuck = False
         pending: dict[int, tuple[Connection, multiprocessing.process.BaseProcess, set[str]]] = {}
         done = loop.create_future()
         outcomes: asyncio.Queue[FeedOutcome] = asyncio.Queue()
@@ -258,7 +262,7 @@ class FetchWorkers:
                 if left:  # a worker that died leaves its feeds unreported: report them
                     proc.join(5)  # it is exiting: reaped, its exit code is known
                 for name in left:
-                    outcomes.put_nowait(_crashed(name, proc.exitcode))
+                    outcomes.put_nowait(_crashed(name, proc.exitcode, stall if stuck else None))
                 if not pending and not done.done():
                     done.set_result(None)
                 return
@@ -281,7 +285,13 @@ class FetchWorkers:
         try:
             while not (done.done() and outcomes.empty()):
                 getter = asyncio.ensure_future(outcomes.get())
-                await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
+                ready, _ = await asyncio.wait(
+                    {getter, done}, timeout=stall, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not ready:  # nothing from any worker for `stall` seconds: stop them
+                    stuck = True
+                    for _, proc, _ in pending.values():
+                        proc.terminate()  # their pipes close: readable() reports their feeds
                 if getter.done():
                     task = asyncio.ensure_future(maybe_await(on_outcome(getter.result())))
                     handling.add(task)
@@ -314,7 +324,11 @@ class FetchWorkers:
         self.procs = []
 
 
-def _crashed(name: str, exitcode: int | None) -> FeedOutcome:
+def _crashed(name: str, exitcode: int | None, stalled: float | None = None) -> FeedOutcome:
     # The state is unchanged: the feed is simply polled again next time.
-    report = FeedReport(name, FetchStatus.FAILED, error=f"worker process died (exit code {exitcode})")
+    if stalled is not None:
+        error = f"worker process stopped: no feed finished for {stalled:g}s (http.deadline x 2 + 5)"
+    else:
+        error = f"worker process died (exit code {exitcode})"
+    report = FeedReport(name, FetchStatus.FAILED, error=error)
     return FeedOutcome(FeedState(name, ""), (), None, report)

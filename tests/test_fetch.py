@@ -398,3 +398,26 @@ def test_changing_the_rules_classifies_everything_again_and_nothing_else_does(of
         offline.write_text(offline.read_text() + "clustering:\n  window: 2d\n")
         changed = organise(load_config(offline), store)
         assert changed.redone and changed.classified == 9
+
+
+def test_a_stuck_worker_is_stopped_and_its_feeds_reported(write_config, monkeypatch):
+    import time as _time
+
+    import digest.parse
+
+    real = digest.parse.parse_feed
+
+    def parse_or_hang(feed, *args, **kwargs):  # runs in the forked worker: a parser spinning forever
+        if feed == "w3":
+            _time.sleep(3600)
+        return real(feed, *args, **kwargs)
+
+    monkeypatch.setattr(digest.parse, "parse_feed", parse_or_hang)
+    with FeedServer() as srv:
+        loaded = write_config(feeds_yaml(**_many_feeds(srv, 20)), http={"workers": 2, "deadline": "1s"})
+        started = _time.monotonic()
+        summary, _ = run(loaded)
+    assert _time.monotonic() - started < 30  # stopped after 2 x deadline + 5 s of silence, not an hour
+    stuck = report(summary, "w3")
+    assert stuck.status is FetchStatus.FAILED and "no feed finished for 7s" in (stuck.error or "")
+    assert summary.count(FetchStatus.OK) + summary.count(FetchStatus.FAILED) == 20

@@ -97,7 +97,7 @@ class Daemon:
 
         loaded, started = self.loaded, time.monotonic()
         with open_store(loaded) as store:
-            summary = asyncio.run(fetch_feeds(loaded, store, FetchOptions(due_only=True)))
+            summary = asyncio.run(fetch_feeds(loaded, store, FetchOptions(due_only=True, isolate=True)))
             organised = organise(loaded, store)
             failing = sum(1 for st in store.feed_states().values() if st.error_count)
         seconds = time.monotonic() - started

@@ -49,6 +49,9 @@ class FetchOptions:
     only: str | None = None  # one feed by name
     force: bool = False  # ignore back-off and Retry-After
     due_only: bool = False  # skip feeds whose interval has not elapsed (daemon, cron)
+    # fetch and parse in a worker process even for a few feeds: a parser stuck on one body is
+    # then stopped (workers.FetchWorkers) instead of hanging the caller (the daemon)
+    isolate: bool = False
 
 
 def select_feeds(
@@ -166,10 +169,11 @@ async def fetch_feeds(
             on_report(report)
 
     count = worker_count(loaded, len(jobs))
-    if workers is not None and count < 2:
+    least = 1 if options.isolate else 2
+    if workers is not None and count < least:
         workers.close()  # fewer feeds are due than were configured: not worth the processes
         workers = None
-    elif workers is None and count >= 2:
+    elif workers is None and jobs and count >= least:
         workers = FetchWorkers(loaded, count)
     try:
         if workers is not None:

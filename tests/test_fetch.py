@@ -421,3 +421,17 @@ def test_a_stuck_worker_is_stopped_and_its_feeds_reported(write_config, monkeypa
     stuck = report(summary, "w3")
     assert stuck.status is FetchStatus.FAILED and "no feed finished for 7s" in (stuck.error or "")
     assert summary.count(FetchStatus.OK) + summary.count(FetchStatus.FAILED) == 20
+
+
+def test_an_isolated_poll_of_one_feed_survives_a_stuck_parser(write_config, monkeypatch):
+    """The daemon polls a few feeds at a time, isolated in a worker: a parser stuck on one body
+    costs that poll 2 x deadline + 5 s, not the daemon."""
+    import time as _time
+
+    import digest.parse
+
+    monkeypatch.setattr(digest.parse, "parse_feed", lambda *a, **k: _time.sleep(3600))
+    with FeedServer() as srv:
+        loaded = write_config(feeds_yaml(**_many_feeds(srv, 1)), http={"deadline": "1s"})
+        summary, _ = run(loaded, FetchOptions(isolate=True))
+    assert "no feed finished" in (report(summary, "w0").error or "")

@@ -97,11 +97,11 @@ class Mailer:
         """What these subscribers were last sent, and the stories their digests may hold: those
         that gained an entry since the earliest of their last digests (or the lookback). Each
         tick reads that window, never the whole store."""
-        self.last_assembled, _ = self.store.subscriber_history(subscriber_ids, story_ids=())
+        self.last_assembled = self.store.last_digests(subscriber_ids)
         fallback = now - timedelta(seconds=self.settings.lookback)
         since = min((self.last_assembled.get(i) or fallback for i in subscriber_ids), default=fallback)
         self.views = self._views(stories_since=since)
-        _, self.sent = self.store.subscriber_history(subscriber_ids, story_ids=[v.id for v in self.views])
+        self.sent = self.store.sent_stories(subscriber_ids, [v.id for v in self.views])
 
     def links(self, sub: Subscriber, period: str | None = None) -> Links:
         assert sub.id is not None

@@ -618,15 +618,10 @@ class Store:
                     states[(sid, period)] = state
         return states
 
-    def subscriber_history(
-        self, ids: Sequence[int], *, story_ids: Iterable[int] | None = None
-    ) -> tuple[dict[int, datetime], dict[int, set[int]]]:
-        """For these subscribers: when their last digest was assembled, and the stories already
-        sent (only those among `story_ids` when given: the ledger grows, a send run's window not)."""
-        d, ss = deliveries, sent_stories
-        among = None if story_ids is None else sorted(set(story_ids))
+    def last_digests(self, ids: Sequence[int]) -> dict[int, datetime]:
+        """For these subscribers: when their last digest (sent or empty) was assembled."""
+        d = deliveries
         last: dict[int, datetime] = {}
-        sent: dict[int, set[int]] = {}
         with self._safe(), self.engine.connect() as conn:
             for chunk in _chunks(sorted(set(ids)), 500):
                 query = (
@@ -638,14 +633,25 @@ class Store:
                     value = UTC_TYPE.process_result_value(t, conn.dialect)
                     if value is not None:
                         last[sid] = value
-                if among == []:
-                    continue
-                q = sa.select(ss.c.subscriber_id, ss.c.story_id).where(ss.c.subscriber_id.in_(chunk))
-                if among is not None:
-                    q = q.where(ss.c.story_id.in_(sa.bindparam("among", among, expanding=True)))
+        return last
+
+    def sent_stories(self, ids: Sequence[int], story_ids: Iterable[int]) -> dict[int, set[int]]:
+        """For these subscribers: which of `story_ids` they were already sent (the ledger grows;
+        a send run's window of stories does not)."""
+        ss = sent_stories
+        among = sorted(set(story_ids))
+        sent: dict[int, set[int]] = {}
+        if not among:
+            return sent
+        with self._safe(), self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(ids)), 500):
+                q = sa.select(ss.c.subscriber_id, ss.c.story_id).where(
+                    ss.c.subscriber_id.in_(chunk),
+                    ss.c.story_id.in_(sa.bindparam("among", among, expanding=True)),
+                )
                 for sid, story in conn.execute(q).tuples():
                     sent.setdefault(sid, set()).add(story)
-        return last, sent
+        return sent
 
     def begin_deliveries(self, batch: Sequence[tuple[int, str, str, Sequence[int], datetime]]) -> list[bool]:
         """Pending rows for a batch of (subscriber, period, message id, stories, assembled at), in one

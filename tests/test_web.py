@@ -127,14 +127,19 @@ def _active(client: TestClient, src: Path, address: str) -> None:
     client.post(confirm, data={"csrf": csrf(client, confirm)})
 
 
-def test_rfc8058_one_click_unsubscribes_at_once_and_is_idempotent(site):
+def _signed_page(client, loaded, src, email: str, purpose: str):
+    """An active subscriber, and the signed link to one of their pages -> (store, subscriber, url)."""
     from digest.tokens import Signer
 
-    client, loaded, src = site
-    _active(client, src, "cy@example.org")
+    _active(client, src, email)
     store = Store(loaded.database_url)
-    sub = store.list_subscribers(email="cy@example.org")[0]
-    url = f"/unsubscribe/{Signer('web-secret').sign(sub.id, 'unsubscribe')}"
+    sub = store.list_subscribers(email=email)[0]
+    return store, sub, f"/{purpose}/{Signer('web-secret').sign(sub.id, purpose)}"
+
+
+def test_rfc8058_one_click_unsubscribes_at_once_and_is_idempotent(site):
+    client, loaded, src = site
+    store, sub, url = _signed_page(client, loaded, src, "cy@example.org", "unsubscribe")
     assert "Unsubscribe" in client.get(url).text
     assert store.subscriber(sub.id).status == "active"  # a prefetching scanner unsubscribes nobody
     fresh = TestClient(
@@ -152,13 +157,8 @@ def test_rfc8058_one_click_unsubscribes_at_once_and_is_idempotent(site):
 
 
 def test_preferences_change_from_the_next_period_and_pause(site):
-    from digest.tokens import Signer
-
     client, loaded, src = site
-    _active(client, src, "di@example.org")
-    store = Store(loaded.database_url)
-    sub = store.list_subscribers(email="di@example.org")[0]
-    url = f"/preferences/{Signer('web-secret').sign(sub.id, 'preferences')}"
+    store, sub, url = _signed_page(client, loaded, src, "di@example.org", "preferences")
     data = {
         "csrf": csrf(client, url),
         "topics": ["putin-xi"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .rules import CompiledRules, Fired, Hits, evaluate
+from .rules import CompiledRules, Fired, Hits, evaluate, normalise
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,5 +58,14 @@ def classify_hits(hits: Hits, rules: CompiledRules) -> Classification:
     return Classification(tuple(topics), tuple(tags), tuple(why), entities, in_title)
 
 
+NOTHING = Classification((), (), (), frozenset())
+
+
 def classify(title: str, summary: str, rules: CompiledRules) -> Classification:
-    return classify_hits(rules.scan(title, summary), rules)
+    """Topics, tags and why for one entry. An entry no topic can select is settled by a scan for
+    the topics' trigger terms alone (rules.Triggers); its entities are then not recorded (only
+    selected entries are clustered)."""
+    title, summary = normalise(title), normalise(summary)
+    if rules.triggers is not None and not rules.triggers.may_fire(title, summary):
+        return NOTHING
+    return classify_hits(Hits(rules.index.scan_fields(title, summary)), rules)

@@ -139,3 +139,43 @@ def test_a_regex_runs_only_where_its_literal_appears(pattern, hint):
     from digest.rules import regex_hint
 
     assert regex_hint(pattern) == hint
+
+
+def _vocabulary(rules) -> list[str]:
+    """Every plain term of the shipped lists as it could appear in text, plus filler words."""
+    words = {"the", "and", "in", "talks", "on", "Beijing", "Moscow", "taxi", "Xi'an", "шоссе", "学习"}
+    for entries in rules.index._automaton.values():
+        for _name, term in entries[1]:
+            words.add(term.text.lstrip("=").rstrip("*"))
+    return sorted(words)
+
+
+def test_the_trigger_scan_never_changes_a_verdict(rules):
+    """Entries no topic's trigger terms appear in are settled without the full scan: for every
+    text built from the rules' own terms, the verdict equals the one the full scan gives."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from digest.select import classify_hits
+
+    vocab = _vocabulary(rules)
+    phrase = st.lists(st.sampled_from(vocab), max_size=6).map(" ".join)
+
+    @settings(max_examples=1500, deadline=None, database=None)
+    @given(phrase, phrase)
+    def check(title, summary):
+        quick = classify(title, summary, rules)
+        full = classify_hits(rules.scan(title, summary), rules)
+        assert (quick.topics, quick.tags, quick.why) == (full.topics, full.tags, full.why)
+        if quick.relevant:
+            assert quick.entities == full.entities
+
+    check()
+
+
+def test_an_entry_no_topic_can_select_is_settled_by_the_triggers(rules):
+    assert rules.triggers is not None
+    assert not rules.triggers.may_fire("Oil and gas prices fall", "Leaders discussed trade and energy.")
+    assert rules.triggers.may_fire("Putin arrives", "")
+    c = classify("Oil and gas prices fall", "Leaders discussed trade and energy.", rules)
+    assert (c.topics, c.tags, c.entities) == ((), (), frozenset())

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from digest.parse import html_to_text, parse_feed
 from tests.support.feedserver import rss
@@ -134,3 +136,45 @@ def test_relative_links_in_summaries_are_made_absolute_against_the_feed_url():
     e = parse(rss([item(description=html)]), url="https://news.example.org/rss/world.xml").entries[0]
     assert 'href="https://news.example.org/world/sco"' in e.summary_html
     assert 'href="https://other.example/x"' in e.summary_html
+
+
+def test_relative_entry_and_source_links_are_made_absolute_against_the_feed_url():
+    source = '<source url="/agency/rss.xml">Agency</source>'
+    body = rss([item(link="/world/sco-summit.html")]).replace(b"</item>", source.encode() + b"</item>")
+    e = parse(body, url="https://news.example.org/rss/world.xml").entries[0]
+    assert e.link == "https://news.example.org/world/sco-summit.html"
+    assert e.source_url == "https://news.example.org/agency/rss.xml"
+    assert parse(rss([item(link="https://other.example/a")]), url="https://x.example/").entries[0].link == (
+        "https://other.example/a"
+    )
+
+
+def test_an_overlong_summary_is_cut_without_leaving_half_a_tag():
+    from digest.parse import MAX_SUMMARY
+
+    para = '<p>SCO talks <a href="https://example.org/a-long-link">link</a></p>'
+    for shift in range(0, 100, 7):  # the cut falls at every point of the paragraph, tags included
+        description = "x" * shift + para * (MAX_SUMMARY // len(para) + 5)
+        e = parse(rss([item(description=description)])).entries[0]
+        assert len(e.summary_html) <= MAX_SUMMARY + 20  # the closing tags nh3 adds
+        assert e.summary_html.count("<a ") == e.summary_html.count("</a>")
+        assert "<" not in e.summary_text and "href" not in e.summary_text
+
+
+_markup = st.lists(
+    st.sampled_from(
+        ["<p>", "</p>", "<br>", "<b>", "</b>", '<a href="/x?a=1&b=2">', "</a>", "<li>", "<div>", "<span>",
+         "<script>x()</script>", "&amp;", "&lt;", "&nbsp;", "&#8212;", " ", "\n", "\x07", "Путин", "习近平",
+         "SCO", 'x"y', "a > b", "<!-- c -->", '<img src="t.gif">', "<table><td>1</td></table>"]
+    ),
+    max_size=25,
+).map("".join)  # fmt: skip
+
+
+@given(_markup)
+@settings(max_examples=400, deadline=None, database=None)
+def test_summary_text_is_what_html_to_text_gives_for_the_sanitised_summary(markup):
+    from digest.parse import _sanitised_to_text, sanitize_html
+
+    clean = sanitize_html(markup, base="https://example.org/")
+    assert _sanitised_to_text(clean) == html_to_text(clean)

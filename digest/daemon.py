@@ -85,14 +85,26 @@ class Daemon:
         self.metrics_port = metrics_port
         self.wait = wait
         self.stopping = threading.Event()
+        # Polls and sends take turns: a send that overlapped a poll read the store before the
+        # poll's entries were committed, so a digest due at start-up went out empty, and entries
+        # first seen just before a send but committed after it fell outside every later window.
+        self._turn = threading.Lock()
         self.scheduler: Any = None
         self._shutdown: threading.Thread | None = None
 
     # -- jobs --------------------------------------------------------------------------------------
 
     def poll(self) -> None:
-        if self.stopping.is_set():
-            return
+        with self._turn:
+            if not self.stopping.is_set():
+                self._poll()
+
+    def send(self) -> None:
+        with self._turn:
+            if not self.stopping.is_set():
+                self._send()
+
+    def _poll(self) -> None:
         from . import metrics
 
         loaded, started = self.loaded, time.monotonic()
@@ -123,9 +135,7 @@ class Daemon:
             **counts,
         )
 
-    def send(self) -> None:
-        if self.stopping.is_set():
-            return
+    def _send(self) -> None:
         from . import metrics
         from .dispatch import send_due
         from .schedule import next_due

@@ -267,7 +267,7 @@ def organise(loaded: LoadedConfig, store: Store, *, clock: Clock = utcnow) -> Or
     now = clock()
     redone = store.stale_rules(rules_hash)
     if redone:
-        store.forget_classifications()
+        store.forget_classifications(rules_hash)
     # One process: a pool was measured no faster (unpickling the results costs what it saves).
     # The rules are compiled only when something needs them (a warm run has nothing to do).
     todo = store.unclassified(rules_hash)

@@ -29,7 +29,7 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 
 
 # The Alembic revision these tables match; tests check it is the head of digest/migrations.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 
 metadata = sa.MetaData()
 
@@ -108,6 +108,15 @@ classifications = sa.Table(
     sa.Index("ix_classifications_story", "story_id"),
     sa.Index("ix_classifications_relevant", "relevant"),
     sa.Index("ix_classifications_rules_hash", "rules_hash"),
+)
+
+# Facts about the whole store. rules_hash: the rules every classified entry was judged by (an
+# entry no topic selected is marked entries.classified and has no classifications row).
+meta = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
 )
 
 subscribers = sa.Table(

@@ -25,6 +25,7 @@ from .schema import (
     deliveries,
     entries,
     feeds,
+    meta,
     sent_stories,
     stories,
     subscribers,
@@ -213,13 +214,15 @@ class Store:
         """Several feeds' results in one transaction (group commit) -> [(new, updated)]."""
         with self._safe(), self.engine.begin() as conn:
             out = []
+            judged_by = {v.rules_hash for w in batch for v in (w.verdicts or {}).values()}
+            # verdicts made by rules other than the store's are dropped: organise judges again
+            current = all(_claim_rules(conn, h) for h in judged_by)
             for w in batch:
-                new, updated, marked = self._upsert_entries(
-                    conn, w.state.name, w.entries, w.now, w.verdicts or {}
-                )
+                verdicts = (w.verdicts or {}) if current else {}
+                new, updated, marked = self._upsert_entries(conn, w.state.name, w.entries, w.now, verdicts)
                 out.append((new, updated))
-                if w.verdicts:
-                    self._write_verdicts(conn, w.state.name, w.verdicts, w.now, marked)
+                if verdicts:
+                    self._write_verdicts(conn, w.state.name, verdicts, w.now, marked)
             # the feeds' states in one executemany (per-statement overhead dominated warm runs)
             self._write_states(conn, [(w.state, w.http_status) for w in batch])
             served = [
@@ -240,26 +243,29 @@ class Store:
     def _write_verdicts(
         conn: Connection, feed: str, verdicts: Mapping[str, Verdict], now: datetime, marked: set[str]
     ) -> None:
-        """Classification rows for entries that have none (new, or changed: their old one was
-        removed); `marked`: entry ids just written already marked classified."""
-        c = classifications
+        """Rows for the selected among the entries just written (`marked`: already marked
+        classified), and for entries stored unclassified by an earlier run (marked now)."""
         wanted: dict[int, Verdict] = {}
+        fresh_selected = [i for i in marked if verdicts[i].relevant]
+        for chunk in _chunks(fresh_selected, 500):
+            q = sa.select(entries.c.id, entries.c.entry_id).where(
+                entries.c.feed == feed, entries.c.entry_id.in_(chunk)
+            )
+            wanted.update((row_id, verdicts[entry_id]) for row_id, entry_id in conn.execute(q).tuples())
         unmarked: list[int] = []
-        for chunk in _chunks(list(verdicts), 500):
-            q = (
-                sa.select(entries.c.id, entries.c.entry_id)
-                .outerjoin(c, c.c.entry_id == entries.c.id)
-                .where(entries.c.feed == feed, entries.c.entry_id.in_(chunk), c.c.entry_id.is_(None))
+        for chunk in _chunks([i for i in verdicts if i not in marked], 500):
+            q = sa.select(entries.c.id, entries.c.entry_id).where(
+                entries.c.feed == feed, entries.c.entry_id.in_(chunk), entries.c.classified == sa.false()
             )
             for row_id, entry_id in conn.execute(q).tuples():
-                wanted[row_id] = verdicts[entry_id]
-                if entry_id not in marked:  # stored unclassified by an earlier run
-                    unmarked.append(row_id)
+                unmarked.append(row_id)
+                if verdicts[entry_id].relevant:
+                    wanted[row_id] = verdicts[entry_id]
         if wanted:
             conn.execute(
                 _insert_ignore(conn, classifications, ["entry_id"]), _classification_rows(wanted, now)
             )
-            _mark_classified(conn, unmarked)
+        _mark_classified(conn, unmarked)
 
     def _upsert_entries(
         self,
@@ -366,30 +372,35 @@ class Store:
             return [_stored(r) for r in conn.execute(q).mappings()]
 
     def stale_rules(self, rules_hash: str) -> bool:
-        """Was anything classified with other rules? (min and max come off the index.)"""
-        c = classifications.c
-        # two subqueries: SQLite reads a lone min() or max() off the index, not both at once
-        q = sa.select(
-            sa.select(sa.func.min(c.rules_hash)).scalar_subquery(),
-            sa.select(sa.func.max(c.rules_hash)).scalar_subquery(),
-        )
+        """Was anything judged by other rules than these?"""
         with self._safe(), self.engine.connect() as conn:
-            low, high = conn.execute(q).one()
-        return low is not None and (low != rules_hash or high != rules_hash)
+            judged_by = conn.execute(sa.select(meta.c.value).where(meta.c.key == "rules_hash")).scalar()
+        return judged_by is not None and judged_by != rules_hash
 
-    def forget_classifications(self) -> None:
-        """The rules changed: every entry is classified and clustered again."""
+    def forget_classifications(self, rules_hash: str | None = None) -> None:
+        """The rules changed: every entry is classified and clustered again (by `rules_hash`)."""
         with self._safe(), self.engine.begin() as conn:
             conn.execute(classifications.delete())
             conn.execute(entries.update().where(entries.c.classified == sa.true()).values(classified=False))
             conn.execute(stories.delete())
+            conn.execute(meta.delete().where(meta.c.key == "rules_hash"))
+            if rules_hash is not None:
+                _claim_rules(conn, rules_hash)
 
     def save_classifications(self, verdicts: Mapping[int, Verdict], now: datetime) -> None:
-        """Selection's verdicts, by entry row id."""
+        """Selection's verdicts, by entry row id: all marked classified, rows for the selected."""
         if not verdicts:
             return
         with self._safe(), self.engine.begin() as conn:
-            conn.execute(classifications.insert(), _classification_rows(verdicts, now))
+            for h in {v.rules_hash for v in verdicts.values()}:
+                if not _claim_rules(conn, h):
+                    raise StorageError(
+                        f"entries judged by rules {h} while the store holds verdicts of other rules; "
+                        "run `digest stories` (organise) to judge everything again"
+                    )
+            selected = {i: v for i, v in verdicts.items() if v.relevant}
+            if selected:
+                conn.execute(classifications.insert(), _classification_rows(selected, now))
             _mark_classified(conn, list(verdicts))
 
     def story_members(self, since: datetime) -> list[ClusterMember]:
@@ -480,11 +491,11 @@ class Store:
         entry of each story that gained an entry since then (what a digest may hold); `story_ids`:
         every entry of those stories."""
         c = classifications
-        q = sa.select(entries, c.c.relevant, c.c.topics, c.c.tags, c.c.why, c.c.story_id).join(
-            c, c.c.entry_id == entries.c.id
-        )
+        q = sa.select(entries, c.c.relevant, c.c.topics, c.c.tags, c.c.why, c.c.story_id)
         if relevant_only:
-            q = q.where(c.c.relevant)
+            q = q.join(c, c.c.entry_id == entries.c.id).where(c.c.relevant)
+        else:  # an entry judged not relevant has no row
+            q = q.outerjoin(c, c.c.entry_id == entries.c.id).where(entries.c.classified == sa.true())
         if since is not None:
             q = q.where(entries.c.first_seen >= since)
         if entry_ids is not None:
@@ -503,7 +514,12 @@ class Store:
         with self._safe(), self.engine.connect() as conn:
             return [
                 ClassifiedEntry(
-                    _stored(r), r["relevant"], tuple(r["topics"]), tuple(r["tags"]), r["why"], r["story_id"]
+                    _stored(r),
+                    bool(r["relevant"]),
+                    tuple(r["topics"] or ()),
+                    tuple(r["tags"] or ()),
+                    r["why"] or [],
+                    r["story_id"],
                 )
                 for r in conn.execute(q).mappings()
             ]
@@ -838,6 +854,17 @@ def _classification_rows(verdicts: Mapping[int, Verdict], now: datetime) -> list
         }
         for i, v in verdicts.items()
     ]
+
+
+def _claim_rules(conn: Connection, rules_hash: str) -> bool:
+    """Record `rules_hash` as the rules the store's verdicts come from, if none is recorded;
+    True when it is (now) the recorded one."""
+    q = sa.select(meta.c.value).where(meta.c.key == "rules_hash")
+    recorded = conn.execute(q).scalar()
+    if recorded is None:
+        conn.execute(_insert_ignore(conn, meta, ["key"]), [{"key": "rules_hash", "value": rules_hash}])
+        recorded = conn.execute(q).scalar()  # another writer may have been first
+    return bool(recorded == rules_hash)
 
 
 def _mark_classified(conn: Connection, ids: Sequence[int]) -> None:

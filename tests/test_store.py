@@ -187,3 +187,71 @@ def test_verdicts_arriving_for_entries_stored_unclassified_mark_them(store: Stor
     store.record_fetches([FetchWrite(state, later, T0, None, {e.entry_id: verdict() for e in later})])
     assert store.unclassified("h") == []
     assert sorted(c.stored.entry.entry_id for c in store.classified_entries()) == ["a", "b", "c"]
+
+
+def _classification_rows(store: Store) -> int:
+    with store.engine.connect() as conn:
+        return conn.execute(sa.text("SELECT count(*) FROM classifications")).scalar_one()
+
+
+def test_entries_judged_not_relevant_are_marked_without_a_row_and_still_listed(store: Store):
+    from digest.store import FetchWrite
+
+    state = store.feed_states()["f"]
+    batch = [entry("in"), entry("out", title="Oil prices fall")]
+    verdicts = {"in": verdict(topics=("sco",)), "out": verdict(relevant=False)}
+    store.record_fetches([FetchWrite(state, batch, T0, 200, verdicts)])
+    assert store.unclassified("h") == [] and _classification_rows(store) == 1
+    listed = {c.stored.entry.entry_id: c.relevant for c in store.classified_entries(relevant_only=False)}
+    assert listed == {"in": True, "out": False}
+    assert [c.stored.entry.entry_id for c in store.classified_entries()] == ["in"]
+
+
+def test_verdicts_of_other_rules_than_the_stores_are_not_kept(store: Store):
+    from digest.store import FetchWrite
+
+    state = store.feed_states()["f"]
+    store.record_fetches([FetchWrite(state, [entry("a")], T0, 200, {"a": verdict()})])  # rules "h"
+    stale = Verdict(True, ("sco",), (), [], frozenset(), frozenset(), "old-rules")
+    store.record_fetches([FetchWrite(state, [entry("b")], T0, 200, {"b": stale})])
+    assert [s.entry.entry_id for s in store.unclassified("h")] == ["b"]  # organise judges it again
+    assert store.stale_rules("old-rules") and not store.stale_rules("h")
+    store.forget_classifications("new")
+    assert not store.stale_rules("new") and len(store.unclassified("new")) == 2
+
+
+@pytest.mark.parametrize(("hashes", "stale_for_h"), [(("h", "h"), False), (("h", "g"), True)])
+def test_upgrading_from_0005_records_the_rules_and_drops_rows_of_unselected_entries(
+    db_url, hashes, stale_for_h
+):
+    from alembic import command
+
+    from digest.store import _alembic_config, make_engine
+
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0005")
+        conn.execute(sa.text("INSERT INTO feeds (name, url, error_count) VALUES ('f', 'https://e/feed', 0)"))
+        cols = "feed, entry_id, title, summary_html, summary_text, published, content_hash, first_seen, "
+        cols += "updated_at, classified"
+        for i, (relevant, rules) in enumerate(zip((True, False), hashes, strict=True)):
+            conn.execute(
+                sa.text(f"INSERT INTO entries ({cols}) VALUES ('f', :e, 't', '', '', :t, :e, :t, :t, true)"),
+                {"e": f"e{i}", "t": T0.replace(tzinfo=None)},
+            )
+            row = conn.execute(sa.text("SELECT id FROM entries WHERE entry_id = :e"), {"e": f"e{i}"}).scalar()
+            conn.execute(
+                sa.text(
+                    "INSERT INTO classifications (entry_id, relevant, topics, tags, why, entities,"
+                    " title_entities, rules_hash, classified_at)"
+                    " VALUES (:i, :r, '[\"sco\"]', '[]', '[]', '[]', '[]', :h, :t)"
+                ),
+                {"i": row, "r": relevant, "h": rules, "t": T0.replace(tzinfo=None)},
+            )
+    engine.dispose()
+    with Store(db_url) as store:  # opening migrates to head
+        assert _classification_rows(store) == 1
+        assert store.stale_rules("h") is stale_for_h and store.stale_rules("x")
+        assert store.unclassified("h") == []
+        listed = {c.stored.entry.entry_id: c.relevant for c in store.classified_entries(relevant_only=False)}
+        assert listed == {"e0": True, "e1": False}

@@ -47,6 +47,8 @@ _FORMAT = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064
 
 def normalise(text: str) -> str:
     """NFKC, format characters (Cf) removed, quotes and dashes made plain, spaces collapsed."""
+    if text.isascii():  # NFKC leaves ASCII as it is, and the rest concerns non-ASCII characters
+        return " ".join(text.split())
     text = _FORMAT.sub("", unicodedata.normalize("NFKC", text))
     return " ".join(text.translate(_QUOTES).split())
 

@@ -179,3 +179,17 @@ def test_an_entry_no_topic_can_select_is_settled_by_the_triggers(rules):
     assert rules.triggers.may_fire("Putin arrives", "")
     c = classify("Oil and gas prices fall", "Leaders discussed trade and energy.", rules)
     assert (c.topics, c.tags, c.entities) == ((), (), frozenset())
+
+
+def test_ascii_text_takes_the_short_way_through_normalise_to_the_same_result():
+    import unicodedata
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(st.text(st.characters(max_codepoint=127)))
+    def check(text):
+        assert normalise(text) == " ".join(unicodedata.normalize("NFKC", text).split())
+
+    check()

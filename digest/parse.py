@@ -185,14 +185,20 @@ def normalise_language(tag: str | None) -> str | None:
 # -- entries -----------------------------------------------------------------------------------
 
 
+# feedparser's entries answer .get() through a table of old key names (FeedParserDict): ten
+# lookups per entry that way were a quarter of the time spent here. The keys read below are
+# stored under these very names, so the plain dict lookup finds the same values.
+_get = dict.get
+
+
 def _sha(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _summary(e: Any) -> str:
-    detail = e.get("summary_detail") or {}
-    value = e.get("summary") or ""
-    if not value and e.get("content"):
+    detail = _get(e, "summary_detail") or {}
+    value = _get(e, "summary") or ""
+    if not value and _get(e, "content"):
         detail = e["content"][0]
         value = detail.get("value") or ""
     if detail.get("type") == "text/plain":
@@ -202,7 +208,7 @@ def _summary(e: Any) -> str:
 
 def _entry_ids(raw_entries: list[Any]) -> list[str | None]:
     """GUIDs, except those a feed reuses for different items: those are broken (notes §5.1)."""
-    guids = [e.get("id") or None for e in raw_entries]
+    guids = [_get(e, "id") or None for e in raw_entries]
     counts = Counter(g for g in guids if g)
     return [g if g and counts[g] == 1 else None for g in guids]
 
@@ -293,8 +299,8 @@ def parse_feed(
     feed_lang = normalise_language(language or content_language or meta.get("language"))
     entries: list[Entry] = []
     for raw, guid in zip(raw_entries, _entry_ids(raw_entries), strict=True):
-        title = html_to_text(raw.get("title", ""))[:MAX_TITLE]
-        link = _absolute((raw.get("link") or "").strip(), url) or None
+        title = html_to_text(_get(raw, "title", ""))[:MAX_TITLE]
+        link = _absolute((_get(raw, "link") or "").strip(), url) or None
         summary_html = sanitize_html(_summary(raw), base=url or link)
         if len(summary_html) > MAX_SUMMARY:
             summary_html = _cut(summary_html, MAX_SUMMARY)
@@ -303,18 +309,18 @@ def parse_feed(
             continue
         lang = feed_lang or guess_language(f"{title} {summary_text}")
         published = parse_published(
-            raw.get("published") or raw.get("updated"),
-            raw.get("published_parsed") or raw.get("updated_parsed"),
+            _get(raw, "published") or _get(raw, "updated"),
+            _get(raw, "published_parsed") or _get(raw, "updated_parsed"),
             language=lang,
             timezone=timezone,
         )
         fallback = published is None or published > fetched_at + timedelta(hours=1)
-        source = raw.get("source") or {}
+        source = _get(raw, "source") or {}
         entries.append(
             Entry(
                 feed=feed,
                 entry_id=_entry_id(guid, link, title, summary_text),
-                guid=raw.get("id") or None,
+                guid=_get(raw, "id") or None,
                 link=link,
                 title=title,
                 summary_html=summary_html,
@@ -322,7 +328,7 @@ def parse_feed(
                 # a missing or future date becomes the fetch time, flagged (notes §2.3)
                 published=fetched_at if fallback or published is None else published,
                 published_fallback=fallback,
-                author=html_to_text(raw.get("author", "")) or None,
+                author=html_to_text(_get(raw, "author", "")) or None,
                 language=lang,
                 content_hash=_sha(title, summary_text, link or ""),
                 source_title=html_to_text(source.get("title", "")) or None,

@@ -78,7 +78,10 @@ def _alembic_config(connection: Connection | None) -> Any:
 
 def make_engine(url: str) -> Engine:
     try:
-        engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+        # a ping before each use finds a PostgreSQL connection the server dropped; a SQLite
+        # file has no server (and the ping was a statement per transaction)
+        ping = not url.startswith("sqlite")
+        engine = sa.create_engine(url, future=True, pool_pre_ping=ping)
     except (ArgumentError, NoSuchModuleError) as exc:
         raise StorageError(
             f"database URL {url!r} is not usable ({exc}); write e.g. "

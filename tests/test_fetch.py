@@ -435,3 +435,42 @@ def test_an_isolated_poll_of_one_feed_survives_a_stuck_parser(write_config, monk
         loaded = write_config(feeds_yaml(**_many_feeds(srv, 1)), http={"deadline": "1s"})
         summary, _ = run(loaded, FetchOptions(isolate=True))
     assert "no feed finished" in (report(summary, "w0").error or "")
+
+
+def test_outcomes_arriving_close_together_share_a_transaction(db_url):
+    """The writer lingers a moment for more outcomes (a transaction has a fixed cost), and every
+    outcome is written and answered."""
+    from digest.pipeline import _Writer
+    from digest.records import FeedState
+    from digest.store import FetchWrite
+
+    class CountingStore(Store):
+        def __init__(self, url: str) -> None:
+            super().__init__(url)
+            self.batches: list[int] = []
+
+        def record_fetches(self, batch):
+            self.batches.append(len(batch))
+            return super().record_fetches(batch)
+
+    store = CountingStore(db_url)
+    names = [f"f{i}" for i in range(12)]
+    store.sync_feeds((n, f"https://e.example/{n}") for n in names)
+    now = datetime.now(UTC)
+
+    async def run() -> list[tuple[int, int]]:
+        writer = _Writer(store)
+        task = asyncio.create_task(writer.run())
+
+        async def one(i: int, name: str) -> tuple[int, int]:
+            await asyncio.sleep(0.004 * i)  # a few milliseconds apart, as outcomes of a big run
+            return await writer.write(FetchWrite(FeedState(name, f"https://e.example/{name}"), (), now))
+
+        results = await asyncio.gather(*(one(i, n) for i, n in enumerate(names)))
+        await writer.queue.put(None)
+        await task
+        return results
+
+    assert asyncio.run(run()) == [(0, 0)] * 12
+    assert sum(store.batches) == 12 and len(store.batches) <= 4
+    store.close()

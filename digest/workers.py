@@ -66,9 +66,15 @@ class FeedOutcome:
 
 def judge(entries: Sequence[Entry], rules: Any, rules_hash: str) -> dict[str, Verdict]:
     """Classify freshly parsed entries (pure; runs in the worker that parsed them)."""
-    from .select import classify
+    from .select import NOTHING, classify
 
-    return {e.entry_id: Verdict.of(classify(e.title, e.summary_text, rules), rules_hash) for e in entries}
+    # one object for every entry no topic selects: pickled once per outcome, not once per entry
+    nothing = Verdict.of(NOTHING, rules_hash)
+    out = {}
+    for e in entries:
+        c = classify(e.title, e.summary_text, rules)
+        out[e.entry_id] = nothing if c is NOTHING else Verdict.of(c, rules_hash)
+    return out
 
 
 RulesGetter = Callable[[], "tuple[Any, str] | None"]

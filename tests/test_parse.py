@@ -178,3 +178,13 @@ def test_summary_text_is_what_html_to_text_gives_for_the_sanitised_summary(marku
 
     clean = sanitize_html(markup, base="https://example.org/")
     assert _sanitised_to_text(clean) == html_to_text(clean)
+
+
+def test_entries_survive_the_trip_between_processes():
+    import pickle
+
+    source = '<source url="https://agency.example/rss">Agency</source>'
+    body = rss([item(author="A. Writer")]).replace(b"</item>", source.encode() + b"</item>")
+    e = parse(body, url="https://news.example.org/rss").entries[0]
+    assert e.source_title and e.author
+    assert pickle.loads(pickle.dumps(e)) == e  # noqa: S301 (our own bytes)

@@ -255,3 +255,64 @@ def test_upgrading_from_0005_records_the_rules_and_drops_rows_of_unselected_entr
         assert store.unclassified("h") == []
         listed = {c.stored.entry.entry_id: c.relevant for c in store.classified_entries(relevant_only=False)}
         assert listed == {"e0": True, "e1": False}
+
+
+def _schema(url: str) -> dict[str, object]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        insp = sa.inspect(conn)
+        out: dict[str, object] = {}
+        for table in sorted(insp.get_table_names()):
+            out[table] = (
+                [
+                    (c["name"], str(c["type"]), c["nullable"], c.get("default"))
+                    for c in insp.get_columns(table)
+                ],
+                sorted(
+                    str(i["name"]) + str(i["column_names"]) + str(i["unique"])
+                    for i in insp.get_indexes(table)
+                ),
+                sorted(str(u["column_names"]) for u in insp.get_unique_constraints(table)),
+                sorted(str(f["referred_table"]) + str(f["options"]) for f in insp.get_foreign_keys(table)),
+                insp.get_pk_constraint(table)["constrained_columns"],
+            )
+        if conn.dialect.name == "sqlite":  # the partial index's condition too
+            sql = "SELECT sql FROM sqlite_master WHERE name = 'ix_entries_unclassified'"
+        else:
+            sql = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_entries_unclassified'"
+        out["partial index"] = [r[0].split(" WHERE ")[-1] for r in conn.exec_driver_sql(sql)]
+    engine.dispose()
+    return out
+
+
+def test_a_new_database_gets_the_schema_the_migrations_build(db_url, tmp_path):
+    """A new database is created from schema.py in one step; it must equal one built by running
+    every migration in turn (which is what an existing database goes through)."""
+    from alembic import command
+
+    from digest.store import _alembic_config, make_engine
+
+    if db_url.startswith("sqlite"):
+        migrated_url = f"sqlite:///{tmp_path / 'migrated.db'}"
+    else:  # another schema on the same server
+        migrated_url = db_url.replace("search_path%3D", "search_path%3Dm").replace(
+            "search_path=", "search_path=m"
+        )
+        schema = sa.engine.make_url(migrated_url).query["options"].split("=")[-1]
+        admin = sa.create_engine(db_url)
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        engine = make_engine(migrated_url)
+        with engine.begin() as conn:
+            command.upgrade(_alembic_config(conn), "head")
+        engine.dispose()
+        with Store(db_url) as fresh:
+            assert fresh.current_revision() == Store.head_revision()
+        assert _schema(db_url) == _schema(migrated_url)
+        assert _schema(db_url)["partial index"]  # present in both
+    finally:
+        if not db_url.startswith("sqlite"):
+            with admin.begin() as conn:
+                conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+            admin.dispose()

@@ -74,7 +74,7 @@ class ServerProcess:
         self.proc.join(10)
 
 
-def digest_config(work: Path, urls: list[str], concurrency: int = 100) -> Path:
+def digest_config(work: Path, urls: list[str], concurrency: int = 200) -> Path:
     lines = [f"database: sqlite:///{work / 'bench.db'}", f"http:\n  concurrency: {concurrency}", "feeds:"]
     lines += [f"  - name: f{i}\n    url: {u}" for i, u in enumerate(urls)]
     path = work / "feeds.yaml"
@@ -117,7 +117,7 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.05, help="seconds before each answer")
     ap.add_argument("--hosts", type=int, default=50, help="loopback addresses the feeds are spread over")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--concurrency", type=int, default=100, help="digest's http.concurrency (default 100)")
+    ap.add_argument("--concurrency", type=int, default=200, help="digest's http.concurrency (default 200)")
     ap.add_argument("--no-r2e", action="store_true", help="skip rss2email")
     a = ap.parse_args()
 

@@ -474,3 +474,32 @@ def test_outcomes_arriving_close_together_share_a_transaction(db_url):
     assert asyncio.run(run()) == [(0, 0)] * 12
     assert sum(store.batches) == 12 and len(store.batches) <= 4
     store.close()
+
+
+def test_the_last_outcome_is_written_at_once(db_url):
+    """The writer knows how many outcomes a run expects: the last is not held back for company."""
+    from digest.pipeline import _Writer
+    from digest.records import FeedState
+    from digest.store import FetchWrite
+
+    class PatientWriter(_Writer):
+        LINGER = 1.0
+
+    store = Store(db_url)
+    store.sync_feeds([("a", "https://e.example/a"), ("b", "https://e.example/b")])
+    now = datetime.now(UTC)
+
+    async def run() -> float:
+        writer = PatientWriter(store, expected=2)
+        task = asyncio.create_task(writer.run())
+        loop = asyncio.get_running_loop()
+        await writer.write(FetchWrite(FeedState("a", "https://e.example/a"), (), now))  # waits for b...
+        started = loop.time()
+        await writer.write(FetchWrite(FeedState("b", "https://e.example/b"), (), now))  # ...not after it
+        took = loop.time() - started
+        await writer.queue.put(None)
+        await task
+        return took
+
+    assert asyncio.run(run()) < PatientWriter.LINGER / 2
+    store.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import gc
 import json
 import os
@@ -177,12 +178,8 @@ def organise_line(o: OrganiseSummary) -> str:
 def run_fetch(
     loaded: LoadedConfig, options: FetchOptions, console: Console, workers: FetchWorkers | None = None
 ) -> FetchSummary:
-    try:
-        store = open_store(loaded)
-    except BaseException:
-        if workers is not None:
-            workers.close()
-        raise
+    # the store is opened beside the fetch (pipeline.fetch_feeds), and closed by it
+    store = functools.partial(open_store, loaded)
     try:
         if not console.is_terminal:
             return asyncio.run(fetch_feeds(loaded, store, options, workers=workers))
@@ -208,8 +205,10 @@ def run_fetch(
             return asyncio.run(
                 fetch_feeds(loaded, store, options, on_report=done, on_start=started, workers=workers)
             )
-    finally:
-        store.close()
+    except BaseException:
+        if workers is not None:
+            workers.close()
+        raise
 
 
 @main.command()

@@ -19,6 +19,7 @@ usual poll) stay in one process. SQLAlchemy (store) is imported on first use, so
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import FeedSettings, LoadedConfig
 from .poll import held_back, is_due
-from .records import Entry, FeedReport, FeedState, FetchStatus, FetchSummary, Verdict
+from .records import Entry, FeedReport, FeedState, FetchStatus, FetchSummary, FetchWrite, Verdict
 from .workers import (
     Clock,
     FeedJob,
@@ -41,7 +42,7 @@ from .workers import (
 )
 
 if TYPE_CHECKING:
-    from .store import FetchWrite, Store
+    from .store import Store
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,8 @@ class _Writer:
     LINGER = 0.03  # seconds a batch waits for more outcomes
     MOST = 64  # outcomes in one transaction
 
-    def __init__(self, store: Store, expected: int | None = None) -> None:
-        self.store = store
+    def __init__(self, store: Store | asyncio.Future[Store], expected: int | None = None) -> None:
+        self.store = store  # or the store being opened
         self.queue: asyncio.Queue[tuple[FetchWrite, asyncio.Future[tuple[int, int]]] | None] = asyncio.Queue()
         self.expected = expected  # None: unknown, always linger
         self.received = 0
@@ -130,21 +131,27 @@ class _Writer:
 
     async def _flush(self, batch: list[tuple[FetchWrite, asyncio.Future[tuple[int, int]]]]) -> None:
         try:
-            counts = await asyncio.to_thread(self.store.record_fetches, [w for w, _ in batch])
+            store = await self.store if isinstance(self.store, asyncio.Future) else self.store
+            counts = await asyncio.to_thread(store.record_fetches, [w for w, _ in batch])
         except Exception:
             if len(batch) == 1:
-                batch[0][1].set_exception(sys.exc_info()[1] or RuntimeError("write failed"))
+                if not batch[0][1].done():  # its caller may have been cancelled meanwhile
+                    batch[0][1].set_exception(sys.exc_info()[1] or RuntimeError("write failed"))
                 return
             for item in batch:
                 await self._flush([item])
             return
         for (_, fut), n in zip(batch, counts, strict=True):
-            fut.set_result(n)
+            if not fut.done():
+                fut.set_result(n)
+
+
+StoreOpener = Callable[[], "Store"]
 
 
 async def fetch_feeds(
     loaded: LoadedConfig,
-    store: Store,
+    store: Store | StoreOpener,
     options: FetchOptions | None = None,
     *,
     clock: Clock = utcnow,
@@ -154,13 +161,58 @@ async def fetch_feeds(
 ) -> FetchSummary:
     """Poll the selected feeds and store what they bring. `workers`: processes already forked
     (start_workers, before the store was opened); without them they are forked here if the
-    number of feeds is worth it."""
-    from .store import FetchWrite
+    number of feeds is worth it.
 
+    `store`: an open store, or a function that opens one (closed again at the end). Given the
+    function, the feeds' states are read without SQLAlchemy where that can be done (a SQLite
+    file at the current schema: snapshot.py), and the store is opened in a thread while the
+    workers fetch; otherwise it is opened first."""
     options = options or FetchOptions()
     config = loaded.config
-    store.sync_feeds((f.name, loaded.feed_url(f.url)) for f in config.feeds)
-    states = store.feed_states()
+    configured = [(f.name, loaded.feed_url(f.url)) for f in config.feeds]
+    opened: asyncio.Future[Store] | None = None
+    if callable(store):
+        from . import snapshot
+        from .migrations import HEAD
+
+        states = snapshot.feed_states(loaded.database_url, configured, HEAD)
+        opened = asyncio.ensure_future(asyncio.to_thread(_open_synced, store, configured))
+        if states is None:
+            states = (await opened).feed_states()
+        target: Store | asyncio.Future[Store] = opened
+    else:
+        store.sync_feeds(configured)
+        states = store.feed_states()
+        target = store
+    try:
+        return await _fetch(loaded, target, states, options, clock, on_report, on_start, workers)
+    finally:
+        if opened is not None:
+            with contextlib.suppress(Exception):  # its error, if any, was raised by the writes
+                (await opened).close()
+
+
+def _open_synced(opener: StoreOpener, configured: list[tuple[str, str]]) -> Store:
+    store = opener()
+    try:
+        store.sync_feeds(configured)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+async def _fetch(
+    loaded: LoadedConfig,
+    store: Store | asyncio.Future[Store],
+    states: dict[str, FeedState],
+    options: FetchOptions,
+    clock: Clock,
+    on_report: Callable[[FeedReport], None] | None,
+    on_start: Callable[[int], None] | None,
+    workers: FetchWorkers | None,
+) -> FetchSummary:
+    config = loaded.config
     feeds, deferred = select_feeds(loaded, states, clock(), options)
     jobs = [
         FeedJob(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import operator
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
@@ -155,3 +156,14 @@ class Verdict:
             c.title_entities,
             rules_hash,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class FetchWrite:
+    """What one fetch writes: the feed's new state, its entries, and what selection made of them."""
+
+    state: FeedState
+    entries: Sequence[Entry]
+    now: datetime
+    http_status: int | None = None
+    verdicts: Mapping[str, Verdict] | None = None  # by the feed's entry id

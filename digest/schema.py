@@ -8,6 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from .migrations import HEAD
+
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
     """Stores naive UTC, returns aware UTC: SQLite has no time zones, PostgreSQL would convert."""
@@ -29,7 +31,7 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 
 
 # The Alembic revision these tables match; tests check it is the head of digest/migrations.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = HEAD
 
 metadata = sa.MetaData()
 

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from .errors import StorageError
-from .records import Entry, FeedState, Verdict
+from .records import Entry, FeedState, FetchWrite, Verdict
 from .schema import (
     SCHEMA_REVISION,
     UTCDateTime,
@@ -44,17 +44,6 @@ class StoredEntry:
     id: int
     first_seen: datetime
     entry: Entry
-
-
-@dataclass(frozen=True, slots=True)
-class FetchWrite:
-    """What one fetch writes: the feed's new state, its entries, and what selection made of them."""
-
-    state: FeedState
-    entries: Sequence[Entry]
-    now: datetime
-    http_status: int | None = None
-    verdicts: Mapping[str, Verdict] | None = None  # by the feed's entry id
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

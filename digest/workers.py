@@ -180,12 +180,24 @@ async def run_shard(
         await maybe_await(emit(FeedOutcome(new_state, entries, result.http_status, report, verdicts)))
 
     async with Fetcher(http) as fetcher:
-        await asyncio.gather(*(one(fetcher, job) for job in jobs))
+        tasks = [asyncio.ensure_future(one(fetcher, job)) for job in jobs]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:  # a write failed (the store): the rest stop, quietly
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
 
 async def maybe_await(value: object) -> None:
     if asyncio.iscoroutine(value):
         await value
+
+
+async def _handle(on_outcome: Callable[[FeedOutcome], object], outcome: FeedOutcome) -> None:
+    # called inside the task: a task cancelled before it starts leaves no coroutine unawaited
+    await maybe_await(on_outcome(outcome))
 
 
 def _worker_main(loaded: LoadedConfig, conn: Connection) -> None:
@@ -288,8 +300,17 @@ class FetchWorkers:
         if not pending:
             done.set_result(None)
         handling: set[asyncio.Task[None]] = set()
+        failed: list[BaseException] = []  # a write that failed (the store): the run stops
+
+        def handled(task: asyncio.Task[None]) -> None:
+            handling.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                failed.append(task.exception())  # type: ignore[arg-type]
+
         try:
             while not (done.done() and outcomes.empty()):
+                if failed:
+                    raise failed[0]
                 getter = asyncio.ensure_future(outcomes.get())
                 ready, _ = await asyncio.wait(
                     {getter, done}, timeout=stall, return_when=asyncio.FIRST_COMPLETED
@@ -299,13 +320,15 @@ class FetchWorkers:
                     for _, proc, _ in pending.values():
                         proc.terminate()  # their pipes close: readable() reports their feeds
                 if getter.done():
-                    task = asyncio.ensure_future(maybe_await(on_outcome(getter.result())))
+                    task = asyncio.ensure_future(_handle(on_outcome, getter.result()))
                     handling.add(task)
-                    task.add_done_callback(handling.discard)
+                    task.add_done_callback(handled)
                 else:
                     getter.cancel()
             if handling:
-                await asyncio.gather(*handling)
+                await asyncio.wait(handling)
+            if failed:
+                raise failed[0]
         finally:
             for task in handling:
                 task.cancel()

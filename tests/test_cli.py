@@ -44,6 +44,29 @@ def test_invalid_config_is_one_line_and_exit_2(tmp_path: Path):
     assert lines[0].startswith("digest: error: ") and "feeds[0].url" in lines[0]
 
 
+def test_a_database_that_cannot_be_opened_stops_the_fetch_with_one_line(tmp_path: Path):
+    """The store is opened beside the fetch: when it cannot be, the run stops at the first write
+    with one line naming the database and the fix (exit 3), whether workers were forked or not."""
+    import subprocess
+    import sys
+
+    wire = ROOT / "examples" / "offline" / "wire.xml"
+    for n in (1, 24):  # one feed: no worker processes; 24: workers
+        cfg = tmp_path / f"feeds{n}.yaml"
+        feeds = "".join(f"  - {{name: f{i}, url: '{wire}'}}\n" for i in range(n))
+        cfg.write_text(f"database: sqlite:////proc/no/such/dir/x.db\nfeeds:\n{feeds}")
+        r = subprocess.run(
+            [sys.executable, "-m", "digest", "--config", str(cfg), "fetch"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 3, r.stderr
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, r.stderr  # no traceback, no asyncio noise
+        assert "/proc/no/such/dir" in lines[0] and "fix the path in `database:`" in lines[0]
+
+
 def test_all_feeds_failing_exits_1_and_check_reports_them(tmp_path: Path, db_url: str):
     cfg = tmp_path / "feeds.yaml"
     cfg.write_text(f"database: '{db_url}'\nfeeds:\n  - name: gone\n    url: missing.xml\n")

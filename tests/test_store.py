@@ -316,3 +316,47 @@ def test_a_new_database_gets_the_schema_the_migrations_build(db_url, tmp_path):
             with admin.begin() as conn:
                 conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
             admin.dispose()
+
+
+def test_the_snapshot_of_feed_states_is_what_the_store_gives(tmp_path):
+    """snapshot.feed_states reads a SQLite file without SQLAlchemy: it must answer exactly as
+    Store.sync_feeds followed by Store.feed_states."""
+    from digest import snapshot
+    from digest.schema import SCHEMA_REVISION
+
+    url = f"sqlite:///{tmp_path / 'states.db'}"
+    configured = [("kept", "https://e/kept"), ("moved", "https://e/new-url"), ("added", "https://e/added")]
+    assert snapshot.feed_states(url, configured, SCHEMA_REVISION) == {
+        name: FeedState(name, feed_url) for name, feed_url in configured
+    }  # no file yet: every feed starts afresh
+    with Store(url) as store:
+        store.sync_feeds(
+            [("kept", "https://e/kept"), ("moved", "https://e/old-url"), ("gone", "https://e/g")]
+        )
+        for name in ("kept", "moved"):
+            state = replace(
+                store.feed_states()[name],
+                fetch_url=f"https://e/{name}/redirected",
+                title="Títle",
+                etag='W/"1"',
+                last_modified="Mon, 01 Sep 2025 09:00:00 GMT",
+                body_hash="ab" * 32,
+                status="failed",
+                last_error="HTTP 500",
+                error_count=3,
+                last_fetched=T0,
+                last_ok=T0 - timedelta(days=1, microseconds=7),
+                next_poll=T0 + timedelta(minutes=30),
+            )
+            store.save_feed_state(state, http_status=500)
+    peeked = snapshot.feed_states(url, configured, SCHEMA_REVISION)
+    with Store(url) as store:
+        store.sync_feeds(configured)
+        assert peeked == store.feed_states()
+    assert peeked is not None and peeked["kept"].etag == 'W/"1"' and peeked["moved"].etag is None
+    # what it cannot read the same way, it leaves to the store
+    assert snapshot.feed_states(url, configured, "0001") is None  # another schema revision
+    assert snapshot.feed_states(url + "?timeout=5", configured, SCHEMA_REVISION) is None
+    assert snapshot.feed_states("postgresql+psycopg://u@h/db", configured, SCHEMA_REVISION) is None
+    (tmp_path / "garbage.db").write_bytes(b"not a database at all" * 100)
+    assert snapshot.feed_states(f"sqlite:///{tmp_path / 'garbage.db'}", configured, SCHEMA_REVISION) is None

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -176,7 +178,7 @@ async def fetch_feeds(
         from .migrations import HEAD
 
         states = snapshot.feed_states(loaded.database_url, configured, HEAD)
-        opened = asyncio.ensure_future(asyncio.to_thread(_open_synced, store, configured))
+        opened = _in_background(_open_synced, store, configured, background=states is not None)
         if states is None:
             states = (await opened).feed_states()
         target: Store | asyncio.Future[Store] = opened
@@ -190,6 +192,33 @@ async def fetch_feeds(
         if opened is not None:
             with contextlib.suppress(Exception):  # its error, if any, was raised by the writes
                 (await opened).close()
+
+
+def _in_background(fn: Callable[..., Store], *args: Any, background: bool) -> asyncio.Future[Store]:
+    """fn(*args) in a thread of its own; `background`: at a lower CPU priority (Linux), so that
+    the fetch workers, sending their requests meanwhile, have the cores first."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Store] = loop.create_future()
+
+    def settle(result: Store | None, error: BaseException | None) -> None:
+        if done.done():  # the run was cancelled meanwhile
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        if background:
+            with contextlib.suppress(AttributeError, OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        try:
+            loop.call_soon_threadsafe(settle, fn(*args), None)
+        except BaseException as exc:  # handed to the task that awaits the store
+            loop.call_soon_threadsafe(settle, None, exc)
+
+    threading.Thread(target=run, name="digest-open-store", daemon=True).start()
+    return done
 
 
 def _open_synced(opener: StoreOpener, configured: list[tuple[str, str]]) -> Store:

@@ -17,7 +17,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from .defaults import embedded_text
 from .errors import ConfigError
+from .records import HttpLimits, RulesSource
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _SIZE_UNITS = {
@@ -80,6 +82,20 @@ class HttpSettings(_Model):
     default_interval: Duration = Field(1800.0, description="how often a feed is polled")
     max_backoff: Duration = Field(86400.0, description="longest wait after repeated failures")
     workers: int = Field(0, ge=0, le=64, description="processes that fetch and parse; 0 = one per core")
+
+    def limits(self) -> HttpLimits:
+        """What fetching needs, as plain data (for the fetch workers)."""
+        return HttpLimits(
+            concurrency=self.concurrency,
+            per_host=self.per_host,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            deadline=self.deadline,
+            max_body=self.max_body,
+            max_decoded=self.max_decoded,
+            max_redirects=self.max_redirects,
+            user_agent=self.user_agent,
+        )
 
 
 class FeedSettings(_Model):
@@ -223,23 +239,17 @@ class LoadedConfig:
         c = self.config
         return {"terms": c.terms, "topics": c.topics, "tags": c.tags}
 
-    def _rules_data(self) -> dict[str, Any]:
-        """The rule sections; one left out comes from the shipped feeds.yaml (`topics: {}` is none)."""
-        data = self._own_rules()
-        if any(v is None for v in data.values()):
-            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-            defaults = yaml.load(embedded_text("feeds.yaml"), Loader=loader)  # noqa: S506
-            data = {k: (defaults.get(k) or {}) if v is None else v for k, v in data.items()}
-        return data
-
     @property
     def rules(self) -> Any:
         """The compiled topic and tag rules (digest.rules.CompiledRules), built on first use."""
         if self._rules is None:
-            from .rules import compile_rules
+            from .rules import compile_source
 
-            self._rules = compile_rules(self._rules_data(), self.source)
+            self._rules = compile_source(self.rules_source())
         return self._rules
+
+    def rules_source(self) -> RulesSource:
+        return RulesSource(self._own_rules(), self.source, self.rules_hash)
 
     @property
     def clustering(self) -> Any:
@@ -381,14 +391,6 @@ def parse_config(text: str, source: str, base_dir: Path) -> LoadedConfig:
                 "minute is impolite; use 60 or more"
             )
     return LoadedConfig(config, source, base_dir)
-
-
-def embedded_text(name: str) -> str:
-    """A file from the defaults shipped in the wheel, or from the source checkout."""
-    packaged = Path(__file__).resolve().parent / "_defaults" / name  # the wheel installs plain files
-    if packaged.is_file():
-        return packaged.read_text(encoding="utf-8")
-    return (Path(__file__).resolve().parent.parent / name).read_text(encoding="utf-8")
 
 
 def find_config_path(explicit: str | os.PathLike[str] | None) -> Path | None:

@@ -20,14 +20,37 @@ import types
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 import certifi
 
-from .config import HttpSettings
 from .records import FetchRequest, FetchResult, FetchStatus
+
+
+class FetchSettings(Protocol):
+    """What fetching reads of its settings: config.HttpSettings, or records.HttpLimits (the
+    same as plain data, in the fetch workers)."""
+
+    @property
+    def concurrency(self) -> int: ...
+    @property
+    def per_host(self) -> int: ...
+    @property
+    def connect_timeout(self) -> float: ...
+    @property
+    def read_timeout(self) -> float: ...
+    @property
+    def deadline(self) -> float: ...
+    @property
+    def max_body(self) -> int: ...
+    @property
+    def max_decoded(self) -> int: ...
+    @property
+    def max_redirects(self) -> int: ...
+    @property
+    def user_agent(self) -> str: ...
 
 
 def _without_httpx_cli() -> None:
@@ -124,7 +147,7 @@ def prepare() -> None:
 class Fetcher:
     """Use as `async with Fetcher(settings) as f: await f.fetch(request)`; one per event loop."""
 
-    def __init__(self, settings: HttpSettings, *, clock: type[datetime] = datetime) -> None:
+    def __init__(self, settings: FetchSettings, *, clock: type[datetime] = datetime) -> None:
         self.settings = settings
         self._clients: dict[tuple[str, str, int | None], httpx.AsyncClient] = {}
         self._host_slots: dict[tuple[str, str, int | None], asyncio.Semaphore] = {}
@@ -239,7 +262,7 @@ class Fetcher:
             return self._failed(request, f"HTTP error: {_reason(exc)}")
 
     async def _read_response(
-        self, request: FetchRequest, resp: httpx.Response, s: HttpSettings
+        self, request: FetchRequest, resp: httpx.Response, s: FetchSettings
     ) -> FetchResult:
         hops = [h.status_code for h in resp.history]
         permanent = str(resp.url) if hops and all(c in (301, 308) for c in hops) else None

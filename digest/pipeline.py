@@ -35,7 +35,7 @@ from .workers import (
     FeedJob,
     FeedOutcome,
     FetchWorkers,
-    lazy_rules,
+    rules_of,
     run_shard,
     shard_by_host,
     utcnow,
@@ -278,14 +278,20 @@ async def _fetch(
         workers.close()  # fewer feeds are due than were configured: not worth the processes
         workers = None
     elif workers is None and jobs and count >= least:
-        workers = FetchWorkers(loaded, count)
+        workers = FetchWorkers(count)
+    elif workers is not None and workers.count != count:
+        if workers.count > count:
+            workers.shrink(count)  # fewer feeds are due than there are workers
+        else:
+            workers.grow(count - workers.count)  # http.workers asks for more than were forked
     try:
         if workers is not None:
             # the global cap is shared out: each worker gets its part (per-host caps hold by sharding)
-            share = config.http.model_copy(
-                update={"concurrency": max(1, config.http.concurrency // workers.count)}
+            share = replace(
+                config.http.limits(), concurrency=max(1, config.http.concurrency // workers.count)
             )
-            await workers.run(shard_by_host(jobs, workers.count), share, config.http.max_backoff, on_outcome)
+            shards = shard_by_host(jobs, workers.count)
+            await workers.run(shards, share, config.http.max_backoff, loaded.rules_source(), on_outcome)
         else:
             # classified beside the parse; organise() then only clusters (and catches up)
             await run_shard(
@@ -294,7 +300,7 @@ async def _fetch(
                 on_outcome,
                 clock=clock,
                 max_backoff=config.http.max_backoff,
-                rules=lazy_rules(loaded),
+                rules=rules_of(loaded),
             )
     finally:
         if workers is not None:
@@ -306,12 +312,18 @@ async def _fetch(
 
 
 def start_workers(loaded: LoadedConfig, options: FetchOptions | None = None) -> FetchWorkers | None:
-    """Fork the fetch workers now, before the store is opened, if the configured feeds are worth
-    it; pass them to fetch_feeds. (The states may yet show fewer feeds due: they are then dismissed.)"""
+    """The fetch workers forked at start-up (launch.py), or fork them now, before the store is
+    opened, if the configured feeds are worth it; pass them to fetch_feeds. (The states may
+    yet show fewer feeds due: the extra ones are then dismissed.)"""
+    from .launch import take_workers
+
+    preforked = take_workers()
+    if preforked is not None:
+        return preforked
     options = options or FetchOptions()
     candidates = 1 if options.only else sum(1 for f in loaded.config.feeds if f.enabled)
     count = worker_count(loaded, candidates)
-    return FetchWorkers(loaded, count) if count >= 2 else None
+    return FetchWorkers(count) if count >= 2 else None
 
 
 def open_store(loaded: LoadedConfig) -> Store:

@@ -167,3 +167,29 @@ class FetchWrite:
     now: datetime
     http_status: int | None = None
     verdicts: Mapping[str, Verdict] | None = None  # by the feed's entry id
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """config.HttpSettings as plain data: what fetching needs, and picklable without pydantic
+    (the fetch workers are forked before pydantic is imported: launch.py)."""
+
+    concurrency: int
+    per_host: int
+    connect_timeout: float
+    read_timeout: float
+    deadline: float
+    max_body: int
+    max_decoded: int
+    max_redirects: int
+    user_agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class RulesSource:
+    """The topic and tag rules as written (a section left out: the shipped one), where they
+    come from, and their hash: what a fetch worker compiles when it first has entries to judge."""
+
+    own: Mapping[str, Any]
+    source: str
+    rules_hash: str

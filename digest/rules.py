@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import ahocorasick
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from .errors import ConfigError
+from .records import RulesSource
 
 Field_ = Literal["title", "summary", "text"]
 FIELDS: tuple[Field_, ...] = ("title", "summary", "text")
@@ -297,47 +297,6 @@ def evaluate(ruleset: RuleSet, hits: Hits) -> list[Fired]:
 # -- configuration --------------------------------------------------------------------------------
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RuleSpec(_Model):
-    name: str | None = None
-    any: tuple[str, ...] = ()
-    all: tuple[str, ...] = ()
-    none: tuple[str, ...] = ()
-
-
-class RuleSetSpec(_Model):
-    description: str = ""
-    rules: tuple[RuleSpec, ...]
-
-
-class RulesSpec(_Model):
-    terms: dict[str, dict[str, tuple[str, ...]] | tuple[str, ...]] = {}
-    topics: dict[str, RuleSetSpec] = {}
-    tags: dict[str, RuleSetSpec] = {}
-
-    @field_validator("terms")
-    @classmethod
-    def _terms(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for name, value in v.items():
-            if not re.fullmatch(r"[a-z0-9_]+", name):
-                raise ValueError(f"list name {name!r}: use lower-case letters, digits and _")
-            langs = value if isinstance(value, dict) else {"any": value}
-            for lang, terms in langs.items():
-                for t in terms:
-                    if t.startswith("$"):
-                        if t[1:] not in v:
-                            raise ValueError(f"{name}.{lang}: {t!r} names an unknown list")
-                        continue
-                    try:
-                        parse_term(t)
-                    except ValueError as exc:
-                        raise ValueError(f"{name}.{lang}: {exc}") from None
-        return v
-
-
 @dataclass(frozen=True)
 class Triggers:
     """What an entry must contain for any topic to match: for each topic rule, its `any`
@@ -402,14 +361,67 @@ def _condition(
     return Condition(raw, fld, key)
 
 
-def compile_rules(data: Mapping[str, Any], source: str = "feeds.yaml") -> CompiledRules:
-    """`terms:`, `topics:` and `tags:` sections -> compiled rules. Errors name the key path."""
-    try:
-        spec = RulesSpec.model_validate(data)
-    except ValidationError as err:
-        from .config import format_validation_error
+@dataclass(frozen=True, slots=True)
+class _RuleSpec:
+    name: str | None = None
+    any: tuple[str, ...] = ()
+    all: tuple[str, ...] = ()
+    none: tuple[str, ...] = ()
 
-        raise ConfigError(format_validation_error(err, source)) from None
+
+@dataclass(frozen=True, slots=True)
+class _RuleSetSpec:
+    description: str
+    rules: tuple[_RuleSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    terms: Mapping[str, Any]
+    topics: Mapping[str, _RuleSetSpec]
+    tags: Mapping[str, _RuleSetSpec]
+
+
+def _plain_spec(data: Mapping[str, Any]) -> _Spec:
+    """Rules already validated elsewhere, read as they are (no pydantic: see compile_rules)."""
+
+    def sets(section: Mapping[str, Any] | None) -> dict[str, _RuleSetSpec]:
+        return {
+            name: _RuleSetSpec(
+                s.get("description", ""),
+                tuple(
+                    _RuleSpec(r.get("name"), *(tuple(r.get(k) or ()) for k in ("any", "all", "none")))
+                    for r in s["rules"]
+                ),
+            )
+            for name, s in (section or {}).items()
+        }
+
+    return _Spec(data.get("terms") or {}, sets(data.get("topics")), sets(data.get("tags")))
+
+
+def compile_rules(
+    data: Mapping[str, Any], source: str = "feeds.yaml", *, validate: bool = True
+) -> CompiledRules:
+    """`terms:`, `topics:` and `tags:` sections -> compiled rules. Errors name the key path.
+
+    validate=False reads the sections as they are, without pydantic: a fetch worker compiles
+    rules that the main process validates again (organise) and reports if they are wrong; any
+    error here only leaves that worker's entries unclassified (workers.lazy_rules)."""
+    spec: Any
+    if validate:
+        from pydantic import ValidationError
+
+        from .rulespec import RulesSpec
+
+        try:
+            spec = RulesSpec.model_validate(data)
+        except ValidationError as err:
+            from .config import format_validation_error
+
+            raise ConfigError(format_validation_error(err, source)) from None
+    else:
+        spec = _plain_spec(data)
     languages: dict[str, dict[str, str]] = {}
 
     def expand(name: str, seen: tuple[str, ...]) -> list[Term]:
@@ -430,7 +442,7 @@ def compile_rules(data: Mapping[str, Any], source: str = "feeds.yaml") -> Compil
     lists = {name: expand(name, ()) for name in spec.terms}
     inline: dict[str, list[Term]] = {}
 
-    def build(kind: str, sets: Mapping[str, RuleSetSpec]) -> tuple[RuleSet, ...]:
+    def build(kind: str, sets: Mapping[str, Any]) -> tuple[RuleSet, ...]:
         out = []
         for set_name, s in sets.items():
             if not s.rules:
@@ -462,3 +474,18 @@ def explain_rules(ruleset: RuleSet, hits: Hits) -> list[tuple[str, list[tuple[st
         conds = [(group, c.source, hits.holds(c)) for group, cs in groups for c in cs]
         out.append((rule.name, conds))
     return out
+
+
+def compile_source(rules: RulesSource, *, validate: bool = True) -> CompiledRules:
+    """Rules as written in a config; a section left out comes from the shipped feeds.yaml
+    (`topics: {}` is none)."""
+    data = dict(rules.own)
+    if any(v is None for v in data.values()):
+        import yaml
+
+        from .defaults import embedded_text
+
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        defaults = yaml.load(embedded_text("feeds.yaml"), Loader=loader)  # noqa: S506
+        data = {k: (defaults.get(k) or {}) if v is None else v for k, v in data.items()}
+    return compile_rules(data, rules.source, validate=validate)

@@ -24,13 +24,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .config import HttpSettings, LoadedConfig
 from .errors import DigestError
 from .poll import next_state
-from .records import Entry, FeedReport, FeedState, FetchRequest, FetchStatus, Verdict
+from .records import Entry, FeedReport, FeedState, FetchRequest, FetchStatus, HttpLimits, RulesSource, Verdict
+
+if TYPE_CHECKING:
+    from .config import LoadedConfig
+    from .fetch import FetchSettings
 
 Clock = Callable[[], datetime]
 # Below this many feeds, worker processes cost more than they save.
@@ -80,7 +83,7 @@ def judge(entries: Sequence[Entry], rules: Any, rules_hash: str) -> dict[str, Ve
 RulesGetter = Callable[[], "tuple[Any, str] | None"]
 
 
-def lazy_rules(loaded: LoadedConfig) -> RulesGetter:
+def lazy_rules(compile_them: Callable[[], tuple[Any, str]]) -> RulesGetter:
     """The compiled rules and their hash, compiled when first asked for (a warm run never asks).
 
     If they do not compile, entries are stored unclassified and organise() reports the error
@@ -91,12 +94,26 @@ def lazy_rules(loaded: LoadedConfig) -> RulesGetter:
     def get() -> tuple[Any, str] | None:
         if not cache:
             try:
-                cache.append((loaded.rules, loaded.rules_hash))
+                cache.append(compile_them())
             except DigestError:
                 cache.append(None)
         return cache[0]
 
     return get
+
+
+def rules_of(loaded: LoadedConfig) -> RulesGetter:
+    """The loaded config's rules, compiled on first use (and kept on it, for organise)."""
+    return lazy_rules(lambda: (loaded.rules, loaded.rules_hash))
+
+
+def _compiled(source: RulesSource) -> tuple[Any, str]:
+    from .rules import compile_source
+
+    try:  # unvalidated (no pydantic here): what is wrong, organise reports in the main process
+        return compile_source(source, validate=False), source.rules_hash
+    except Exception as exc:
+        raise DigestError(f"rules do not compile: {exc}") from exc
 
 
 def host_of(url: str) -> str:
@@ -123,7 +140,7 @@ def worker_count(loaded: LoadedConfig, feeds: int) -> int:
 
 async def run_shard(
     jobs: Sequence[FeedJob],
-    http: HttpSettings,
+    http: FetchSettings,
     emit: Callable[[FeedOutcome], object],
     *,
     clock: Clock = utcnow,
@@ -200,15 +217,16 @@ async def _handle(on_outcome: Callable[[FeedOutcome], object], outcome: FeedOutc
     await maybe_await(on_outcome(outcome))
 
 
-def _worker_main(loaded: LoadedConfig, conn: Connection) -> None:
+def _worker_main(conn: Connection) -> None:
     """A worker process: warm up, then run the shard it is sent.
 
-    Down the pipe: (jobs, http settings, max back-off), or None for "nothing to do".
-    Up the pipe: FeedOutcome ..., then None.
+    Down the pipe: (jobs, HttpLimits, max back-off, RulesSource), or None for "nothing to do":
+    plain data, so that a worker forked before pydantic was imported (launch.py) never needs it
+    on a run where nothing changed. Up the pipe: FeedOutcome ..., then None.
     """
     from . import fetch
 
-    fetch.prepare()  # while the main process opens the store
+    fetch.prepare()  # while the main process reads its config and the feeds' states
     try:
         order = conn.recv()
     except (EOFError, OSError):  # the main process went away before sending work
@@ -216,9 +234,10 @@ def _worker_main(loaded: LoadedConfig, conn: Connection) -> None:
     if order is None:
         conn.close()
         return
-    jobs, http, max_backoff = order
+    jobs, http, max_backoff, rules = order
     try:
-        asyncio.run(run_shard(jobs, http, conn.send, max_backoff=max_backoff, rules=lazy_rules(loaded)))
+        getter = lazy_rules(lambda: _compiled(rules))
+        asyncio.run(run_shard(jobs, http, conn.send, max_backoff=max_backoff, rules=getter))
     finally:
         conn.send(None)  # end of shard
         conn.close()
@@ -227,21 +246,37 @@ def _worker_main(loaded: LoadedConfig, conn: Connection) -> None:
 class FetchWorkers:
     """Worker processes, forked early and fed their shards later.
 
-    Forked before the store is opened, they inherit no database connection, and their warm-up
-    (httpx, httpcore, TLS context) runs on the other core while the main process imports
-    SQLAlchemy and reads the feeds' states. fork, not spawn: they inherit the loaded config
-    and the imported modules.
+    Forked before the store is opened (`digest fetch` forks them before even the config is
+    read: launch.py), they inherit no database connection, and their warm-up (httpx, httpcore,
+    TLS context) runs on the other core while the main process imports what it needs. fork,
+    not spawn: they inherit the imported modules.
     """
 
-    def __init__(self, loaded: LoadedConfig, count: int) -> None:
-        ctx = multiprocessing.get_context("fork")
+    def __init__(self, count: int) -> None:
         self.procs: list[tuple[Connection, multiprocessing.process.BaseProcess]] = []
+        self.grow(count)
+
+    def grow(self, count: int) -> None:
+        """Fork `count` more."""
+        ctx = multiprocessing.get_context("fork")
         for _ in range(count):
             parent, child = ctx.Pipe(duplex=True)
-            proc = ctx.Process(target=_worker_main, args=(loaded, child), daemon=True)
+            proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
             proc.start()
             child.close()
             self.procs.append((parent, proc))
+
+    def shrink(self, count: int) -> None:
+        """Dismiss all but `count` of them."""
+        keep, extra = self.procs[:count], self.procs[count:]
+        for conn, proc in extra:
+            with contextlib.suppress(OSError, ValueError):
+                conn.send(None)
+            conn.close()
+            proc.join(1)
+            if proc.is_alive():
+                proc.terminate()
+        self.procs = keep
 
     @property
     def count(self) -> int:
@@ -250,8 +285,9 @@ class FetchWorkers:
     async def run(
         self,
         shards: list[list[FeedJob]],
-        http: HttpSettings,
+        http: HttpLimits,
         max_backoff: float,
+        rules: RulesSource,
         on_outcome: Callable[[FeedOutcome], object],
     ) -> None:
         """Send one shard to each worker; outcomes stream back over the pipes, read by the event loop.
@@ -294,7 +330,7 @@ class FetchWorkers:
                 continue
             shard = shards[i]
             with contextlib.suppress(OSError):  # it died warming up: the reader reports its feeds
-                conn.send((shard, http, max_backoff))
+                conn.send((shard, http, max_backoff, rules))
             pending[conn.fileno()] = (conn, proc, {j.name for j in shard})
             loop.add_reader(conn.fileno(), readable, conn.fileno())
         if not pending:

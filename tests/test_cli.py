@@ -67,6 +67,29 @@ def test_a_database_that_cannot_be_opened_stops_the_fetch_with_one_line(tmp_path
         assert "/proc/no/such/dir" in lines[0] and "fix the path in `database:`" in lines[0]
 
 
+def test_the_command_forks_its_fetch_workers_first_and_they_do_the_work(tmp_path: Path):
+    """`digest fetch` forks its workers before importing the rest (launch.py); they get their
+    feeds as plain data and fetch, parse and classify them; a run with one feed dismisses them."""
+    import subprocess
+    import sys
+
+    from digest.launch import command_of
+
+    assert command_of(["--config", "fetch", "run", "--once"]) == "run"  # a config file named fetch
+    assert command_of(["-h"]) is None and command_of(["--config=x.yaml", "fetch"]) == "fetch"
+    wire = ROOT / "examples" / "offline" / "wire.xml"
+    for n, ok in ((24, "24 ok"), (1, "1 ok")):
+        cfg = tmp_path / f"feeds{n}.yaml"
+        feeds = "".join(f"  - {{name: f{i}, url: '{wire}', language: en}}\n" for i in range(n))
+        cfg.write_text(f"database: sqlite:///{tmp_path / f'{n}.db'}\nfeeds:\n{feeds}")
+        run = [sys.executable, "-m", "digest", "--config", str(cfg)]
+        r = subprocess.run([*run, "fetch"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert ok in r.stdout and "newly selected" in r.stdout
+        stories = subprocess.run([*run, "stories", "--format", "jsonl"], capture_output=True, text=True)
+        assert '"relevant": true' in stories.stdout  # selected and folded into stories
+
+
 def test_all_feeds_failing_exits_1_and_check_reports_them(tmp_path: Path, db_url: str):
     cfg = tmp_path / "feeds.yaml"
     cfg.write_text(f"database: '{db_url}'\nfeeds:\n  - name: gone\n    url: missing.xml\n")

@@ -7,6 +7,7 @@ Every error names the file, the key path and the fix, on one line.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -85,17 +86,7 @@ class HttpSettings(_Model):
 
     def limits(self) -> HttpLimits:
         """What fetching needs, as plain data (for the fetch workers)."""
-        return HttpLimits(
-            concurrency=self.concurrency,
-            per_host=self.per_host,
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-            deadline=self.deadline,
-            max_body=self.max_body,
-            max_decoded=self.max_decoded,
-            max_redirects=self.max_redirects,
-            user_agent=self.user_agent,
-        )
+        return HttpLimits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(HttpLimits)})
 
 
 class FeedSettings(_Model):

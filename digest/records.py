@@ -40,6 +40,20 @@ class FeedState:
         return self.fetch_url or self.url
 
 
+# What a feed's state forgets when its URL changes in the config: the old server's validators,
+# redirect, errors and back-off (store.sync_feeds; snapshot.feed_states reads it the same way).
+FORGOTTEN_ON_NEW_URL: dict[str, Any] = {
+    "fetch_url": None,
+    "etag": None,
+    "last_modified": None,
+    "body_hash": None,
+    "error_count": 0,
+    "next_poll": None,
+    "status": None,
+    "last_error": None,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class FetchRequest:
     feed: str

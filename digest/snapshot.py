@@ -19,7 +19,7 @@ from dataclasses import fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .records import FeedState
+from .records import FORGOTTEN_ON_NEW_URL, FeedState
 
 _COLUMNS = [f.name for f in fields(FeedState)]
 _TIMES = {"last_fetched", "last_ok", "next_poll"}
@@ -64,16 +64,5 @@ def feed_states(
         if known is None:
             states[name] = FeedState(name, feed_url)
         elif known.url != feed_url:
-            states[name] = replace(
-                known,
-                url=feed_url,
-                fetch_url=None,
-                etag=None,
-                last_modified=None,
-                body_hash=None,
-                error_count=0,
-                next_poll=None,
-                status=None,
-                last_error=None,
-            )
+            states[name] = replace(known, url=feed_url, **FORGOTTEN_ON_NEW_URL)
     return states

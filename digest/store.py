@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from .errors import StorageError
-from .records import Entry, FeedState, FetchWrite, Verdict
+from .records import FORGOTTEN_ON_NEW_URL, Entry, FeedState, FetchWrite, Verdict
 from .schema import (
     SCHEMA_REVISION,
     UTCDateTime,
@@ -156,19 +156,7 @@ class Store:
                     conn.execute(feeds.insert().values(name=name, url=url, error_count=0))
                 elif known[name] != url:
                     conn.execute(
-                        feeds.update()
-                        .where(feeds.c.name == name)
-                        .values(
-                            url=url,
-                            fetch_url=None,
-                            etag=None,
-                            last_modified=None,
-                            body_hash=None,
-                            error_count=0,
-                            next_poll=None,
-                            status=None,
-                            last_error=None,
-                        )
+                        feeds.update().where(feeds.c.name == name).values(url=url, **FORGOTTEN_ON_NEW_URL)
                     )
 
     def feed_states(self) -> dict[str, FeedState]:

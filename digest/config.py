@@ -239,6 +239,10 @@ class LoadedConfig:
             self._rules = compile_source(self.rules_source())
         return self._rules
 
+    def compiled_rules(self) -> tuple[Any, str] | None:
+        """The rules and their hash if they were compiled already (None: not yet)."""
+        return None if self._rules is None else (self._rules, self.rules_hash)
+
     def rules_source(self) -> RulesSource:
         return RulesSource(self._own_rules(), self.source, self.rules_hash)
 

@@ -278,7 +278,7 @@ async def _fetch(
         workers.close()  # fewer feeds are due than were configured: not worth the processes
         workers = None
     elif workers is None and jobs and count >= least:
-        workers = FetchWorkers(count)
+        workers = FetchWorkers(count, loaded.compiled_rules())  # the daemon has them: inherited
     elif workers is not None and workers.count != count:
         if workers.count > count:
             workers.shrink(count)  # fewer feeds are due than there are workers

@@ -217,12 +217,13 @@ async def _handle(on_outcome: Callable[[FeedOutcome], object], outcome: FeedOutc
     await maybe_await(on_outcome(outcome))
 
 
-def _worker_main(conn: Connection) -> None:
+def _worker_main(conn: Connection, inherited: tuple[Any, str] | None = None) -> None:
     """A worker process: warm up, then run the shard it is sent.
 
     Down the pipe: (jobs, HttpLimits, max back-off, RulesSource), or None for "nothing to do":
     plain data, so that a worker forked before pydantic was imported (launch.py) never needs it
-    on a run where nothing changed. Up the pipe: FeedOutcome ..., then None.
+    on a run where nothing changed. Up the pipe: FeedOutcome ..., then None. `inherited`: rules
+    the main process had compiled when it forked this worker (the daemon's polls), with their hash.
     """
     from . import fetch
 
@@ -236,7 +237,10 @@ def _worker_main(conn: Connection) -> None:
         return
     jobs, http, max_backoff, rules = order
     try:
-        getter = lazy_rules(lambda: _compiled(rules))
+        if inherited is not None and inherited[1] == rules.rules_hash:
+            getter = lazy_rules(lambda: inherited)
+        else:
+            getter = lazy_rules(lambda: _compiled(rules))
         asyncio.run(run_shard(jobs, http, conn.send, max_backoff=max_backoff, rules=getter))
     finally:
         conn.send(None)  # end of shard
@@ -252,8 +256,10 @@ class FetchWorkers:
     not spawn: they inherit the imported modules.
     """
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, rules: tuple[Any, str] | None = None) -> None:
+        """`rules`: compiled rules and their hash, if this process has them (inherited, not sent)."""
         self.procs: list[tuple[Connection, multiprocessing.process.BaseProcess]] = []
+        self.rules = rules
         self.grow(count)
 
     def grow(self, count: int) -> None:
@@ -261,7 +267,7 @@ class FetchWorkers:
         ctx = multiprocessing.get_context("fork")
         for _ in range(count):
             parent, child = ctx.Pipe(duplex=True)
-            proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+            proc = ctx.Process(target=_worker_main, args=(child, self.rules), daemon=True)
             proc.start()
             child.close()
             self.procs.append((parent, proc))

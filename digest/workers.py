@@ -1,14 +1,14 @@
 """Fetch workers: fetch, parse and classify feeds, one event loop per core.
 
     shard_by_host                      # pure: one host's feeds stay in one shard
-    | FetchWorkers (a process each)    # forked before the database is opened; while the main
-    |                                  #   process opens it, each imports httpx
+    | FetchWorkers (a process each)    # forked as `digest fetch` starts (launch.py); while the
+    |                                  #   main process imports and reads, each imports httpx
     | run_shard                        # per feed: fetch.Fetcher.fetch | parse.parse_feed
     |                                  #   | judge (select.classify) | poll.next_state
     | outcomes over a pipe             # the main process writes them (pipeline._Writer)
 
-Nothing here imports SQLAlchemy or httpx at module level: `digest fetch` forks the workers as
-soon as the config is read, and the start-up imports of the two sides overlap.
+Nothing here imports SQLAlchemy, pydantic or httpx at module level, and the workers' orders are
+plain data: a worker never imports the config's or the store's machinery.
 """
 
 from __future__ import annotations

@@ -111,7 +111,6 @@ classifications = sa.Table(
     sa.Column("classified_at", UTCDateTime, nullable=False),
     sa.Index("ix_classifications_story", "story_id"),
     sa.Index("ix_classifications_relevant", "relevant"),
-    sa.Index("ix_classifications_rules_hash", "rules_hash"),
 )
 
 # Facts about the whole store. rules_hash: the rules every classified entry was judged by (an

@@ -224,6 +224,7 @@ class LoadedConfig:
         self.source = source
         self.base_dir = base_dir
         self._rules: Any = None
+        self._rules_hash: str | None = None
         self._clustering: Any = None
 
     def _own_rules(self) -> dict[str, Any]:
@@ -260,7 +261,13 @@ class LoadedConfig:
 
     @property
     def rules_hash(self) -> str:
-        """Changes whenever the rules or clustering settings do: stored decisions are then redone."""
+        """Changes whenever the rules or clustering settings do: stored decisions are then redone.
+        Computed once (a JSON dump of every rule: asked for by each fetch, poll and organise)."""
+        if self._rules_hash is None:
+            self._rules_hash = self._hash_rules()
+        return self._rules_hash
+
+    def _hash_rules(self) -> str:
         import hashlib
         import json
 

@@ -67,9 +67,10 @@ def test_a_database_that_cannot_be_opened_stops_the_fetch_with_one_line(tmp_path
         assert "/proc/no/such/dir" in lines[0] and "fix the path in `database:`" in lines[0]
 
 
-def test_the_command_forks_its_fetch_workers_first_and_they_do_the_work(tmp_path: Path):
-    """`digest fetch` forks its workers before importing the rest (launch.py); they get their
-    feeds as plain data and fetch, parse and classify them; a run with one feed dismisses them."""
+def test_the_command_entry_fetches_and_selects_with_workers_and_without(tmp_path: Path):
+    """Through the command's own entry point (launch.py, which forks the workers first), a
+    fetch of many feeds (workers: their orders are plain data) and of one (they are dismissed)
+    stores, selects and folds stories; the subcommand is found past --config's value."""
     import subprocess
     import sys
 

@@ -89,6 +89,13 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def warn_base_url(loaded: LoadedConfig) -> None:
+    """At the start of the commands whose mail or pages carry links (send, run, daemon, serve)."""
+    warning = loaded.config.delivery.base_url_warning()
+    if warning:
+        err.print(f"digest: warning: {warning}", markup=False)
+
+
 def handles_errors(fn: F) -> F:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -834,6 +841,7 @@ def send(state: State, dry_run: bool, only: str | None) -> None:
     from .subscribers import normalise_email
 
     loaded = state.loaded
+    warn_base_url(loaded)
     with open_store(loaded) as store:
         organise(loaded, store)
         reports = asyncio.run(
@@ -894,6 +902,7 @@ def run(state: State, once: bool, dry_run: bool, wait: float) -> None:
     from .lock import SchedulerLock
 
     loaded = state.loaded
+    warn_base_url(loaded)
     _ = loaded.rules
     with SchedulerLock(loaded.database_url, wait=wait):
         _run_once(loaded, dry_run)
@@ -930,6 +939,7 @@ def daemon(state: State, log_format: str, metrics_port: int | None, wait: float,
 
     from .daemon import Daemon, setup_logging
 
+    warn_base_url(state.loaded)
     setup_logging(log_format, logging.DEBUG if verbose else logging.INFO)
     sys.exit(Daemon(state.config_path, metrics_port=metrics_port, wait=wait).run())
 
@@ -1010,6 +1020,7 @@ def serve(state: State, host: str, port: int) -> None:
     from .web import create_app
 
     loaded = state.loaded
+    warn_base_url(loaded)
     with open_store(loaded):
         pass  # migrate before serving
     uvicorn.run(create_app(loaded), host=host, port=port, log_level="info", proxy_headers=True)

@@ -169,6 +169,16 @@ class DeliverySettings(_Model):
         description="private: a digest's web copy needs the subscriber's signed link; public: it does not",
     )
 
+    def base_url_warning(self) -> str | None:
+        """One line when base_url is not https: RFC 8058 §3.1 one-click unsubscribe needs an https
+        URI, and Gmail and Yahoo require it of bulk senders (support.google.com/a/answer/81126)."""
+        if self.base_url.lower().startswith("https://"):
+            return None
+        return (
+            f"delivery.base_url is {self.base_url!r}, not https: Gmail and Yahoo ignore one-click "
+            "unsubscribe over http; serve `digest serve` behind https and set base_url to that URL"
+        )
+
 
 class DaemonSettings(_Model):
     tick: Duration = Field(60.0, description="how often the daemon looks for due feeds and due digests")

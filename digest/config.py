@@ -164,6 +164,10 @@ class DeliverySettings(_Model):
     bounce_limit: int = Field(
         3, ge=1, description="permanent failures before a subscriber is marked bouncing"
     )
+    locale: Literal["auto", "en", "ru", "zh"] = Field(
+        "auto",
+        description="language of the digest's headings, dates and links; auto: that of most of its headlines",
+    )
     archive: Literal["private", "public"] = Field(
         "private",
         description="private: a digest's web copy needs the subscriber's signed link; public: it does not",

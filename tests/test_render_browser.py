@@ -290,3 +290,17 @@ def test_russian_and_chinese_digests_are_set_in_their_language(
         if font:
             assert font in drawn_with(page, ".headline a")
         page.context.close()
+
+
+def test_outlook_dark_mode_hooks_recolour_the_mail(browser, site):
+    """Outlook.com and the Outlook apps ignore prefers-color-scheme; they mark the elements they
+    recolour with data-ogsc (text) and data-ogsb (backgrounds), which the head stylesheet uses."""
+    context = browser.new_context(viewport={"width": 800, "height": 900}, color_scheme="light")
+    page = context.new_page()
+    page.goto(site["mail"])
+    page.evaluate("for (const a of ['data-ogsc', 'data-ogsb']) document.documentElement.setAttribute(a, '')")
+    page.screenshot(path=str(ARTIFACTS / "digest-mail-800px-outlook-dark.png"), full_page=True)
+    f = page.evaluate(FACTS)
+    assert luminance(f["card"]) < 0.05 and luminance(f["outer"]) < 0.05
+    assert contrast(f["headline"], f["card"]) >= 4.5 and contrast(f["summary"], f["card"]) >= 7
+    context.close()

@@ -56,7 +56,8 @@ FACTS = """() => {
     outer: style('.outer').backgroundColor, card: style('.card').backgroundColor,
     cardWidth: q('.card').getBoundingClientRect().width,
     storyPadding: parseFloat(style('.story').paddingLeft),
-    headline: style('.headline a').color, headlineWeight: style('.headline').fontWeight,
+    headline: style('.headline a').color, section: style('.section').color,
+    meta: style('.meta').color, headlineWeight: style('.headline').fontWeight,
     underline: style('.headline a').textDecorationLine, summary: style('.summary') && style('.summary').color,
     metaWrap: style('.meta').whiteSpace, metaHeight: q('.meta').getBoundingClientRect().height,
     text: document.body.innerText,
@@ -106,6 +107,7 @@ def assert_looks_right(page: Any, width: int, scheme: str) -> dict[str, Any]:
     else:
         assert luminance(f["card"]) > 0.95
     assert contrast(f["headline"], f["card"]) >= 4.5
+    assert contrast(f["section"], f["card"]) >= 4.5 and contrast(f["meta"], f["card"]) >= 4.5
     if f["summary"]:
         assert contrast(f["summary"], f["card"]) >= 7
     return f
@@ -303,4 +305,5 @@ def test_outlook_dark_mode_hooks_recolour_the_mail(browser, site):
     f = page.evaluate(FACTS)
     assert luminance(f["card"]) < 0.05 and luminance(f["outer"]) < 0.05
     assert contrast(f["headline"], f["card"]) >= 4.5 and contrast(f["summary"], f["card"]) >= 7
+    assert contrast(f["section"], f["card"]) >= 4.5 and contrast(f["meta"], f["card"]) >= 4.5
     context.close()

@@ -119,7 +119,8 @@ def fresh_summary(story: DigestStory) -> str:
         if len(s) - len(t) < 24:
             return ""
         if summary.casefold().startswith(title.casefold()):
-            return summary[len(title) :].lstrip(" .,:;|-–—·").strip()
+            rest = summary[len(title) :].lstrip(" .,:;|-–—·").strip()
+            return "" if _key(rest) in t else rest  # the headline twice over
     return summary
 
 

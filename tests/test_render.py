@@ -163,6 +163,7 @@ def test_vietnamese_and_hindi_keep_their_marks():
         ("Putin and Xi meet in Beijing", "PUTIN AND XI MEET IN BEIJING.", ""),
         ("Putin and Xi meet in Beijing", "Putin and Xi meet in Beijing - Reuters", ""),
         ("Putin and Xi meet in Beijing: full report", "Putin and Xi meet", ""),
+        ("Putin and Xi meet in Beijing", "Putin and Xi meet in Beijing. Putin and Xi meet in Beijing", ""),
         (
             "Putin and Xi meet in Beijing",
             "Putin and Xi meet in Beijing. The leaders signed twelve agreements on energy and trade.",

@@ -78,13 +78,17 @@ def test_the_traps_are_not_selected(rules, title, summary):
     assert topics(rules, title, summary) == set()
 
 
-def test_why_names_the_rule_field_and_matched_text(rules):
+def test_why_names_the_score_each_piece_of_evidence_and_where_it_was_found(rules):
     c = classify("Putin and Xi hold talks in Samarkand", "On the sidelines of the SCO summit.", rules)
     assert set(c.topics) == {"putin-xi", "sco"}
-    fired = {r.fired.rule: r.fired for r in c.why if (r.kind, r.name) == ("topic", "putin-xi")}
-    assert ("title:$leader_putin", "title", "=Putin", "Putin") in fired[
-        "both leaders in the headline"
+    why = {r.name: r.fired for r in c.why if r.kind == "topic"}
+    assert why["putin-xi"].rule == "score 4 ≥ 2.5"
+    assert ("both leaders in the headline, joined +3", "title", "", "Putin and Xi") in why[
+        "putin-xi"
     ].evidence
+    assert ("an event in the headline +1", "title", "", "talks") in why["putin-xi"].evidence
+    assert ("named in the summary +1", "lead", "", "SCO") in why["sco"].evidence
+    assert sum(1 for r in c.why if r.kind == "topic") == 2  # one reason per topic
     assert any((r.kind, r.name) == ("tag", "summit") for r in c.why)
 
 

@@ -88,12 +88,7 @@ def main() -> None:
         "topic_accuracy": round(topic_ok / topic_n, 3) if topic_n else 0.0,
         "tags": {"precision": round(micro[0], 3), "recall": round(micro[1], 3), "f1": round(micro[2], 3)},
         "per_tag": {
-            t: dict(
-                zip(
-                    ("precision", "recall", "f1"),
-                    (round(x, 3) for x in prf(*(tags[(t, k)] for k in ("tp", "fp", "fn")))),
-                )
-            )
+            t: dict(zip(("precision", "recall", "f1"), (round(x, 3) for x in per_tag(t)), strict=True))
             | {k: tags[(t, k)] for k in ("tp", "fp", "fn")}
             for t in all_tags
         },

@@ -555,7 +555,8 @@ def explain(state: State, entry: str) -> None:
         organise(loaded, store)
         s = find_entry(store, entry)
         e = s.entry
-        c = classify_hits(rules.scan(e.title, e.summary_text), rules)
+        hits = rules.scan(e.title, e.summary_text)
+        c = classify_hits(hits, rules)
         mates = []
         stored = store.classified_entries(relevant_only=False, entry_ids=[s.id])
         story_id = stored[0].story_id if stored else None
@@ -566,22 +567,43 @@ def explain(state: State, entry: str) -> None:
     when = _fmt_time(e.published) + (" (fetch time)" if e.published_fallback else "")
     out.print(f"entry {s.id} · {e.feed} · {when} · {e.language or '?'}\n{e.link or ''}", markup=False)
     if not c.relevant:
-        out.print("\n[yellow]not selected[/]: no topic rule matched. Closest rules:", markup=True)
-        hits = rules.scan(e.title, e.summary_text)
-        for topic in rules.topics:
+        out.print("\n[yellow]not selected[/]: no topic reached its score or matched a rule.", markup=True)
+    else:
+        out.print(
+            f"\n[green]selected[/]: topics {', '.join(c.topics)}; tags {', '.join(c.tags) or '—'}",
+            markup=True,
+        )
+    # every topic, selected or not: its score and each piece of evidence, or its rules' conditions
+    scores = {sc.topic: sc for sc in c.scores}
+    for topic in rules.topics:
+        sc = scores.get(topic.name)
+        if sc is not None:
+            verdict = "selects" if sc.selects else "does not select"
+            out.print(f"  topic {topic.name}: {sc.line()}, {verdict}", markup=False)
+            for f in sc.features:
+                out.print(f"    {f.weight:+5g}  {f.name}: {f.field} “{f.shown}”", markup=False)
+            if not sc.features:
+                out.print("    (no evidence found)", markup=False)
+        fired = [
+            r
+            for r in c.why
+            if (r.kind, r.name) == ("topic", topic.name) and r.fired.rule != (sc and sc.line())
+        ]
+        for r in fired:  # a rule that selected it
+            ev = "; ".join(f"{fld}: “{matched}” ({cond})" for cond, fld, _term, matched in r.fired.evidence)
+            out.print(f"  topic {topic.name} ← {r.fired.rule}: {ev}", markup=False)
+        if topic.rules and not fired and topic.name not in c.topics:  # the closest rules, for a fix
             for rule_name, conds in explain_rules(topic, hits):
-                parts = []
-                for group, cond, held in conds:
-                    ok = (not held) if group == "none" else held
-                    parts.append(f"{'✓' if ok else '✗'} {group} {cond}")
-                out.print(f"  {topic.name} / {rule_name}: " + "; ".join(parts), markup=False)
-        return
-    out.print(
-        f"\n[green]selected[/]: topics {', '.join(c.topics)}; tags {', '.join(c.tags) or '—'}", markup=True
-    )
+                parts = [
+                    f"{'✓' if (not held if g == 'none' else held) else '✗'} {g} {cond}"
+                    for g, cond, held in conds
+                ]
+                out.print(f"  topic {topic.name} / {rule_name}: " + "; ".join(parts), markup=False)
     for r in c.why:
+        if r.kind != "tag":
+            continue
         ev = "; ".join(f"{field}: “{matched}” ({cond})" for cond, field, _term, matched in r.fired.evidence)
-        out.print(f"  {r.kind} {r.name} ← {r.fired.rule}: {ev}", markup=False)
+        out.print(f"  tag {r.name} ← {r.fired.rule}: {ev}", markup=False)
     if story_id is not None:
         others = f"{len(mates)} other reports" if mates else "no other reports yet"
         out.print(f"\nstory s{story_id}: {others}", markup=False)

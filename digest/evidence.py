@@ -202,13 +202,13 @@ def putin_xi_features(hits: Hits) -> list[Feature]:
                     _shown([*china, *russia]),
                 )
             )
-    if not (p or x) and hits.in_segment(0, "org_other"):
+    if not (p or x) and hits.in_segment(0, "other_org"):
         out.append(
             Feature(
                 "another body's news",
                 PX["other_organisation"],
                 "title",
-                _shown(hits.in_segment(0, "org_other")),
+                _shown(hits.in_segment(0, "other_org")),
             )
         )
     absent = _absent(hits, 0)
@@ -239,7 +239,7 @@ def putin_xi_features(hits: Hits) -> list[Feature]:
 PUTIN_XI = Scorer(
     "putin-xi",
     (*PUTIN, *XI, *EVENT, "cue_pair", "cue_absent", "cue_remote", "cue_call", "cue_talk", "cue_visit",
-     "other_leader", "org_other", "country_china", "country_russia", "place_beijing", "place_moscow"),
+     "other_leader", "other_org", "country_china", "country_russia", "place_beijing", "place_moscow"),
     (*PUTIN, *XI),
     PX_THRESHOLD,
     putin_xi_features,
@@ -275,7 +275,7 @@ def _mentions(hits: Hits, segment: int, acronym_ok: bool) -> list[Hit]:
 
 
 def _places(hits: Hits, segment: int) -> set[str]:
-    return {n for n in hits.by_segment.get(segment, {}) if n.startswith("place_") and n != "place_sco_host"}
+    return {n for n in hits.by_segment.get(segment, {}) if n.startswith("place_") and n != "sco_host_city"}
 
 
 def sco_features(hits: Hits) -> list[Feature]:
@@ -287,7 +287,7 @@ def sco_features(hits: Hits) -> list[Feature]:
         out.append(Feature("named in the headline", SC["headline_named"], "title", _shown(named)))
         return out
     gathering0 = hits.in_segment(0, "cue_gathering", "cue_visit")
-    host0 = hits.in_segment(0, "place_sco_host")
+    host0 = hits.in_segment(0, "sco_host_city")
     best: tuple[float, list[Feature]] | None = None
     for seg in hits.segments():
         if seg == 0:
@@ -313,8 +313,8 @@ def sco_features(hits: Hits) -> list[Feature]:
         place = host0 or [h for h in hits.in_segment(0, *(_places(hits, 0) & _places(hits, seg)))]
         if not place:  # the summary names a host city's summit: the place is its setting too
             for s2 in hits.segments():
-                if s2 and hits.in_segment(s2, "place_sco_host") and hits.in_segment(s2, "cue_gathering"):
-                    place = hits.in_segment(s2, "place_sco_host")
+                if s2 and hits.in_segment(s2, "sco_host_city") and hits.in_segment(s2, "cue_gathering"):
+                    place = hits.in_segment(s2, "sco_host_city")
                     break
         if place:
             fs.append(
@@ -356,8 +356,8 @@ def sco_features(hits: Hits) -> list[Feature]:
 SCO = Scorer(
     "sco",
     (*NAMED, "org_sco_acronym", "cue_sco_context", "cue_sco_other", "cue_gathering", "cue_visit",
-     "cue_timeshift", "place_sco_host"),
-    (*NAMED, "org_sco_acronym", "place_sco_host"),
+     "cue_timeshift", "sco_host_city"),
+    (*NAMED, "org_sco_acronym", "sco_host_city"),
     SC_THRESHOLD,
     sco_features,
 )  # fmt: skip

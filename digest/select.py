@@ -36,7 +36,7 @@ class Classification:
     tags: tuple[str, ...]
     why: tuple[Reason, ...]
     # language-independent ids of what was found (term lists: leader_putin, place_tianjin,
-    # org_sco...), for clustering; "the Russian president" counts as leader_putin
+    # org_sco...), for clustering; Russian text is read as written and as lemmas
     entities: frozenset[str]
     title_entities: frozenset[str] = frozenset()  # those found in the headline
     scores: tuple[Score, ...] = ()  # each evidence-scored topic's score, selected or not
@@ -46,12 +46,8 @@ class Classification:
         return bool(self.topics)
 
 
-# a role names its holder: the entity is the person (select.Classification.entities)
-ROLE_OF = {"role_putin": "leader_putin", "role_xi": "leader_xi"}
-
-
 def _entities(names: set[str]) -> frozenset[str]:
-    return frozenset(ROLE_OF.get(n, n) for n in names if not n.startswith("_inline:"))
+    return frozenset(n for n in names if not n.startswith("_inline:"))
 
 
 def _score_reason(score: Score) -> Fired:

@@ -60,7 +60,19 @@ def _where(segment: int) -> str:
 
 
 def _shown(hits: Sequence[Hit]) -> str:
-    return ", ".join(dict.fromkeys(h.matched for h in hits))
+    """The words found, each once, in the order given; none inside another ("Си Цзиньпин", not
+    also "Цзиньпин")."""
+    inside = {
+        id(h)
+        for h in hits
+        for o in hits
+        if o is not h
+        and o.segment == h.segment
+        and o.start <= h.start
+        and h.end <= o.end
+        and o.end - o.start > h.end - h.start
+    }
+    return ", ".join(dict.fromkeys(h.matched for h in hits if id(h) not in inside))
 
 
 # -- Putin and Xi -------------------------------------------------------------------------------
@@ -98,43 +110,35 @@ def _joined(hits: Hits, segment: int, a: Sequence[Hit], b: Sequence[Hit]) -> str
     """The words joining a mention of one leader to one of the other in a segment, if they are
     joined: nothing but punctuation, at most five words holding a comma, a connector
     (cue_pair: and, with, и, 同…) or an event word, or an event word just before the second
-    name ("Putin … in talks with Xi"). None otherwise."""
-    for lemma in (False, True):
-        text = hits.texts.get((segment, lemma))
-        if text is None:
-            continue
-        for x in (h for h in a if h.lemma == lemma):
-            for y in (h for h in b if h.lemma == lemma):
-                first, second = (x, y) if x.start <= y.start else (y, x)
-                lo, hi = first.end, second.start
-                if hi < lo:
-                    continue
-                gap = text[lo:hi]
-                han = any("\u3400" <= c <= "\u9fff" for c in gap)
-                if not gap.strip() or set(gap) <= _PUNCT:
-                    return text[first.start : second.end]
-                if (len(gap) > 12) if han else (len(gap.split()) > 5):
-                    continue
-                links = [
-                    h
-                    for h in hits.in_segment(segment, "cue_pair", *EVENT)
-                    if h.lemma == lemma and lo <= h.start and h.end <= hi
-                ]
-                if links or "," in gap or "&" in gap:
-                    return text[first.start : second.end]
-            # an event whose object is the other: "… in talks with Xi", "… рядом с Путиным"
-            for h in hits.in_segment(segment, *EVENT):
-                if h.lemma != lemma:
-                    continue
-                for x in (h2 for h2 in (*a, *b) if h2.lemma == lemma and h2.start >= h.end):
-                    between = text[h.end : x.start]
-                    other = b if x in a else a
-                    if any(o.lemma == lemma and o.end <= h.start for o in other) and (
-                        len(between) <= 3
-                        if any("\u3400" <= c <= "\u9fff" for c in text)
-                        else len(between.split()) <= 2
-                    ):
-                        return text[h.start : x.end]
+    name ("Putin … in talks with Xi", "… рядом с Путиным"). None otherwise."""
+    text = hits.texts.get(segment)
+    if text is None:
+        return None
+    han = any("\u3400" <= c <= "\u9fff" for c in text)
+    links = hits.in_segment(segment, "cue_pair", *EVENT)
+    for x in a:
+        for y in b:
+            first, second = (x, y) if x.start <= y.start else (y, x)
+            lo, hi = first.end, second.start
+            if hi < lo:
+                continue
+            gap = text[lo:hi]
+            if not gap.strip() or set(gap) <= _PUNCT:
+                return text[first.start : second.end]
+            if (len(gap) > 12) if han else (len(gap.split()) > 5):
+                continue
+            if "," in gap or "&" in gap or any(lo <= h.start and h.end <= hi for h in links):
+                return text[first.start : second.end]
+    events = hits.in_segment(segment, *EVENT)
+    for second_list, first_list in ((b, a), (a, b)):  # an event whose object is the one named second
+        for second in second_list:
+            if not any(f.end <= second.start for f in first_list):
+                continue
+            for h in events:
+                if h.end <= second.start and any(f.end <= h.start for f in first_list):
+                    between = text[h.end : second.start]
+                    if (len(between) <= 3) if han else (len(between.split()) <= 2):
+                        return text[h.start : second.end]
     return None
 
 

@@ -19,6 +19,7 @@ dropped (soft hyphen, zero-width space), typographic quotes and dashes made plai
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 import unicodedata
@@ -122,9 +123,9 @@ class Hit:
     field: str
     matched: str
     segment: int = 0  # 0 the headline, 1 the summary's first sentence (the lead), 2... the rest
-    start: int = 0  # where in the segment's text (its lemmas, when `lemma`)
+    start: int = 0  # where in the segment's text
     end: int = 0
-    lemma: bool = False  # found in the segment's Russian lemmas, not in its words as written
+    lemma: bool = False  # found in the lemmas of the words (start, end and matched: the words as written)
 
 
 class TermIndex:
@@ -247,6 +248,38 @@ def lemmatise(text: str) -> str:
     return _CYRILLIC_WORD.sub(lambda m: lemma(m.group(0)), text)
 
 
+def _lemma_hits(index: TermIndex, text: str, fld: str, segment: int) -> list[Hit]:
+    """Hits in the lemmas of `text`, placed on the words as written ("Путиным", not "путин")."""
+    parts: list[str] = []
+    words: list[tuple[int, int, int, int]] = []  # (lemma start, lemma end, start, end) of each word
+    pos = lpos = 0
+    for m in _CYRILLIC_WORD.finditer(text):
+        parts.append(text[pos : m.start()])
+        lpos += m.start() - pos
+        lem = lemma(m.group(0))
+        words.append((lpos, lpos + len(lem), m.start(), m.end()))
+        parts.append(lem)
+        lpos += len(lem)
+        pos = m.end()
+    parts.append(text[pos:])
+    starts = [w[0] for w in words]
+
+    def place(p: int, end: bool) -> int:
+        i = bisect.bisect_right(starts, p) - 1
+        if i < 0:
+            return p
+        ls, le, ss, se = words[i]
+        if p <= le:  # inside a word: its start, or its end
+            return se if end and p > ls else ss
+        return se + (p - le)
+
+    out = []
+    for h in index.scan("".join(parts), fld, segment=segment, lemma=True):
+        start, end = place(h.start, False), place(h.end, True)
+        out.append(Hit(h.list_name, h.term, fld, text[start:end], segment, start, end, True))
+    return out
+
+
 def _trigger_form(term: Term) -> Term:
     """What the trigger scan looks for in place of `term`. A Russian term is written as lemmas
     and the scan sees inflected words, so it looks for the stem of the term's longest word: the
@@ -328,14 +361,14 @@ class Hits:
     """The hits of one entry, indexed by (list, field) and by list and segment (0 the headline,
     1 the lead sentence, 2... the rest of the summary)."""
 
-    def __init__(self, hits: Iterable[Hit], texts: Mapping[tuple[int, bool], str] | None = None) -> None:
+    def __init__(self, hits: Iterable[Hit], texts: Mapping[int, str] | None = None) -> None:
         self.by_key: dict[tuple[str, str], list[Hit]] = {}
         self.by_segment: dict[int, dict[str, list[Hit]]] = {}
         for h in hits:
             self.by_key.setdefault((h.list_name, h.field), []).append(h)
             self.by_segment.setdefault(h.segment, {}).setdefault(h.list_name, []).append(h)
         self.present = frozenset(self.by_key) | frozenset((name, "text") for name, _ in self.by_key)
-        self.texts = dict(texts or {})  # (segment, lemmas?) -> its text
+        self.texts = dict(texts or {})  # segment -> its text
 
     def segments(self) -> list[int]:
         return sorted(self.by_segment)
@@ -429,13 +462,14 @@ def scan_entry(index: TermIndex, title: str, summary: str) -> Hits:
     """All hits in a normalised headline and summary, segment by segment; a segment with Russian
     words is scanned as written and as lemmas."""
     hits: list[Hit] = []
-    texts: dict[tuple[int, bool], str] = {}
+    texts: dict[int, str] = {}
     for i, (fld, text) in enumerate([("title", title), *(("summary", s) for s in sentences(summary))]):
-        texts[(i, False)] = text
-        hits += index.scan(text, fld, segment=i)
+        texts[i] = text
+        found = index.scan(text, fld, segment=i)
         if _CYRILLIC.search(text):
-            lemmas = texts[(i, True)] = lemmatise(text)
-            hits += index.scan(lemmas, fld, segment=i, lemma=True)
+            seen = {(h.list_name, h.start) for h in found}
+            found += [h for h in _lemma_hits(index, text, fld, i) if (h.list_name, h.start) not in seen]
+        hits += found
     return Hits(hits, texts)
 
 

@@ -286,6 +286,13 @@ def sco_features(hits: Hits) -> list[Feature]:
     out: list[Feature] = []
     # the bare acronym means the SCO only in SCO context and with no sign of its other senses
     acronym_ok = hits.has(["cue_sco_context"]) and not hits.has(["cue_sco_other"])
+    acronym = hits.in_segment(0, "org_sco_acronym") or next(
+        (found for seg in hits.segments() if (found := hits.in_segment(seg, "org_sco_acronym"))), []
+    )
+    if acronym and not acronym_ok:  # shown, so that explain says why the acronym did not count
+        other = [h for seg in hits.segments() for h in hits.in_segment(seg, "cue_sco_other")]
+        why = f"another sense ({_shown(other)})" if other else "no SCO context"
+        out.append(Feature(f"“SCO” not counted: {why}", 0.0, _where(acronym[0].segment), _shown(acronym)))
     named = _mentions(hits, 0, acronym_ok)
     if named:
         out.append(Feature("named in the headline", SC["headline_named"], "title", _shown(named)))

@@ -132,6 +132,8 @@ class TermIndex:
     """Every term of every list in one Aho–Corasick automaton: one pass finds all, overlaps too."""
 
     def __init__(self, lists: Mapping[str, Sequence[Term]]) -> None:
+        self._lists = lists
+        self._cyrillic: TermIndex | None = None
         self._automaton = ahocorasick.Automaton()
         self._regex: list[tuple[str, Term]] = []
         keys: dict[str, list[tuple[str, Term]]] = {}
@@ -148,6 +150,15 @@ class TermIndex:
         if keys:
             self._automaton.make_automaton()
         self._empty = not keys
+
+    @property
+    def cyrillic(self) -> TermIndex:
+        """The terms written in Cyrillic (Russian lemmas): what a text's lemmas are scanned for."""
+        if self._cyrillic is None:
+            self._cyrillic = TermIndex(
+                {n: [t for t in ts if _CYRILLIC.search(t.text)] for n, ts in self._lists.items()}
+            )
+        return self._cyrillic
 
     def scan_fields(self, title: str, summary: str) -> list[Hit]:
         """All hits in a normalised headline and summary."""
@@ -274,7 +285,7 @@ def _lemma_hits(index: TermIndex, text: str, fld: str, segment: int) -> list[Hit
         return se + (p - le)
 
     out = []
-    for h in index.scan("".join(parts), fld, segment=segment, lemma=True):
+    for h in index.cyrillic.scan("".join(parts), fld, segment=segment, lemma=True):
         start, end = place(h.start, False), place(h.end, True)
         out.append(Hit(h.list_name, h.term, fld, text[start:end], segment, start, end, True))
     return out

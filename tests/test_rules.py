@@ -78,6 +78,85 @@ def test_the_traps_are_not_selected(rules, title, summary):
     assert topics(rules, title, summary) == set()
 
 
+@pytest.mark.parametrize(
+    ("title", "summary", "expected"),
+    [
+        # Russian in any case: read as lemmas
+        ("Си Цзиньпин встретился с Путиным в Пекине", "", {"putin-xi"}),
+        ("Переговоры Путина и Си Цзиньпина прошли в Кремле", "", {"putin-xi"}),
+        ("Саммит Шанхайской организации сотрудничества открылся в Астане", "", {"sco"}),
+        ("Путин созвонился с Си Цзиньпином", "Лидеры обсудили двусторонние отношения.", {"putin-xi"}),
+        # Chinese in other phrasings
+        ("普京同习近平通电话", "", {"putin-xi"}),
+        ("习近平向普京致贺电", "", {"putin-xi"}),
+        # a summit named by its host city; a body named without the organisation
+        (
+            "Tianjin summit opens with call to reject bloc politics",
+            "Leaders of the Shanghai Cooperation Organisation gathered on Monday.",
+            {"sco"},
+        ),
+        ("Regional Anti-Terrorist Structure council meets in Tashkent", "", {"sco"}),
+        # a third leader in the headline does not exclude the two
+        ("Putin and Xi hold video call a day after Trump's inauguration", "", {"putin-xi"}),
+        ("Xi, Putin and Kim watch parade from Tiananmen rostrum", "", {"putin-xi"}),
+        ("Putin briefs Xi on talks with US envoy", "", {"putin-xi"}),
+        # the event in the summary: an agreement signed at their talks; their relationship
+        (
+            "Gazprom signs gas supply memorandum with CNPC",
+            "The memorandum was signed during talks between Vladimir Putin and Xi Jinping in Beijing.",
+            {"putin-xi"},
+        ),
+        (
+            "Opinion: the 'no limits' pact meets its limits",
+            "The partnership Putin and Xi proclaimed is bounded by Beijing's caution over sanctions.",
+            {"putin-xi"},
+        ),
+        (
+            "Putin lands in Beijing for state visit",
+            "The Russian president will hold talks with his Chinese counterpart.",
+            {"putin-xi"},
+        ),
+    ],
+)
+def test_evidence_is_found_in_any_inflection_phrasing_and_place(rules, title, summary, expected):
+    assert topics(rules, title, summary) == expected
+
+
+@pytest.mark.parametrize(
+    ("title", "summary"),
+    [
+        # one of them meeting someone else, the other named only as a subject
+        (
+            "Macron asks Xi to press Putin on a ceasefire",
+            "The French president asked the Chinese leader for help.",
+        ),
+        ("Xi holds talks with Lula in Brasilia", "Lula has also met Putin several times this year."),
+        # stated absence; taking part by video in someone else's summit
+        ("Xi and Putin both skip G20 summit in Johannesburg", "Premier Li Qiang led China's delegation."),
+        ("Putin and Xi join BRICS summit by video", "Neither leader travelled to the meeting."),
+        # the SCO in passing, or at another time
+        (
+            "Kazakhstan holds referendum on its first nuclear plant",
+            "President Tokayev, who hosted the Shanghai Cooperation Organisation summit last year, agreed.",
+        ),
+        (
+            "Samarkand bets on tourism",
+            "The city's new resort was built for the SCO summit two years ago, a guide said.",
+        ),
+    ],
+)
+def test_passing_mentions_absence_and_other_counterparts_are_not_selected(rules, title, summary):
+    assert topics(rules, title, summary) == set()
+
+
+def test_russian_evidence_is_shown_as_written_not_as_its_lemma(rules):
+    c = classify("Си Цзиньпин наблюдал за парадом рядом с Путиным", "", rules)
+    assert c.topics == ("putin-xi",)
+    (score,) = [s for s in c.scores if s.topic == "putin-xi"]
+    shown = {f.name: f.shown for f in score.features}
+    assert shown["both leaders in the headline, joined"] == "Си Цзиньпин наблюдал за парадом рядом с Путиным"
+
+
 def test_why_names_the_score_each_piece_of_evidence_and_where_it_was_found(rules):
     c = classify("Putin and Xi hold talks in Samarkand", "On the sidelines of the SCO summit.", rules)
     assert set(c.topics) == {"putin-xi", "sco"}
@@ -113,6 +192,16 @@ def test_normalise_handles_width_invisible_characters_and_quotes():
         ({"topics": {"t": {"rules": [{"none": ["x"]}]}}}, "needs `any:` or `all:`"),
         ({"topics": {"t": {"rules": [{"anyy": ["x"]}]}}}, "topics.t.rules\\[0\\].anyy: unknown key"),
         ({"terms": {"a": ["$a"]}, "topics": {"t": {"rules": [{"any": ["$a"]}]}}}, "includes itself"),
+        (
+            {"topics": {"t": {"evidence": "nope"}}},
+            "topics.t.evidence: unknown score 'nope'; known: sco, putin-xi",
+        ),
+        (
+            {"topics": {"t": {"evidence": "sco"}}},
+            "topics.t.evidence: the sco score needs the term lists org_sco",
+        ),
+        ({"tags": {"t": {"evidence": "sco"}}}, "tags.t.evidence: unknown score 'sco'; known: none for tags"),
+        ({"topics": {"t": {"rules": []}}}, "topics.t.rules: empty; give at least one rule"),
     ],
 )
 def test_bad_rules_are_one_clear_error(data, message):

@@ -3,6 +3,12 @@
 for working on the rules, and per-tag precision and recall.
 
     python bench/select_eval.py ITEMS.jsonl LABELS.jsonl [--errors] [--config feeds.yaml]
+    python bench/select_eval.py ITEMS.jsonl LABELS.jsonl --stories STORIES.jsonl
+
+With --stories, the figures are those of the product's own output instead (`digest stories
+--format jsonl --all`, e.g. run with DIGEST_CONFIG pointing at the feeds.yaml that the corpus
+scorer's --keep folder holds): entries matched to items as the scorer matches them, and each
+entry's story topics and tags, as the scorer counts them.
 
 ITEMS and LABELS are the corpus's files (one JSON object a line: `id`, `title`, `summary`;
 `id`, `relevant`, `topics`, `tags`). Summaries are made plain text as `digest fetch` makes
@@ -17,7 +23,9 @@ import argparse
 import json
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -37,6 +45,42 @@ def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
     return p, r, (2 * p * r / (p + r) if p + r else 0.0)
 
 
+@dataclass(frozen=True)
+class Printed:
+    topics: tuple[str, ...]
+    tags: tuple[str, ...]
+
+    @property
+    def relevant(self) -> bool:
+        return bool(self.topics)
+
+
+def printed(path: Path, items: list[dict]) -> dict[str, Any]:
+    """Entries the product printed, by item id: matched on (feed, link), (feed, guid), then
+    (feed, headline), as the corpus's scorer matches them. Unmatched items are not selected."""
+    by: dict[tuple[str, str | None], str] = {}
+    for it in items:
+        for key in (
+            (it["feed"], it["link"]),
+            (it["feed"], it.get("guid")),
+            (it["feed"], it["title"].strip()),
+        ):
+            by.setdefault(key, it["id"])
+    out: dict[str, Any] = {it["id"]: Printed((), ()) for it in items}
+    for e in load(path):
+        if e.get("relevant") is False:
+            continue
+        keys = (
+            (e["feed"], e.get("link")),
+            (e["feed"], e.get("guid")),
+            (e["feed"], (e.get("title") or "").strip()),
+        )
+        found = next((by[k] for k in keys if k in by), None)
+        if found is not None:
+            out[found] = Printed(tuple(e.get("topics") or ()), tuple(e.get("tags") or ()))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("items", type=Path)
@@ -44,6 +88,7 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=Path("feeds.yaml"), help="rules from this file")
     ap.add_argument("--errors", action="store_true", help="print every error with its label's reason")
     ap.add_argument("--json", action="store_true", help="the figures as one JSON object")
+    ap.add_argument("--stories", type=Path, help="score this `digest stories --format jsonl` output instead")
     a = ap.parse_args()
     data = yaml.safe_load(a.config.read_text(encoding="utf-8"))
     rules = compile_rules({k: data.get(k) or {} for k in ("terms", "topics", "tags")}, str(a.config))
@@ -53,6 +98,8 @@ def main() -> None:
     start = time.perf_counter()
     got = {it["id"]: classify(t, s, rules) for it, t, s in texts}
     per_entry = (time.perf_counter() - start) / max(1, len(items)) * 1e6
+    if a.stories:
+        got = printed(a.stories, items)
     tp = fp = fn = 0
     topic_ok = topic_n = 0
     tags: Counter[tuple[str, str]] = Counter()
@@ -83,7 +130,7 @@ def main() -> None:
         return prf(*(tags[(t, k)] for k in ("tp", "fp", "fn")))
 
     micro = prf(*(sum(tags[(t, k)] for t in all_tags) for k in ("tp", "fp", "fn")))
-    res = {
+    res: dict[str, Any] = {
         "relevance": {"precision": round(rel[0], 3), "recall": round(rel[1], 3), "fp": fp, "fn": fn},
         "topic_accuracy": round(topic_ok / topic_n, 3) if topic_n else 0.0,
         "tags": {"precision": round(micro[0], 3), "recall": round(micro[1], 3), "f1": round(micro[2], 3)},

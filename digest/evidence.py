@@ -49,10 +49,19 @@ class Scorer:
     triggers: tuple[str, ...]  # its score is 0 unless one of these is found
     threshold: float
     features: Callable[[Hits], list[Feature]]
+    # What an entry needs to reach `threshold` (groups of parts, each part any of its lists;
+    # rules.Triggers): derived from the weights, so that an entry without it is settled by the
+    # cheap trigger scan. A lower threshold in feeds.yaml falls back to any of `triggers`.
+    needs: tuple[tuple[tuple[str, ...], ...], ...] = ()
 
     def score(self, topic: str, hits: Hits, threshold: float) -> Score:
         found = self.features(hits) if hits.has(self.triggers) else []
         return Score(topic, round(sum(f.weight for f in found), 2), threshold, tuple(found))
+
+    def triggers_at(self, threshold: float) -> tuple[tuple[tuple[str, ...], ...], ...]:
+        if self.needs and threshold >= self.threshold:
+            return self.needs
+        return ((self.triggers,),)
 
 
 def _where(segment: int) -> str:
@@ -247,6 +256,9 @@ PUTIN_XI = Scorer(
     (*PUTIN, *XI),
     PX_THRESHOLD,
     putin_xi_features,
+    # 2.5 needs both of them named, or one of them with the other's country (a visit): one
+    # leader with an event in the headline and both countries reaches 2
+    ((PUTIN, XI), (PUTIN, ("country_china", "place_beijing")), (XI, ("country_russia", "place_moscow"))),
 )  # fmt: skip
 
 
@@ -371,6 +383,8 @@ SCO = Scorer(
     (*NAMED, "org_sco_acronym", "sco_host_city"),
     SC_THRESHOLD,
     sco_features,
+    # 2.5 needs the organisation named: a host city's summit alone is 2
+    (((*NAMED, "org_sco_acronym"),),),
 )  # fmt: skip
 
 SCORERS: dict[str, Scorer] = {s.name: s for s in (SCO, PUTIN_XI)}

@@ -144,9 +144,14 @@ class TermIndex:
                 else:
                     keys.setdefault(term.words.lower(), []).append((name, term))
         for key, entries in keys.items():
-            # boundary needs are the same for every term sharing a key: decided once, not per hit
+            # boundary needs are the same for every term sharing a key: decided once, not per hit;
+            # a term in several lists ("summit*" in four) is checked once for all of them
             han = all(t.han for _, t in entries)
-            self._automaton.add_word(key, (len(key), entries, _is_word(key[0]), _is_word(key[-1]), han))
+            by_term: dict[Term, list[str]] = {}
+            for name, term in entries:
+                by_term.setdefault(term, []).append(name)
+            groups = tuple((term, tuple(dict.fromkeys(names))) for term, names in by_term.items())
+            self._automaton.add_word(key, (len(key), groups, _is_word(key[0]), _is_word(key[-1]), han))
         if keys:
             self._automaton.make_automaton()
         self._empty = not keys
@@ -187,14 +192,17 @@ class TermIndex:
             lower = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
         if not self._empty:
             n, seen = len(text), set()
-            for end, (size, entries, left_word, right_word, han) in self._automaton.iter(lower):
+            for end, (size, groups, left_word, right_word, han) in self._automaton.iter(lower):
                 start, stop = end - size + 1, end + 1
-                if not han and left_word and start > 0 and _is_word(text[start - 1]):
+                if (
+                    not han
+                    and left_word
+                    and start > 0
+                    and (text[start - 1].isalnum() or text[start - 1] == "_")
+                ):
                     continue  # inside a word: "Xiaomi", "шоссе"
-                open_right = not (right_word and stop < n and _is_word(text[stop]))
-                for name, term in entries:
-                    if (name, start) in seen:
-                        continue  # one hit per list and place (a term may be a list's twice)
+                open_right = not (right_word and stop < n and (text[stop].isalnum() or text[stop] == "_"))
+                for term, names in groups:
                     if term.exact_case and text[start:stop] != term.words:
                         continue
                     if term.han or term.stem:
@@ -206,10 +214,13 @@ class TermIndex:
                         matched = text[start:stop]
                     else:
                         continue
-                    seen.add((name, start))
-                    hits.append(
-                        Hit(name, term.text, field, matched, segment, start, start + len(matched), lemma)
-                    )
+                    for name in names:
+                        if (name, start) in seen:
+                            continue  # one hit per list and place ("Xi", "Xi Jinping")
+                        seen.add((name, start))
+                        hits.append(
+                            Hit(name, term.text, field, matched, segment, start, start + len(matched), lemma)
+                        )
         for name, term in self._regex if regex else ():
             assert term.regex is not None
             if term.hint is not None and term.hint not in lower:
@@ -357,7 +368,9 @@ class RuleSet:
     rules: tuple[Rule, ...]
     evidence: str | None = None
     threshold: float = 0.0
-    trigger_lists: tuple[str, ...] = ()
+    # an evidence score stays below `threshold` unless, for one group, each of its parts (lists,
+    # any of which will do) is found somewhere in the entry
+    trigger_groups: tuple[tuple[tuple[str, ...], ...], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,28 +446,42 @@ class Triggers:
     of a general feed contain none, and are settled by one scan for these few terms instead of
     the full scan of every list (judged in 1/4 of the time; the verdict is the same)."""
 
-    index: TermIndex
+    index: TermIndex  # the rules' conditions and the first part of each group
     keys: frozenset[tuple[str, str]]  # (list, field): the rules' conditions
+    groups: tuple[tuple[frozenset[str], ...], ...] = ()  # the evidence scores' (see RuleSet)
+    rest: TermIndex | None = None  # the other parts of the groups: scanned when a first part is found
 
     @classmethod
     def of(cls, topics: Sequence[RuleSet], lists: Mapping[str, Sequence[Term]]) -> Triggers:
         chosen: list[Condition] = []
+        groups = tuple(tuple(frozenset(part) for part in g) for t in topics for g in t.trigger_groups)
         for topic in topics:
-            for name in topic.trigger_lists:  # an evidence score needs one of these to be above 0
-                chosen.append(Condition(f"${name}", "text", name))
             for rule in topic.rules:
                 if rule.any:
                     chosen.extend(rule.any)
                 else:  # every `all` condition must hold: any one of them will do as the trigger
                     chosen.append(min(rule.all, key=lambda c: len(lists[c.list_name])))
-        names = {c.list_name for c in chosen}
-        index = TermIndex({n: [_trigger_form(t) for t in lists[n]] for n in names})
-        return cls(index, frozenset((c.list_name, c.field) for c in chosen))
+        first = {c.list_name for c in chosen} | {n for g in groups for n in g[0]}
+        rest = {n for g in groups for part in g[1:] for n in part} - first
+
+        def index(names: set[str]) -> TermIndex:
+            return TermIndex({n: [_trigger_form(t) for t in lists[n]] for n in names})
+
+        keys = frozenset((c.list_name, c.field) for c in chosen)
+        return cls(index(first), keys, groups, index(rest) if rest else None)
 
     def may_fire(self, title: str, summary: str) -> bool:
         """False when no topic rule can match normalised `title` and `summary`."""
         hits = Hits(self.index.scan_fields(title, summary))
-        return not self.keys.isdisjoint(hits.present)
+        if not self.keys.isdisjoint(hits.present):
+            return True
+        found = {name for name, _ in hits.by_key}
+        started = [g for g in self.groups if not g[0].isdisjoint(found)]
+        if not started:  # most entries of a general feed: one scan for a few names
+            return False
+        if self.rest is not None and any(len(g) > 1 for g in started):
+            found |= {h.list_name for h in self.rest.scan_fields(title, summary)}
+        return any(all(not part.isdisjoint(found) for part in g) for g in started)
 
 
 @dataclass(frozen=True)
@@ -629,7 +656,14 @@ def compile_rules(
             else:
                 threshold = scorer.threshold if s.threshold is None else float(s.threshold)
                 out.append(
-                    RuleSet(set_name, s.description, tuple(rules), s.evidence, threshold, scorer.triggers)
+                    RuleSet(
+                        set_name,
+                        s.description,
+                        tuple(rules),
+                        s.evidence,
+                        threshold,
+                        scorer.triggers_at(threshold),
+                    )
                 )
         return tuple(out)
 

@@ -238,7 +238,7 @@ def _vocabulary(rules) -> list[str]:
     """Every plain term of the shipped lists as it could appear in text, plus filler words."""
     words = {"the", "and", "in", "talks", "on", "Beijing", "Moscow", "taxi", "Xi'an", "шоссе", "学习"}
     for entries in rules.index._automaton.values():
-        for _name, term in entries[1]:
+        for term, _names in entries[1]:
             words.add(term.text.lstrip("=").rstrip("*"))
     return sorted(words)
 
@@ -275,7 +275,10 @@ def test_the_trigger_scan_never_changes_a_verdict(rules):
 def test_an_entry_no_topic_can_select_is_settled_by_the_triggers(rules):
     assert rules.triggers is not None
     assert not rules.triggers.may_fire("Oil and gas prices fall", "Leaders discussed trade and energy.")
-    assert rules.triggers.may_fire("Putin arrives", "")
+    assert not rules.triggers.may_fire("Putin arrives", "")  # one of them, and no Chinese angle
+    assert rules.triggers.may_fire("Putin arrives in Beijing", "")
+    assert rules.triggers.may_fire("Путина встретили в Пекине", "")
+    assert rules.triggers.may_fire("Putin", "He will meet the Chinese president.")
     c = classify("Oil and gas prices fall", "Leaders discussed trade and energy.", rules)
     assert (c.topics, c.tags, c.entities) == ((), (), frozenset())
 

@@ -125,11 +125,15 @@ def _joined(hits: Hits, segment: int, a: Sequence[Hit], b: Sequence[Hit]) -> str
         return None
     han = any("\u3400" <= c <= "\u9fff" for c in text)
     links = hits.in_segment(segment, "cue_pair", *EVENT)
+    a = sorted(a, key=lambda h: (h.start, -h.end))  # the fullest mention first ("Си Цзиньпин", not "Си")
+    b = sorted(b, key=lambda h: (h.start, -h.end))
     for x in a:
         for y in b:
             first, second = (x, y) if x.start <= y.start else (y, x)
             lo, hi = first.end, second.start
-            if hi < lo:
+            if hi < lo:  # the same words name both ("中俄元首": the Chinese and Russian heads of state)
+                if second.start < first.end:
+                    return text[first.start : max(first.end, second.end)]
                 continue
             gap = text[lo:hi]
             if not gap.strip() or set(gap) <= _PUNCT:

@@ -215,9 +215,9 @@ class TermIndex:
                     else:
                         continue
                     for name in names:
-                        if (name, start) in seen:
-                            continue  # one hit per list and place ("Xi", "Xi Jinping")
-                        seen.add((name, start))
+                        if (name, start, stop) in seen:
+                            continue  # one hit per list and words (a term may be in a list twice)
+                        seen.add((name, start, stop))
                         hits.append(
                             Hit(name, term.text, field, matched, segment, start, start + len(matched), lemma)
                         )
@@ -505,8 +505,10 @@ def scan_entry(index: TermIndex, title: str, summary: str) -> Hits:
         texts[i] = text
         found = index.scan(text, fld, segment=i)
         if _CYRILLIC.search(text):
-            seen = {(h.list_name, h.start) for h in found}
-            found += [h for h in _lemma_hits(index, text, fld, i) if (h.list_name, h.start) not in seen]
+            seen = {(h.list_name, h.start, h.end) for h in found}
+            found += [
+                h for h in _lemma_hits(index, text, fld, i) if (h.list_name, h.start, h.end) not in seen
+            ]
         hits += found
     return Hits(hits, texts)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,9 +89,16 @@ def test_the_traps_are_not_selected(rules, title, summary):
         ("Переговоры Путина и Си Цзиньпина прошли в Кремле", "", {"putin-xi"}),
         ("Саммит Шанхайской организации сотрудничества открылся в Астане", "", {"sco"}),
         ("Путин созвонился с Си Цзиньпином", "Лидеры обсудили двусторонние отношения.", {"putin-xi"}),
+        ("Путин провел переговоры с Си", "", {"putin-xi"}),
+        ("Си Цзиньпин направил Путину поздравительную телеграмму", "", {"putin-xi"}),
+        ("Президент России прибыл в Пекин с государственным визитом", "", {"putin-xi"}),  # roles
+        ("Путин не поедет на саммит в Пекин", "", set()),  # stated absence
+        ("Ташкентский саммит ШОС завершился подписанием декларации", "", {"sco"}),
         # Chinese in other phrasings
         ("普京同习近平通电话", "", {"putin-xi"}),
         ("习近平向普京致贺电", "", {"putin-xi"}),
+        ("普京抵达北京开始对中国进行国事访问", "", {"putin-xi"}),
+        ("中俄元首共同出席签字仪式", "", {"putin-xi"}),  # "the Chinese and Russian heads of state"
         # a summit named by its host city; a body named without the organisation
         (
             "Tianjin summit opens with call to reject bloc politics",
@@ -295,3 +305,26 @@ def test_ascii_text_takes_the_short_way_through_normalise_to_the_same_result():
         assert normalise(text) == " ".join(unicodedata.normalize("NFKC", text).split())
 
     check()
+
+
+# the corpus beside the checkout (../shared/eval), or beside a worktree's parent folder
+EVAL = next(
+    (d / "shared" / "eval" for d in (ROOT.parent, ROOT.parent.parent) if (d / "shared" / "eval").is_dir()),
+    ROOT.parent / "shared" / "eval",
+)
+
+
+@pytest.mark.skipif(
+    not (EVAL / "dev2" / "labels.jsonl").exists(), reason="the evaluation corpus (../shared/eval) is not here"
+)
+@pytest.mark.parametrize("part", [".", "dev2"])
+def test_selection_and_tags_reach_the_issue_figures_on_both_development_parts(part: str):
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "select_eval.py"), str(EVAL / part / "items.jsonl"),
+         str(EVAL / part / "labels.jsonl"), "--json", "--config", str(ROOT / "feeds.yaml")],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    res = json.loads(p.stdout)
+    assert res["relevance"]["precision"] >= 0.97 and res["relevance"]["recall"] >= 0.95
+    assert res["topic_accuracy"] >= 0.97
+    assert res["tags"]["f1"] >= 0.85

@@ -110,6 +110,8 @@ def test_the_traps_are_not_selected(rules, title, summary):
         ("Putin and Xi hold video call a day after Trump's inauguration", "", {"putin-xi"}),
         ("Xi, Putin and Kim watch parade from Tiananmen rostrum", "", {"putin-xi"}),
         ("Putin briefs Xi on talks with US envoy", "", {"putin-xi"}),
+        ("Putin and Xi hold virtual summit", "", {"putin-xi"}),  # by video, but with each other
+        ("Putin and Xi pledge virtually unlimited cooperation", "", {"putin-xi"}),
         # the event in the summary: an agreement signed at their talks; their relationship
         (
             "Gazprom signs gas supply memorandum with CNPC",

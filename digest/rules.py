@@ -472,10 +472,12 @@ class Triggers:
 
     def may_fire(self, title: str, summary: str) -> bool:
         """False when no topic rule can match normalised `title` and `summary`."""
-        hits = Hits(self.index.scan_fields(title, summary))
-        if not self.keys.isdisjoint(hits.present):
+        hits = self.index.scan_fields(title, summary)
+        if self.keys and any(
+            (h.list_name, h.field) in self.keys or (h.list_name, "text") in self.keys for h in hits
+        ):
             return True
-        found = {name for name, _ in hits.by_key}
+        found = {h.list_name for h in hits}
         started = [g for g in self.groups if not g[0].isdisjoint(found)]
         if not started:  # most entries of a general feed: one scan for a few names
             return False

@@ -106,7 +106,7 @@ PX = {
     "other_organisation": -1.0,  # a headline about another body's gathering (BRICS, G20) names neither
     "lead_both_event": 2.0,  # the lead names both, with an event or relationship word
     "rest_both_event": 1.5,  # a later sentence does
-    "sentence_both": 0.5,  # a sentence names both, without one
+    "sentence_both": 0.5,  # a sentence names both, without one, or at another time ("since … in 2022")
     "other_counterpart": -1.5,  # the headline has one of them and another leader, and an event
     "absent": -3.0,  # the headline states an absence, or attendance by video of something else
 }
@@ -239,7 +239,14 @@ def putin_xi_features(hits: Hits) -> list[Feature]:
         if not (sp and sx) or _absent(hits, seg):
             continue
         sev = hits.in_segment(seg, *EVENT)
-        if sev:
+        if sev and hits.in_segment(seg, "cue_timeshift"):  # "since Putin and Xi declared…": background
+            f = Feature(
+                "both leaders in one sentence, at another time",
+                PX["sentence_both"],
+                _where(seg),
+                _shown([*sp, *sx]),
+            )
+        elif sev:
             w = PX["lead_both_event"] if seg == 1 else PX["rest_both_event"]
             f = Feature(
                 "both leaders in one sentence, with an event", w, _where(seg), _shown([*sp, *sx, *sev])
@@ -256,7 +263,8 @@ def putin_xi_features(hits: Hits) -> list[Feature]:
 PUTIN_XI = Scorer(
     "putin-xi",
     (*PUTIN, *XI, *EVENT, "cue_pair", "cue_absent", "cue_remote", "cue_call", "cue_talk", "cue_visit",
-     "other_leader", "other_org", "country_china", "country_russia", "place_beijing", "place_moscow"),
+     "other_leader", "other_org", "cue_timeshift", "country_china", "country_russia", "place_beijing",
+     "place_moscow"),
     (*PUTIN, *XI),
     PX_THRESHOLD,
     putin_xi_features,

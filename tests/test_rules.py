@@ -155,6 +155,11 @@ def test_evidence_is_found_in_any_inflection_phrasing_and_place(rules, title, su
             "Samarkand bets on tourism",
             "The city's new resort was built for the SCO summit two years ago, a guide said.",
         ),
+        # both leaders only as background to other news
+        (
+            "Chinese yuan trade with Russia hits record",
+            "Payments have grown since Vladimir Putin and Xi Jinping declared a 'no limits' partnership in 2022.",
+        ),
     ],
 )
 def test_passing_mentions_absence_and_other_counterparts_are_not_selected(rules, title, summary):

@@ -217,16 +217,67 @@ async def _handle(on_outcome: Callable[[FeedOutcome], object], outcome: FeedOutc
     await maybe_await(on_outcome(outcome))
 
 
-def _worker_main(conn: Connection, inherited: tuple[Any, str] | None = None) -> None:
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# How often a worker checks that the process that forked it is still there.
+PARENT_CHECK_SECONDS = 0.5
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this worker exit when the process that forked it dies, however it dies (kill -9 too).
+
+    On Linux, prctl(PR_SET_PDEATHSIG) has the kernel send SIGKILL when the forking thread ends
+    (prctl(2)); SIGKILL, because a worker may have inherited a Python SIGTERM handler. A parent
+    that died before the call is caught by the getppid() check after it (the race prctl(2)
+    describes). Elsewhere, and as a second guard, a thread checks getppid() twice a second:
+    an orphan is re-parented, so its parent pid changes.
+    """
+    import ctypes
+    import signal
+    import sys
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the thread below still works
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_SECONDS)
+            if os.getppid() != parent_pid:
+                os._exit(1)  # no clean-up: nobody is left to report to
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _worker_main(
+    conn: Connection,
+    inherited: tuple[Any, str] | None = None,
+    parent_pid: int | None = None,
+    foreign_ends: Sequence[Connection] = (),
+) -> None:
     """A worker process: warm up, then run the shard it is sent.
 
     Down the pipe: (jobs, HttpLimits, max back-off, RulesSource), or None for "nothing to do":
     plain data, so that a worker forked before pydantic was imported (launch.py) never needs it
     on a run where nothing changed. Up the pipe: FeedOutcome ..., then None. `inherited`: rules
     the main process had compiled when it forked this worker (the daemon's polls), with their hash.
+    `foreign_ends`: the main process's ends of this worker's pipe and its elder siblings' pipes,
+    inherited by the fork; closed at once, so that when the main process dies nobody holds a
+    read end open and a write fails (EPIPE) instead of blocking for ever.
     """
     from . import fetch
 
+    for end in foreign_ends:
+        with contextlib.suppress(OSError):
+            end.close()
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     fetch.prepare()  # while the main process reads its config and the feeds' states
     try:
         order = conn.recv()
@@ -243,7 +294,8 @@ def _worker_main(conn: Connection, inherited: tuple[Any, str] | None = None) -> 
             getter = lazy_rules(lambda: _compiled(rules))
         asyncio.run(run_shard(jobs, http, conn.send, max_backoff=max_backoff, rules=getter))
     finally:
-        conn.send(None)  # end of shard
+        with contextlib.suppress(OSError):  # the main process is gone: nobody to tell
+            conn.send(None)  # end of shard
         conn.close()
 
 
@@ -267,7 +319,11 @@ class FetchWorkers:
         ctx = multiprocessing.get_context("fork")
         for _ in range(count):
             parent, child = ctx.Pipe(duplex=True)
-            proc = ctx.Process(target=_worker_main, args=(child, self.rules), daemon=True)
+            # fork, so these are not pickled: the child closes its copies of the main process's ends
+            foreign = [parent, *(conn for conn, _ in self.procs)]
+            proc = ctx.Process(
+                target=_worker_main, args=(child, self.rules, os.getpid(), foreign), daemon=True
+            )
             proc.start()
             child.close()
             self.procs.append((parent, proc))

@@ -143,6 +143,54 @@ def clean_header(value: str, limit: int = SUBJECT_MAX) -> str:
     return value if len(value) <= limit else value[: limit - 1].rstrip() + "…"
 
 
+# Only these schemes reach an href: a feed's `javascript:` or `data:` link would run in the reader's
+# browser when clicked (issue 12). Anything else is dropped and its text kept.
+SAFE_SCHEMES = ("http", "https", "mailto")
+_C0_AND_SPACE = "".join(chr(i) for i in range(0x21))
+
+
+def safe_href(url: str | None) -> str | None:
+    """`url` if it is an absolute http(s) URL with a host, or a mailto: URL; else None. Pure.
+
+    Read as a browser reads an href (WHATWG URL Standard, basic URL parser): leading and trailing
+    C0 controls and spaces are stripped and tabs and newlines removed anywhere, so that
+    " java\tscript:..." is seen as the javascript: URL it becomes. What is returned is that
+    cleaned form; a URL still holding a control character is dropped.
+    """
+    if not url:
+        return None
+    cleaned = url.translate({9: None, 10: None, 13: None}).strip(_C0_AND_SPACE)
+    if not cleaned or any(ord(c) < 0x20 or ord(c) == 0x7F for c in cleaned):
+        return None
+    scheme, sep, rest = cleaned.partition(":")
+    scheme = scheme.lower()
+    if not sep or scheme not in SAFE_SCHEMES:
+        return None
+    if scheme == "mailto":
+        return cleaned if rest.strip() else None
+    from urllib.parse import urlsplit
+
+    try:
+        host = urlsplit(cleaned).hostname
+    except ValueError:  # e.g. an unbalanced [ in the host
+        return None
+    # "https:evil" or "https:\\\\evil" has no authority as written; a browser would guess one: dropped
+    return cleaned if host and rest.startswith("//") else None
+
+
+def _safe_story(story: DigestStory) -> DigestStory:
+    also = tuple((outlet, safe_href(link)) for outlet, link in story.also)
+    return replace(story, link=safe_href(story.link), also=also)
+
+
+def safe_links(digest: Digest) -> Digest:
+    """The digest with every story link that is not http(s) or mailto removed (titles kept)."""
+    sections = tuple(
+        replace(sec, stories=tuple(_safe_story(st) for st in sec.stories)) for sec in digest.sections
+    )
+    return replace(digest, sections=sections)
+
+
 class Renderer:
     def __init__(self, template_dir: Path | None = None, *, list_name: str, locale: str = "auto") -> None:
         dirs = [str(d) for d in (template_dir, default_template_dir()) if d is not None and d.is_dir()]
@@ -188,6 +236,7 @@ class Renderer:
     def render(self, digest: Digest, links: Links, *, web: bool = False) -> Rendered:
         """Subject, text and (for HTML subscribers) HTML. web=True: the page for "View in browser",
         stylesheets linked, never shortened."""
+        digest = safe_links(digest)  # the mail, the preview and the archive page all pass here
         s = digest.subscriber
         zone = ZoneInfo(s.timezone)
         words = words_for(self.locale, (st.title for sec in digest.sections for st in sec.stories))

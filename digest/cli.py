@@ -29,7 +29,7 @@ import click
 
 from . import __version__
 from .config import LoadedConfig, _duration, load_config
-from .errors import ConfigError, DigestError
+from .errors import AddressError, ConfigError, DigestError
 from .pipeline import FetchOptions, OrganiseSummary, fetch_feeds, open_store, organise, start_workers, utcnow
 from .records import FeedReport, FetchStatus, FetchSummary
 
@@ -818,6 +818,11 @@ def subscribers_import(state: State, csv_file: Path) -> None:
         text = csv_file.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise DigestError(f"{csv_file}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise AddressError(
+            f"{csv_file}: not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "save it as UTF-8 (in a spreadsheet: CSV UTF-8) and import again"
+        ) from None
     subs = read_csv(text, str(csv_file))
     with open_store(state.loaded) as store:
         created = sum(store.add_subscriber(s, utcnow())[1] for s in subs)

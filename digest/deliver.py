@@ -63,11 +63,21 @@ class OutboxTransport:
     def _write(self, data: bytes, message_id: str) -> None:
         name = hashlib.sha256(message_id.encode()).hexdigest()[:32] + ".eml"
         tmp = self.folder / "tmp" / f"{name}.{os.getpid()}"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.folder / "new" / name)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.folder / "new" / name)
+        except OSError as exc:
+            # a full disk, a quota, a read-only mount: no message can be written, whoever it is
+            # for. No half file stays in tmp/; the row stays pending and the next run sends it.
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise TransportSetupError(
+                f"outbox {self.folder}: cannot write a message ({exc.strerror or exc}); "
+                "free some space there or point delivery.outbox elsewhere"
+            ) from None
 
 
 class _Connection:
@@ -132,6 +142,12 @@ class SmtpTransport:
                 raise TransportSetupError(
                     f"smtp {s.host}:{s.port}: login as {s.username!r} refused ({exc.code} "
                     f"{exc.message}); check delivery.smtp.username/password"
+                ) from None
+            except aiosmtplib.SMTPException as exc:  # the server offers no AUTH (RFC 4954 §3)
+                await self._quit(_Connection(smtp))
+                raise TransportSetupError(
+                    f"smtp {s.host}:{s.port}: the server offers no AUTH ({exc}); use security: starttls "
+                    "if it offers AUTH only after STARTTLS, or remove delivery.smtp.username"
                 ) from None
         return _Connection(smtp)
 

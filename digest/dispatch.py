@@ -337,9 +337,15 @@ async def send_due(
             async with db:
                 started = await asyncio.to_thread(store.begin_deliveries, items)  # type: ignore[arg-type]
             done.clear()
-            await asyncio.gather(
-                *(deliver(p, per) for (p, per), ok in zip(batch, started, strict=True) if ok)
+            # every send in flight finishes and is recorded before a failure that stops the run
+            # (login refused, the outbox full) is raised: none is left for asyncio.run to cancel
+            outcomes = await asyncio.gather(
+                *(deliver(p, per) for (p, per), ok in zip(batch, started, strict=True) if ok),
+                return_exceptions=True,
             )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
             if done:
                 async with db:
                     await asyncio.to_thread(store.finish_deliveries, list(done), now)

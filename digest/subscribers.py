@@ -135,15 +135,20 @@ CSV_FIELDS = FIELDS
 def read_csv(text: str, source: str) -> list[Subscriber]:
     """Subscribers from CSV with a header row (email required); every bad row named, none stored."""
     reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames or "email" not in [f.strip().lower() for f in reader.fieldnames]:
-        raise AddressError(f"{source}: needs a header row with an `email` column")
     out, errors = [], []
-    for n, row in enumerate(reader, start=2):
-        clean = {k.strip().lower(): v for k, v in row.items() if k and v not in (None, "")}
-        try:
-            out.append(make_subscriber(clean, where=f"{source}: line {n}"))
-        except AddressError as exc:
-            errors.append(str(exc))
+    try:
+        if not reader.fieldnames or "email" not in [f.strip().lower() for f in reader.fieldnames]:
+            raise AddressError(f"{source}: needs a header row with an `email` column")
+        for row in reader:
+            n = reader.line_num
+            clean = {k.strip().lower(): v for k, v in row.items() if k and v not in (None, "")}
+            try:
+                out.append(make_subscriber(clean, where=f"{source}: line {n}"))
+            except AddressError as exc:
+                errors.append(str(exc))
+    except csv.Error as exc:  # a field over csv.field_size_limit() (128 KiB), a NUL byte ...
+        # (DictReader.line_num is updated only after a row is read: ask the reader underneath)
+        errors.append(f"{source}: line {reader.reader.line_num}: {exc}; this is not a subscriber list")
     if errors:
         raise AddressError("\n".join(errors))
     return out

@@ -1050,4 +1050,6 @@ def serve(state: State, host: str, port: int) -> None:
     warn_base_url(loaded)
     with open_store(loaded):
         pass  # migrate before serving
-    uvicorn.run(create_app(loaded), host=host, port=port, log_level="info", proxy_headers=True)
+    # X-Forwarded-For is read by the app, from web.trusted_proxies only: uvicorn's own reading
+    # trusts anyone on 127.0.0.1 by default (forwarded_allow_ips), a client could name any address
+    uvicorn.run(create_app(loaded), host=host, port=port, log_level="info", proxy_headers=False)

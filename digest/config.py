@@ -197,6 +197,28 @@ class DaemonSettings(_Model):
     )
 
 
+class WebSettings(_Model):
+    trusted_proxies: tuple[str, ...] = Field(
+        (),
+        description="addresses or networks of reverse proxies whose X-Forwarded-For is believed; "
+        "none by default: a client could name any address in it",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{net!r} is not an IP address or network; write e.g. 10.0.0.5 or 10.0.0.0/24"
+                ) from None
+        return v
+
+
 class Config(_Model):
     database: str = "sqlite:///digest.db"
     http: HttpSettings = HttpSettings()
@@ -208,6 +230,7 @@ class Config(_Model):
     clustering: dict[str, Any] | None = None
     delivery: DeliverySettings = DeliverySettings()
     daemon: DaemonSettings = DaemonSettings()
+    web: WebSettings = WebSettings()
     subscribers: tuple[dict[str, Any], ...] = ()
 
     @field_validator("feeds")

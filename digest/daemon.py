@@ -27,6 +27,7 @@ from .errors import DigestError
 from .lock import SchedulerLock
 from .pipeline import FetchOptions, fetch_feeds, open_store, organise, utcnow
 from .records import FetchStatus
+from .subscribers import CONFIRM_MAX_AGE
 
 log = logging.getLogger("digest")
 
@@ -172,10 +173,17 @@ class Daemon:
         d = self.loaded.config.daemon
         with open_store(self.loaded) as store:
             pruned = store.prune_entries(utcnow() - timedelta(seconds=d.retention))
+            # a sign-up whose confirmation link has expired can never be confirmed
+            expired = store.remove_expired_pending(utcnow() - timedelta(seconds=CONFIRM_MAX_AGE))
             store.tidy()
             if d.operator:
                 self.report_to_operator(store, d.operator)
-        _event(f"housekeeping: {pruned} old entries removed", event="housekeeping", pruned=pruned)
+        _event(
+            f"housekeeping: {pruned} old entries removed, {expired} expired sign-ups",
+            event="housekeeping",
+            pruned=pruned,
+            expired_sign_ups=expired,
+        )
 
     def report_to_operator(self, store: Any, address: str) -> None:
         """A plain mail listing feeds failing for a day or more, and the last day's figures."""

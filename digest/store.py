@@ -581,6 +581,31 @@ class Store:
                 .values(status=status, updated_at=now)
             )
 
+    # -- sign-ups (web.py): a confirmation link carries the row's updated_at and works once ------
+
+    def subscriber_stamp(self, subscriber_id: int) -> datetime | None:
+        """When the subscriber's row last changed (None: no such row)."""
+        q = sa.select(subscribers.c.updated_at).where(subscribers.c.id == subscriber_id)
+        with self._safe(), self.engine.connect() as conn:
+            return conn.execute(q).scalar()
+
+    def confirm_subscriber(self, subscriber_id: int, stamp: datetime, sub: Subscriber, now: datetime) -> bool:
+        """Activate with `sub`'s preferences, only if the row is as it was at `stamp` (it has not
+        changed since the link was made: a link used once, or overtaken, does nothing). -> done."""
+        values = {k: v for k, v in _subscriber_row(sub).items() if k != "email"}
+        values.update(status="active", bounces=0, updated_at=now)
+        c = subscribers.c
+        with self._safe(), self.engine.begin() as conn:
+            q = subscribers.update().where(c.id == subscriber_id, c.updated_at == stamp).values(**values)
+            return bool(conn.execute(q).rowcount)
+
+    def remove_expired_pending(self, changed_before: datetime) -> int:
+        """Delete sign-ups never confirmed whose link has expired. -> how many."""
+        c = subscribers.c
+        q = subscribers.delete().where(c.status == "pending", c.updated_at < changed_before)
+        with self._safe(), self.engine.begin() as conn:
+            return int(conn.execute(q).rowcount)
+
     def record_bounce(self, subscriber_id: int, limit: int, now: datetime) -> str:
         """One more permanent failure; the subscriber is marked bouncing at `limit`. -> status."""
         with self._safe(), self.engine.begin() as conn:
@@ -751,6 +776,19 @@ class Store:
                     assembled_at=now,
                 )
             )
+
+    def sent_digests(self, subscriber_id: int, *, limit: int, offset: int = 0) -> list[dict[str, Any]]:
+        """One subscriber's sent digests, newest first, a page at a time (the web archive)."""
+        d = deliveries.c
+        q = (
+            sa.select(d.period, d.story_ids, d.sent_at)
+            .where(d.subscriber_id == subscriber_id, d.state == "sent")
+            .order_by(d.period.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        with self._safe(), self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
 
     def deliveries_report(self, limit: int = 50) -> list[dict[str, Any]]:
         q = (

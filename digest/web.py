@@ -16,15 +16,18 @@ limit stops mail-bombing.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import time
 from collections import defaultdict, deque
-from dataclasses import replace
+from dataclasses import asdict, replace
+from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import parse_qs
 
 import jinja2
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
@@ -34,14 +37,16 @@ from starlette.routing import Route
 
 from .config import LoadedConfig
 from .deliver import make_transport
-from .errors import AddressError, DeliveryError
+from .errors import AddressError, DigestError
 from .pipeline import open_store, utcnow
 from .render import POLICY, default_template_dir
 from .stories import topic_title
-from .subscribers import PREFERENCE_FIELDS, WEEKDAYS, Subscriber, make_subscriber
+from .subscribers import CONFIRM_MAX_AGE, PREFERENCE_FIELDS, WEEKDAYS, Subscriber, make_subscriber
 from .tokens import Signer, load_secret
 
-CONFIRM_MAX_AGE = 2 * 86400  # a confirmation link works for two days
+MAX_BODY = 64 * 1024  # a form is a few hundred bytes; eight 50 MiB bodies took the server to 476 MB
+FORM_MAIL_TIMEOUT = 5.0  # a visitor waits for the confirmation mail: one try, not the send loop's retries
+ARCHIVE_PAGE = 50
 PER_ADDRESS_SECONDS = 600  # at most one mail to one address in ten minutes
 PER_CLIENT = (10, 3600)  # at most ten subscribe attempts from one client an hour
 CSP = (
@@ -72,16 +77,89 @@ class RateLimit:
         self.last_mail[address] = now
         return True
 
+    def mail_failed(self, address: str) -> None:
+        """No mail went out: the address keeps its slot for the retry."""
+        self.last_mail.pop(address, None)
+
+
+class BodyCap:
+    """Refuse request bodies over `limit` bytes with 413, declared (Content-Length) or streamed."""
+
+    def __init__(self, app: Any, limit: int = MAX_BODY) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.limit:
+            response = PlainTextResponse(f"request body over {self.limit} bytes\n", 413)
+            return await response(scope, receive, send)
+        seen, started = 0, False
+
+        async def capped() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:  # chunked, or a Content-Length that lied
+                raise _TooLarge
+            return message
+
+        async def sending(message: Any) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, capped, sending)
+        except _TooLarge:
+            if started:
+                raise
+            response = PlainTextResponse(f"request body over {self.limit} bytes\n", 413)
+            await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted: list[Any]) -> str:
+    """Who is asking: the peer, unless it is a trusted proxy; then the last address in
+    X-Forwarded-For that is not one (each proxy appends the address it saw; anything to the left of
+    the first untrusted hop was written by the client and proves nothing)."""
+    if peer is None:
+        return "unknown"
+
+    def is_trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.strip())
+        except ValueError:
+            return False
+        return any(ip in net for net in trusted)
+
+    if not forwarded_for or not is_trusted(peer):
+        return peer
+    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+        if not is_trusted(hop):
+            return hop
+    return peer
+
 
 def create_app(loaded: LoadedConfig) -> Starlette:
     d = loaded.config.delivery
-    signer = Signer(load_secret(d.secret, loaded.base_dir))
+    secret = load_secret(d.secret, loaded.base_dir)
+    signer = Signer(secret)
     user_dir = loaded.base_dir / (d.templates or "templates")
     dirs = [str(p) for p in (user_dir, default_template_dir()) if p.is_dir()]
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(dirs), autoescape=True, undefined=jinja2.StrictUndefined
     )
     limits = RateLimit()
+    trusted = [ipaddress.ip_network(n, strict=False) for n in loaded.config.web.trusted_proxies]
+    # A sign-up carries the preferences asked for, signed, so that nothing is written to a known
+    # address's row before its owner confirms; and the row's updated_at when the link was made, so
+    # that the link works once (confirming changes it, and so does anything done since).
+    requests = URLSafeTimedSerializer(secret, salt="sign-up")
     base = d.base_url.rstrip("/")
     rules = loaded.rules
     topics = [{"name": t.name, "title": topic_title(t.name)} for t in rules.topics]
@@ -126,7 +204,9 @@ def create_app(loaded: LoadedConfig) -> Starlette:
         msg["From"], msg["To"], msg["Subject"] = d.sender, to, subject
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(text)
-        transport = make_transport(d, loaded.base_dir)
+        # someone is waiting for the page: one short try (SMTP down took 14.5 s with the retries)
+        smtp = d.smtp.model_copy(update={"retries": 0, "timeout": min(d.smtp.timeout, FORM_MAIL_TIMEOUT)})
+        transport = make_transport(d.model_copy(update={"smtp": smtp}), loaded.base_dir)
         import email.utils
 
         await transport.open()
@@ -151,7 +231,8 @@ def create_app(loaded: LoadedConfig) -> Starlette:
             return simple(
                 request, "Please try again", "The form had expired. Reload the page and send it again.", 400
             )
-        client = request.client.host if request.client else "unknown"
+        peer = request.client.host if request.client else None
+        client = client_address(peer, request.headers.get("x-forwarded-for"), trusted)
         if not limits.client_allowed(client):
             return simple(request, "Too many attempts", "Please wait an hour before trying again.", 429)
         try:
@@ -164,16 +245,21 @@ def create_app(loaded: LoadedConfig) -> Starlette:
             return page(
                 request, "web/subscribe.html.j2", 422, sub=blank, email=data.get("email"), errors=errors
             )
-        now = utcnow()
-        with open_store(loaded) as store:
-            existing = store.list_subscribers(email=sub.email)
-            if existing and existing[0].status == "active":
-                sid, kind = existing[0].id, "known"
-            else:
-                sid, _ = store.add_subscriber(replace(sub, status="pending"), now, update=True)
-                kind = "new"
         if limits.mail_allowed(sub.email):
-            assert sid is not None
+            with open_store(loaded) as store:
+                existing = store.list_subscribers(email=sub.email)
+                if existing and existing[0].status == "active":
+                    sid, kind = existing[0].id, "known"
+                else:
+                    # a new address gets a pending row (deleted if never confirmed); a known one,
+                    # unsubscribed or pending, is left as it is until its owner confirms
+                    if existing:
+                        sid = existing[0].id
+                    else:
+                        sid, _ = store.add_subscriber(replace(sub, status="pending"), utcnow(), update=False)
+                    kind = "new"
+                stamp = store.subscriber_stamp(sid) if sid is not None else None
+            assert sid is not None and stamp is not None
             if kind == "known":
                 link = f"{base}/preferences/{signer.sign(sid, 'preferences')}"
                 text = (
@@ -181,15 +267,21 @@ def create_app(loaded: LoadedConfig) -> Starlette:
                     f"You are already subscribed. To change what you receive, open:\n{link}\n"
                 )
             else:
-                link = f"{base}/confirm/{signer.sign_timed(sid, 'confirm')}"
+                asked = {k: v for k, v in asdict(sub).items() if k in (*PREFERENCE_FIELDS, "name")}
+                token = requests.dumps({"id": sid, "stamp": stamp.isoformat(), "asked": asked})
+                link = f"{base}/confirm/{token}"
                 text = (
                     f"Please confirm that {sub.email} should receive {d.list_name}:\n\n{link}\n\n"
                     "The link works for two days. If you did not ask for this, ignore this mail."
                 )
             try:
                 await mail(sub.email, f"Confirm your subscription to {d.list_name}", text, "confirm")
-            except DeliveryError as exc:
-                return simple(request, "We could not send the mail", f"{exc}. Please try again later.", 503)
+            except DigestError as exc:
+                limits.mail_failed(sub.email)  # nothing was sent: the retry may send it
+                reason = str(exc).splitlines()[0]
+                return simple(
+                    request, "We could not send the mail", f"{reason}. Please try again later.", 503
+                )
         # the same words for new and known addresses: the page reveals nothing
         return simple(
             request,
@@ -197,10 +289,17 @@ def create_app(loaded: LoadedConfig) -> Starlette:
             f"We have sent a message to {sub.email}. Open the link in it to confirm.",
         )
 
+    def sign_up_of(token: str) -> tuple[int, datetime, dict[str, Any]] | None:
+        try:
+            data = requests.loads(token, max_age=CONFIRM_MAX_AGE)
+            return int(data["id"]), datetime.fromisoformat(data["stamp"]), dict(data["asked"])
+        except (BadSignature, KeyError, TypeError, ValueError):  # SignatureExpired is a BadSignature
+            return None
+
     async def confirm(request: Request) -> Response:
         token = request.path_params["token"]
-        sid = signer.verify_timed(token, "confirm", CONFIRM_MAX_AGE)
-        if sid is None:
+        signed = sign_up_of(token)
+        if signed is None:
             return simple(
                 request,
                 "This link has expired",
@@ -220,12 +319,26 @@ def create_app(loaded: LoadedConfig) -> Starlette:
         _, csrf_ok = await form_of(request)
         if not csrf_ok:
             return simple(request, "Please try again", "Reload the page and press the button again.", 400)
+        sid, stamp, asked = signed
         with open_store(loaded) as store:
             sub = store.subscriber(sid)
             if sub is None:
                 return simple(request, "Unknown subscription", "Subscribe again.", 404)
-            if sub.status != "active":
-                store.set_status(sid, "active", utcnow())
+            try:
+                wanted = make_subscriber({**asked, "email": sub.email}, where="confirmation link")
+            except AddressError:
+                return bad_link(request)
+            if not store.confirm_subscriber(sid, stamp, wanted, utcnow()):
+                # used already, or the subscription changed since (unsubscribed, say): a replayed
+                # link must not undo that
+                return simple(
+                    request,
+                    "This link has been used",
+                    "It works once. To subscribe again, use the form.",
+                    400,
+                    link="/subscribe",
+                    link_text="Subscribe",
+                )
         return simple(
             request,
             "You are subscribed",
@@ -320,17 +433,16 @@ def create_app(loaded: LoadedConfig) -> Starlette:
         sid = signer.verify(token, "archive")
         if sid is None:
             return bad_link(request)
-        with open_store(loaded) as store:
-            rows = [
-                r
-                for r in store.deliveries_report(limit=500)
-                if r["subscriber_id"] == sid and r["state"] == "sent"
-            ]
+        asked = request.query_params.get("page", "1")
+        number = int(asked) if asked.isdigit() and 0 < int(asked) < 10**6 else 1
+        with open_store(loaded) as store:  # one page and one more row: is there an older page?
+            rows = store.sent_digests(sid, limit=ARCHIVE_PAGE + 1, offset=(number - 1) * ARCHIVE_PAGE)
         items = [
             {"period": r["period"], "count": len(r["story_ids"]), "url": f"/archive/{token}/{r['period']}"}
-            for r in rows
+            for r in rows[:ARCHIVE_PAGE]
         ]
-        return page(request, "web/archive.html.j2", items=items)
+        older = f"/archive/{token}?page={number + 1}" if len(rows) > ARCHIVE_PAGE else None
+        return page(request, "web/archive.html.j2", items=items, older=older)
 
     async def archived(request: Request) -> Response:
         token, period = request.path_params["token"], request.path_params["period"]
@@ -401,5 +513,5 @@ def create_app(loaded: LoadedConfig) -> Starlette:
         Route("/archive/{token}/{period}", archived),
         Route("/static/{name}", static),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
+    app = Starlette(routes=routes, middleware=[Middleware(BodyCap), Middleware(SecurityHeaders)])
     return app

@@ -9,6 +9,12 @@ every run gets a fresh event loop and clients and shutdown(wait=True) finishes w
 an in-memory job store, because send times live in the database (a job store re-added at start
 would silently drop a run missed during downtime, and a shared one double-fires); one scheduler
 per database, held by digest.lock.
+
+Faults (issue 12): every tick first asks whether the lock is still held (a PostgreSQL restart ends
+the session that held it). If not, nothing is scheduled until it is taken again; if another
+scheduler took it meanwhile, the daemon exits 4. A job that fails with a DigestError (the
+database down, say) is logged once when things go wrong and once when they come right, not
+every tick. SIGTERM always ends in exit code 0 and no traceback.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .config import LoadedConfig, load_config
-from .errors import DigestError
+from .errors import DigestError, LockHeldError
 from .lock import SchedulerLock
 from .pipeline import FetchOptions, fetch_feeds, open_store, organise, utcnow
 from .records import FetchStatus
@@ -92,18 +98,63 @@ class Daemon:
         self._turn = threading.Lock()
         self.scheduler: Any = None
         self._shutdown: threading.Thread | None = None
+        self.lock: SchedulerLock | None = None
+        self.exit_code = 0
+        self._lock_lost = False
+        self._failing: str | None = None  # the line logged when jobs began to fail, until they recover
 
     # -- jobs --------------------------------------------------------------------------------------
 
     def poll(self) -> None:
         with self._turn:
-            if not self.stopping.is_set():
-                self._poll()
+            if not self.stopping.is_set() and self._lock_held():
+                self._guarded(self._poll)
 
     def send(self) -> None:
         with self._turn:
-            if not self.stopping.is_set():
-                self._send()
+            if not self.stopping.is_set() and self._lock_held():
+                self._guarded(self._send)
+
+    def _guarded(self, job: Any) -> None:
+        """Run a job; a DigestError is a state (logged when it starts and when it ends), not a crash."""
+        try:
+            job()
+        except DigestError as exc:
+            self._trouble(str(exc).splitlines()[0])
+        else:
+            self._trouble(None)
+
+    def _trouble(self, line: str | None) -> None:
+        if line is not None and self._failing is None:
+            log.error("%s; jobs are skipped until it is fixed (logged once)", line)
+        elif line is None and self._failing is not None:
+            _event("recovered: jobs run again", event="recovered")
+        self._failing = line
+
+    def _lock_held(self) -> bool:
+        """Whether scheduling may go on: the lock is held, or taken again now. Exits 4 if another
+        scheduler took it while ours was lost."""
+        lock = self.lock
+        if lock is None or lock.held():
+            return True
+        if not self._lock_lost:
+            self._lock_lost = True
+            log.error(
+                "lost the scheduler lock (its database session ended): nothing is scheduled until it is back"
+            )
+        try:
+            lock.regain()
+        except LockHeldError:
+            log.error("another scheduler took the lock while ours was lost: exiting (exit code 4)")
+            self.exit_code = 4
+            self._begin_shutdown()
+            return False
+        except DigestError as exc:
+            self._trouble(str(exc).splitlines()[0])
+            return False
+        self._lock_lost = False
+        _event(f"took the scheduler lock again ({lock.where()}): scheduling resumes", event="lock")
+        return True
 
     def _poll(self) -> None:
         from . import metrics
@@ -168,8 +219,11 @@ class Daemon:
                 log.warning("send: %s %s: %s", r.email, r.state, r.error)
 
     def housekeeping(self) -> None:
-        if self.stopping.is_set():
-            return
+        with self._turn:
+            if not self.stopping.is_set() and self._lock_held():
+                self._guarded(self._housekeeping)
+
+    def _housekeeping(self) -> None:
         d = self.loaded.config.daemon
         with open_store(self.loaded) as store:
             pruned = store.prune_entries(utcnow() - timedelta(seconds=d.retention))
@@ -254,8 +308,11 @@ class Daemon:
         if self.stopping.is_set():
             return
         _event(f"stopping on {signal.Signals(signum).name}: finishing the message in flight", event="stop")
+        self._begin_shutdown()
+
+    def _begin_shutdown(self) -> None:
         self.stopping.set()
-        if self.scheduler is not None:
+        if self.scheduler is not None and self._shutdown is None:
             # from another thread: shutdown(wait=True) waits for running jobs, which now stop early
             self._shutdown = threading.Thread(
                 target=self.scheduler.shutdown, kwargs={"wait": True}, daemon=True
@@ -267,7 +324,7 @@ class Daemon:
         from apscheduler.schedulers.blocking import BlockingScheduler
 
         limit_malloc_arenas()
-        lock = SchedulerLock(self.loaded.database_url, wait=self.wait)
+        lock = self.lock = SchedulerLock(self.loaded.database_url, wait=self.wait)
         lock.acquire()
         try:
             if self.metrics_port:
@@ -307,5 +364,5 @@ class Daemon:
                 self._shutdown.join()  # the job in flight has finished: only now let go of the lock
             _event("daemon stopped", event="stopped")
         finally:
-            lock.release()
-        return 0
+            lock.release()  # quietly, if the lock's session is gone already
+        return self.exit_code

@@ -11,7 +11,10 @@ must match a cookie; the one-click POST carries none (mailbox providers send no 
 §3.2) and is identified by its signed URL alone. Pages send a strict Content-Security-Policy and
 load nothing from other sites. Re-subscribing a known address mails that address and says on the
 page exactly what a new address would get (no address enumeration); a per-address and per-client
-limit stops mail-bombing.
+limit stops mail-bombing (the client: the peer, or X-Forwarded-For from `web.trusted_proxies` only).
+A sign-up writes nothing to a known address: the preferences asked for travel in the signed
+confirmation link, with the row's updated_at, so the link works once (issue 12). Bodies over
+64 KiB get 413.
 """
 
 from __future__ import annotations

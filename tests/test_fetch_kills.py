@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -11,7 +12,12 @@ import pytest
 from bench.fetch_kills import GRACE, HOSTS, kill_during_fetch, write_config
 from tests.support.feedserver import FeedServer
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc"),
+    pytest.mark.skipif(
+        (os.cpu_count() or 1) < 2, reason="fetch workers are forked only with two cores or more"
+    ),
+]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])

@@ -341,7 +341,9 @@ class OrganiseSummary:
     redone: bool = False  # the rules changed, so every entry was classified again
 
 
-def _features(id: int, e: Entry, entities: Iterable[str], title_entities: Iterable[str]) -> Any:
+def _features(
+    id: int, e: Entry, entities: Iterable[str], title_entities: Iterable[str], settings: Any
+) -> Any:
     from .cluster import story_entry
 
     return story_entry(
@@ -356,10 +358,14 @@ def _features(id: int, e: Entry, entities: Iterable[str], title_entities: Iterab
         source_title=e.source_title,
         entities=entities,
         title_entities=title_entities,
+        feed=e.feed,
+        settings=settings,
     )
 
 
-def _classify(batch: Sequence[Any], rules: Any, rules_hash: str) -> list[tuple[int, Verdict, Any]]:
+def _classify(
+    batch: Sequence[Any], rules: Any, rules_hash: str, settings: Any
+) -> list[tuple[int, Verdict, Any]]:
     """Stored entries -> (row id, verdict, cluster features or None): selection, tags, features. Pure."""
     from .select import classify
 
@@ -367,7 +373,9 @@ def _classify(batch: Sequence[Any], rules: Any, rules_hash: str) -> list[tuple[i
     for s in batch:
         e = s.entry
         v = Verdict.of(classify(e.title, e.summary_text, rules), rules_hash)
-        out.append((s.id, v, _features(s.id, e, v.entities, v.title_entities) if v.relevant else None))
+        out.append(
+            (s.id, v, _features(s.id, e, v.entities, v.title_entities, settings) if v.relevant else None)
+        )
     return out
 
 
@@ -387,7 +395,7 @@ def organise(loaded: LoadedConfig, store: Store, *, clock: Clock = utcnow) -> Or
     # One process: a pool was measured no faster (unpickling the results costs what it saves).
     # The rules are compiled only when something needs them (a warm run has nothing to do).
     todo = store.unclassified(rules_hash)
-    done = _classify(todo, loaded.rules, rules_hash) if todo else []
+    done = _classify(todo, loaded.rules, rules_hash, loaded.clustering) if todo else []
     known = {i: f for i, _, f in done if f is not None}  # features already computed
     store.save_classifications({i: v for i, v, _ in done}, now)
 
@@ -400,12 +408,13 @@ def organise(loaded: LoadedConfig, store: Store, *, clock: Clock = utcnow) -> Or
         stories: dict[int, Story] = {}
         for m in store.story_members(since):
             assert m.story_id is not None
-            f = _features(m.stored.id, m.stored.entry, m.entities, m.title_entities)
+            f = _features(m.stored.id, m.stored.entry, m.entities, m.title_entities, settings)
             stories.setdefault(m.story_id, Story(m.story_id)).add(f)
         clusterer = Clusterer(settings, stories.values(), next_id=store.next_story_id())
         incoming = sorted(
             (
-                known.get(m.stored.id) or _features(m.stored.id, m.stored.entry, m.entities, m.title_entities)
+                known.get(m.stored.id)
+                or _features(m.stored.id, m.stored.entry, m.entities, m.title_entities, settings)
                 for m in new
             ),
             key=processing_order,

@@ -153,6 +153,15 @@ def _fmt_time(t: datetime | None) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if t else "—"
 
 
+def _fmt_age(age: timedelta) -> str:
+    """3d, 5h, 40m: the largest unit that fits."""
+    seconds = age.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:,.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 def print_fetch_summary(summary: FetchSummary, console: Console) -> None:
     table = new_table(title="fetch", show_lines=False)
     for col in ("feed", "status", "new", "updated", "note"):
@@ -548,6 +557,7 @@ def explain(state: State, entry: str) -> None:
     """Why ENTRY (an id, link or GUID) was selected or not, and which story it is in."""
     from .rules import explain_rules
     from .select import classify_hits
+    from .stories import age_at_first_sight, old_news
 
     loaded = state.loaded
     rules = loaded.rules
@@ -564,7 +574,7 @@ def explain(state: State, entry: str) -> None:
             titles = {n: st.title for n, st in store.feed_states().items()}
             mates = [m for m in store.classified_entries() if m.story_id == story_id and m.stored.id != s.id]
     out.print(f"[bold]{e.title}[/]", markup=True)
-    when = _fmt_time(e.published) + (" (fetch time)" if e.published_fallback else "")
+    when = _fmt_time(e.published) + (" (no date in the feed: first seen)" if e.published_fallback else "")
     out.print(f"entry {s.id} · {e.feed} · {when} · {e.language or '?'}\n{e.link or ''}", markup=False)
     if not c.relevant:
         out.print("\n[yellow]not selected[/]: no topic reached its score or matched a rule.", markup=True)
@@ -604,6 +614,14 @@ def explain(state: State, entry: str) -> None:
             continue
         ev = "; ".join(f"{field}: “{matched}” ({cond})" for cond, field, _term, matched in r.fired.evidence)
         out.print(f"  tag {r.name} ← {r.fired.rule}: {ev}", markup=False)
+    if old_news(s, loaded.config.max_age):
+        age = age_at_first_sight(s)
+        out.print(
+            f"\n[yellow]not mailed[/]: old news, published {_fmt_age(age)} before it was first seen"
+            f" ({_fmt_time(s.first_seen)}); max_age in the config is"
+            f" {_fmt_age(timedelta(seconds=loaded.config.max_age))}",
+            markup=True,
+        )
     if story_id is not None:
         others = f"{len(mates)} other reports" if mates else "no other reports yet"
         out.print(f"\nstory s{story_id}: {others}", markup=False)

@@ -1,19 +1,21 @@
 """Assemble one subscriber's digest for one period. Pure: stories and preferences in, a Digest out.
 
-stories first reported in (since, until] | the subscriber's topics and tags
-| minus stories already sent to them | grouped by topic | most outlets first, then newest
-| capped at max_stories, with "and N more"
+stories with a report first seen in (since, until] that was news then (max_age)
+| the subscriber's topics and tags
+| minus stories already sent to them | most outlets first, then newest
+| capped at max_stories, with "and N more" | grouped by topic, each story under the narrowest of its topics
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from .cluster import without_tracking
 from .schedule import Period
-from .stories import StoryView, outlet_of
+from .stories import StoryView, old_news, outlet_of
 from .subscribers import Subscriber
 
 
@@ -100,6 +102,7 @@ def assemble(
     topic_titles: Mapping[str, str],
     feed_titles: Mapping[str, str | None],
     cache: dict[int, DigestStory] | None = None,
+    max_age: float | None = None,
 ) -> Digest:
     memo = cache if cache is not None else {}  # a story's item is the same in every digest
 
@@ -112,7 +115,11 @@ def assemble(
     for v in stories:
         if v.id in already_sent:
             continue
-        if not any(since < m.stored.first_seen <= until for m in v.entries):
+        # new in this period, and news when it was first seen (max_age: old news is never mailed)
+        if not any(
+            since < m.stored.first_seen <= until and (max_age is None or not old_news(m.stored, max_age))
+            for m in v.entries
+        ):
             continue
         if subscriber.topics and not set(v.topics) & set(subscriber.topics):
             continue
@@ -125,14 +132,21 @@ def assemble(
     )
     kept, more = wanted[: subscriber.max_stories], max(0, len(wanted) - subscriber.max_stories)
     order = list(subscriber.topics) or list(topic_titles)
+    # A story of several topics goes under the narrowest: the one fewest of this digest's stories
+    # carry (a Putin–Xi meeting at an SCO summit is filed under Putin and Xi, not lost among the
+    # summit's other stories); ties go to the subscriber's order.
+    carried = Counter(t for v in kept for t in v.topics)
+    home: dict[int, str] = {}
+    for v in kept:
+        mine = [t for t in order if t in v.topics]
+        if mine:
+            home[v.id] = min(mine, key=lambda t: (carried[t], order.index(t)))
     sections = []
-    placed: set[int] = set()
     for topic in order:
-        in_topic = [v for v in kept if topic in v.topics and v.id not in placed]
-        placed.update(v.id for v in in_topic)
+        in_topic = [v for v in kept if home.get(v.id) == topic]
         if in_topic:
             sections.append(Section(topic, topic_titles.get(topic, topic), tuple(story(v) for v in in_topic)))
-    rest = [v for v in kept if v.id not in placed]
+    rest = [v for v in kept if v.id not in home]
     if rest:
         sections.append(Section("other", "Other", tuple(story(v) for v in rest)))
     return Digest(subscriber, period, tuple(sections), more, tuple(v.id for v in kept))

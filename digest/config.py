@@ -228,6 +228,11 @@ class Config(_Model):
     topics: dict[str, Any] | None = None
     tags: dict[str, Any] | None = None
     clustering: dict[str, Any] | None = None
+    max_age: Duration = Field(
+        3 * 86400.0,
+        description="an entry published longer than this before it was first seen is old news:"
+        " stored and explained, never mailed (a newly added feed's archive)",
+    )
     delivery: DeliverySettings = DeliverySettings()
     daemon: DaemonSettings = DaemonSettings()
     web: WebSettings = WebSettings()

@@ -132,6 +132,7 @@ class Mailer:
             topic_titles=self.topic_titles,
             feed_titles=self.feed_titles,
             cache=self._stories,
+            max_age=self.loaded.config.max_age,  # old news is stored, never mailed (issue 11)
         )
 
     def prepare(

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
-from .store import ClassifiedEntry
+from .store import ClassifiedEntry, StoredEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,23 @@ class StoryView:
     tags: tuple[
         str, ...
     ]  # carried by more than `tag_share` of its entries: one outlet's stray word is not enough
+
+
+def age_at_first_sight(stored: StoredEntry) -> timedelta:
+    """How old the news was when it was first seen: its published time to its first sighting.
+
+    An entry without a date in its feed was given its fetch time (published_fallback), so its age
+    is nil: it is taken as news of the moment it appeared, and flagged as such where it is shown.
+    """
+    if stored.entry.published_fallback:
+        return timedelta(0)
+    return stored.first_seen - stored.entry.published
+
+
+def old_news(stored: StoredEntry, max_age: float) -> bool:
+    """Published more than `max_age` seconds before it was first seen (issue 11: an entry of 2015,
+    first seen in a newly added feed, went out in that day's digest): stored, never mailed."""
+    return age_at_first_sight(stored).total_seconds() > max_age
 
 
 TOPIC_TITLES = {"sco": "Shanghai Cooperation Organisation", "putin-xi": "Putin and Xi"}

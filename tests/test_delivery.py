@@ -86,6 +86,7 @@ def make_config(
     cfg = tmp_path / "feeds.yaml"
     cfg.write_text(
         f"database: '{db_url}'\n"
+        "max_age: 3650d\n"  # the example's news is of 2025: not old news here
         "feeds:\n"
         f"  - {{name: example-wire, url: '{src / 'wire.xml'}', language: en}}\n"
         f"  - {{name: vestnik-ru, url: '{src / 'vestnik-ru.xml'}', language: ru}}\n"

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import os
+import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
@@ -95,3 +100,110 @@ def test_development_corpus_scores_reach_the_issue_figures(tmp_path: Path):
     same, cross = res["stories"]["same_language"], res["stories"]["cross_language"]
     assert same["precision"] >= 0.97 and same["f1"] >= 0.95
     assert cross["recall"] >= 0.5 and cross["precision"] >= 0.9
+
+
+# -- news age (issue 11): old news is stored and explained, never mailed ---------------------------
+
+
+def _age_feed(path: Path, now: datetime) -> None:
+    """One feed: news of the hour, news of 2015 (a newly added feed's archive), and an undated item."""
+    fresh = format_datetime(now - timedelta(hours=1))
+    items = [
+        ("fresh", "Shanghai Cooperation Organisation foreign ministers meet in Astana", fresh),
+        ("old", "Shanghai Cooperation Organisation leaders gather in Ufa", "Fri, 10 Jul 2015 09:00:00 +0000"),
+        ("undated", "Shanghai Cooperation Organisation opens a new secretariat office", None),
+    ]
+    body = "".join(
+        f"<item><title>{title}</title><link>https://news.example.org/{slug}</link><guid>{slug}</guid>"
+        + (f"<pubDate>{date}</pubDate>" if date else "")
+        + "<description>The SCO met.</description></item>"
+        for slug, title, date in items
+    )
+    path.write_text(
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>Age wire</title>{body}</channel></rss>',
+        encoding="utf-8",
+    )
+
+
+def _age_config(tmp_path: Path, db_url: str, extra: str = "") -> Path:
+    _age_feed(tmp_path / "age.xml", datetime.now(UTC))
+    cfg = tmp_path / "feeds.yaml"
+    cfg.write_text(
+        f"database: '{db_url}'\n"
+        f"feeds:\n  - {{name: age-wire, url: '{tmp_path / 'age.xml'}', language: en}}\n"
+        "delivery: {transport: outbox, outbox: outbox, secret: s}\n"
+        "subscribers:\n  - {email: reader@example.org, format: text}\n" + extra
+    )
+    return cfg
+
+
+def _mailed(tmp_path: Path) -> str:
+    mails = list((tmp_path / "outbox" / "new").glob("*.eml"))
+    assert len(mails) == 1
+    return (
+        email.message_from_bytes(mails[0].read_bytes(), policy=email.policy.default)
+        .get_body(("plain",))
+        .get_content()
+    )  # type: ignore[union-attr]
+
+
+def test_old_news_is_stored_and_explained_but_never_mailed(tmp_path: Path, db_url: str):
+    cfg = _age_config(tmp_path, db_url)
+    assert digest(cfg, "fetch").exit_code == 0
+    r = digest(cfg, "send")
+    assert r.exit_code == 0, r.output
+    text = _mailed(tmp_path)
+    assert "foreign ministers meet in Astana" in text
+    assert "opens a new secretariat office" in text  # no date: taken as news when first seen
+    assert "leaders gather in Ufa" not in text
+    # stored and selected all the same, and `explain` says why it was not mailed
+    by_title = {r["title"]: r for r in stories(cfg)}
+    old = by_title["Shanghai Cooperation Organisation leaders gather in Ufa"]
+    out = digest(cfg, "explain", old["link"]).output
+    assert "not mailed" in out and "old news" in out and "max_age" in out
+    undated = by_title["Shanghai Cooperation Organisation opens a new secretariat office"]
+    assert undated["published_is_fetch_time"] is True
+    out = digest(cfg, "explain", undated["link"]).output
+    assert "no date in the feed" in out and "not mailed" not in out
+    fresh = by_title["Shanghai Cooperation Organisation foreign ministers meet in Astana"]
+    assert "not mailed" not in digest(cfg, "explain", fresh["link"]).output
+
+
+def test_max_age_from_the_config_decides_what_is_old(tmp_path: Path, db_url: str):
+    cfg = _age_config(tmp_path, db_url, "max_age: 36500d\n")
+    digest(cfg, "fetch")
+    assert digest(cfg, "send").exit_code == 0
+    assert "leaders gather in Ufa" in _mailed(tmp_path)
+
+
+def test_a_bad_max_age_is_one_line_naming_the_key(tmp_path: Path, db_url: str):
+    cfg = _age_config(tmp_path, db_url, "max_age: soon\n")
+    r = CliRunner().invoke(main, ["--config", str(cfg), "fetch"])
+    assert r.exit_code == 2
+    assert "max_age" in r.output and len(r.output.strip().splitlines()) == 1
+    assert "Traceback" not in r.output
+
+
+def _sections(text: str) -> dict[str, str]:
+    """A plain-text digest's sections by heading."""
+    parts = re.split(r"^== (.+) ==\r?$", text, flags=re.M)
+    return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+
+
+def test_a_putin_xi_story_is_filed_under_putin_and_xi_for_a_subscriber_of_both_topics(offline: Path):
+    # reader@example.org takes [sco, putin-xi]; the talks on the summit's sidelines carry both
+    # topics, the summit's opening only sco: each goes under its own heading
+    assert digest(offline, "fetch").exit_code == 0
+    assert digest(offline, "send", "--to", "reader@example.org").exit_code == 0
+    (mail,) = (offline.parent / "outbox" / "new").glob("*.eml")
+    msg = email.message_from_bytes(mail.read_bytes(), policy=email.policy.default)
+    sections = _sections(msg.get_body(("plain",)).get_content())  # type: ignore[union-attr]
+    assert "Putin and Xi hail" in sections["Putin and Xi"]
+    assert "Putin and Xi hail" not in sections["Shanghai Cooperation Organisation"]
+    assert "SCO leaders gather in Tianjin" in sections["Shanghai Cooperation Organisation"]
+
+
+def test_the_english_and_chinese_reports_of_the_summit_opening_are_one_story(offline: Path):
+    digest(offline, "fetch")
+    by_language = {r["language"]: r["story"] for r in stories(offline) if "putin-xi" not in r["topics"]}
+    assert set(by_language) == {"en", "zh"} and by_language["en"] == by_language["zh"]

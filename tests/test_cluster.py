@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -13,6 +14,7 @@ from digest.cluster import (
     canonical_url,
     cluster,
     decode_google_news,
+    processing_order,
     story_entry,
 )
 
@@ -180,3 +182,137 @@ def test_a_report_that_bridges_two_stories_merges_them():
                    title_entities=PUTIN_XI[:2])  # fmt: skip
     sid = c.assign(bridge)
     assert c.story_of(10) == c.story_of(11) == sid
+
+
+# -- the failures measured in issue 11 --------------------------------------------------------------
+
+SCO_TIANJIN = ("org_sco", "place_tianjin")
+ONE_OUTLETS_DAY = [
+    "SCO members spar over Kashmir language in Tianjin draft",
+    "Iran's first summit as a full SCO member",
+    "SCO energy ministers agree on a grid roadmap",
+    "SCO development bank edges closer after years of talks",
+    "SCO adopts an agriculture roadmap to 2030",
+    "SCO university network adds twelve campuses",
+    "Mongolia stays an SCO observer, declining full membership",
+    "SCO secretary-general hails record attendance in Tianjin",
+    "Belarus takes its seat at its first SCO summit",
+    "SCO counter-terrorism chiefs meet on the sidelines",
+    "Tianjin traffic restrictions ease as SCO delegations leave",
+    "SCO plus meeting draws leaders from twenty countries",
+    "India declines to endorse the Belt and Road in SCO text",
+    "SCO members back a joint digital economy plan",
+    "Pakistan raises water dispute at SCO session",
+    "Kazakhstan proposes an SCO transport corridor fund",
+    "SCO youth council holds its annual forum in Tianjin",
+    "SCO tourism year announced for 2026",
+    "Turkey's dialogue partner status comes up at SCO talks",
+    "SCO observers press for a say in the secretariat",
+]
+
+
+def test_twenty_distinct_headlines_of_one_outlet_in_seven_hours_are_twenty_stories():
+    reports = [in_feed("wire", i, title, hours=i * 0.35) for i, title in enumerate(ONE_OUTLETS_DAY)]
+    assert len(set(cluster(reports, S).values())) == len(ONE_OUTLETS_DAY)
+
+
+def test_one_outlet_republishing_an_article_under_a_new_headline_is_one_story():
+    a = in_feed("wire", 1, "SCO leaders gather in Tianjin", hours=0)
+    b = in_feed(
+        "wire",
+        2,
+        "SCO leaders gather in Tianjin for largest summit",
+        hours=2,
+        link="https://wire.example.org/1",
+    )
+    assert cluster([a, b], S)[1] == cluster([a, b], S)[2]
+
+
+def in_feed(
+    feed: str,
+    i: int,
+    title: str,
+    hours: float,
+    entities=SCO_TIANJIN,
+    lang: str = "en",
+    link: str | None = None,
+) -> StoryEntry:
+    return story_entry(
+        i, title=title, summary="The Shanghai Cooperation Organisation met in Tianjin.",
+        link=link or f"https://{feed}.example.org/{i}", guid=None, published=T0 + timedelta(hours=hours),
+        published_fallback=False, language=lang, source_title=None, entities=entities, feed=feed,
+    )  # fmt: skip
+
+
+WORDS = ["summit", "bank", "energy", "Kashmir", "Iran", "roadmap", "observer", "forum", "grid", "water"]
+
+
+@given(
+    st.lists(
+        st.tuples(st.lists(st.sampled_from(WORDS), min_size=1, max_size=4), st.floats(0, 23.9)),
+        min_size=2,
+        max_size=12,
+    )
+)
+def test_one_feeds_distinct_headlines_of_a_day_never_share_a_story(items):
+    reports, seen = [], set()
+    for i, (words, hours) in enumerate(items):
+        title = "SCO " + " ".join(words)
+        if title in seen:
+            continue
+        seen.add(title)
+        reports.append(in_feed("wire", i, title, hours))
+    assert len(set(cluster(reports, S).values())) == len(reports)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["wire", "desk", "ru", "zh"]),
+            st.sampled_from(["Putin and Xi hold talks in Tianjin", "SCO summit opens", "SCO summit ends"]),
+            st.floats(0, 24 * 10),
+            st.sampled_from([SCO_TIANJIN, PUTIN_XI, ("org_sco", "leader_xi", "place_tianjin")]),
+        ),
+        min_size=2,
+        max_size=25,
+    )
+)
+def test_folding_never_puts_reports_further_apart_than_the_window_in_one_story(items):
+    reports = [in_feed(f, i, t, h, ents, lang="en" if f in ("wire", "desk") else f)
+               for i, (f, t, h, ents) in enumerate(items)]  # fmt: skip
+    by_id = {r.id: r for r in reports}
+    stories: dict[int, list[datetime]] = {}
+    for eid, sid in cluster(reports, S).items():
+        t = by_id[eid].time
+        assert t is not None
+        stories.setdefault(sid, []).append(t)
+    for times in stories.values():
+        assert (max(times) - min(times)).total_seconds() <= S.window
+
+
+def test_ten_thousand_entries_of_nine_feeds_are_not_one_story():
+    # issue 11: 10,020 entries of 9 feeds, all SCO, became a single story
+    feeds = [f"feed{k}" for k in range(9)]
+    reports = [
+        in_feed(feeds[i % 9], i, f"SCO {WORDS[i % 10]} report number {i}", hours=(i * 7 * 24) / 10_020)
+        for i in range(10_020)
+    ]
+    sizes = Counter(cluster(reports, S).values())
+    assert max(sizes.values()) <= len(feeds)  # at most one headline of each feed
+    assert len(sizes) >= 10_020 // len(feeds)
+
+
+def test_candidate_generation_never_compares_all_pairs():
+    # issue 11: 10,000 distinct SCO items took 1,999,000 same_story calls per 2,000 items
+    from digest.cluster import Clusterer
+
+    n = 10_000
+    reports = [
+        in_feed(f"feed{i % 9}", i, f"SCO {WORDS[i % 10]} {WORDS[(i // 10) % 10]} item {i}", hours=i / n * 20)
+        for i in range(n)
+    ]
+    c = Clusterer(S)
+    for r in sorted(reports, key=processing_order):
+        c.assign(r)
+    all_pairs = n * (n - 1) // 2
+    assert c.compared < all_pairs // 20

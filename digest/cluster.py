@@ -303,8 +303,10 @@ EVENT_KINDS: dict[str, tuple[str, ...]] = {
     ),
     "call": (
         r"\b(?:phone|telephone|video)[ -]?(?:call|link|conference)",
-        r"\bcall(?:s|ed)?\b",
-        r"\bby video\b",
+        r"\b(?:hold|holds|held|have|had) (?:a )?call",
+        r"\bcall with\b",
+        r"\bby (?:video|phone|telephone)\b",
+        r"\bspoke by\b",
         r"\bтелефон",
         r"\bвидео",
         r"\bсозвон",
@@ -389,6 +391,10 @@ class ClusteringSettings(BaseModel):
         0.3,
         ge=0,
         description="likeness added to the threshold when a headline names a leader the other report lacks",
+    )
+    exclusive_kinds: tuple[str, ...] = Field(
+        ("call",),
+        description="kinds two headlines naming kinds must agree on: a call is never a meeting in person",
     )
     event_kinds: dict[str, tuple[str, ...]] = Field(
         default_factory=lambda: dict(EVENT_KINDS),
@@ -500,9 +506,11 @@ def in_one_setting(a: StoryEntry, b: StoryEntry) -> bool:
     return any(not e.startswith(_PEOPLE) for e in a.participants & b.participants) or bool(a.kinds & b.kinds)
 
 
-def other_kind(a: StoryEntry, b: StoryEntry) -> bool:
+def other_kind(a: StoryEntry, b: StoryEntry, s: ClusteringSettings) -> bool:
     """The headlines name different kinds of event (talks and a gas deal, a parade and a call)."""
-    return bool(a.kinds and b.kinds and a.kinds.isdisjoint(b.kinds))
+    if not (a.kinds and b.kinds):
+        return False
+    return a.kinds.isdisjoint(b.kinds) or any((k in a.kinds) != (k in b.kinds) for k in s.exclusive_kinds)
 
 
 def similar(a: StoryEntry, b: StoryEntry, s: ClusteringSettings, threshold: float | None = None) -> bool:
@@ -512,7 +520,7 @@ def similar(a: StoryEntry, b: StoryEntry, s: ClusteringSettings, threshold: floa
     # more fully ("Putin sees Xi, then Erdogan") or another angle (a third leader's reaction):
     # only the wording can tell, so names alone are not enough
     third_leader = bool(a.title_heads - b.heads or b.title_heads - a.heads)
-    if threshold is None and not other_kind(a, b) and not third_leader:
+    if threshold is None and not other_kind(a, b, s) and not third_leader:
         # Outlets word one event very differently, and across languages there are no words in
         # common at all: the same people, organisation and places on the same day will do
         # (conflict() has checked the date, the headline's leaders and the places). Without a
@@ -529,7 +537,7 @@ def similar(a: StoryEntry, b: StoryEntry, s: ClusteringSettings, threshold: floa
         return False
     needed = s.likeness if threshold is None else threshold
     # one headline's talks may be the other's statement: not impossible, but the words must agree more
-    needed += s.other_kind_penalty if other_kind(a, b) else 0.0
+    needed += s.other_kind_penalty if other_kind(a, b, s) else 0.0
     needed += s.third_leader_penalty if third_leader else 0.0
     return likeness(a, b, s) >= needed
 

@@ -379,6 +379,21 @@ def _classify(
     return out
 
 
+def _spans(times: Iterable[datetime], reach: timedelta, most: int = 64) -> list[tuple[datetime, datetime]]:
+    """The times, each widened by `reach` either side, overlapping ones joined: what a store read
+    for stories to join must cover. At most `most` spans (the closest are joined first)."""
+    spans: list[list[datetime]] = []
+    for t in sorted(times):
+        if spans and t - reach <= spans[-1][1]:
+            spans[-1][1] = t + reach
+        else:
+            spans.append([t - reach, t + reach])
+    while len(spans) > most:  # a query with hundreds of ranges costs more than it saves
+        _, i = min((spans[i + 1][0] - spans[i][1], i) for i in range(len(spans) - 1))
+        spans[i : i + 2] = [[spans[i][0], spans[i + 1][1]]]
+    return [(a, b) for a, b in spans]
+
+
 def organise(loaded: LoadedConfig, store: Store, *, clock: Clock = utcnow) -> OrganiseSummary:
     """Select, tag and cluster what is new (everything, if the rules changed).
 
@@ -404,9 +419,8 @@ def organise(loaded: LoadedConfig, store: Store, *, clock: Clock = utcnow) -> Or
     if new:
         settings = loaded.clustering
         dated = [m.stored.entry.published for m in new if not m.stored.entry.published_fallback]
-        since = (min(dated) if dated else now) - timedelta(seconds=settings.window)
         stories: dict[int, Story] = {}
-        for m in store.story_members(since):
+        for m in store.story_members(_spans(dated or [now], timedelta(seconds=settings.window))):
             assert m.story_id is not None
             f = _features(m.stored.id, m.stored.entry, m.entities, m.title_entities, settings)
             stories.setdefault(m.story_id, Story(m.story_id)).add(f)

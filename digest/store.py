@@ -388,15 +388,16 @@ class Store:
                 conn.execute(classifications.insert(), _classification_rows(selected, now))
             _mark_classified(conn, list(verdicts))
 
-    def story_members(self, since: datetime) -> list[ClusterMember]:
-        """Clustered entries published since `since` (and undated ones): the stories new entries may join."""
+    def story_members(self, spans: Sequence[tuple[datetime, datetime]]) -> list[ClusterMember]:
+        """Clustered entries published within any of these (start, end) spans, and undated ones:
+        the stories new entries may join. One span per run of new entries, so a day of news
+        that carries one old report reads that report's days, not every day since."""
         c = classifications
+        within = [entries.c.published.between(start, end) for start, end in spans]
         q = (
             sa.select(entries, c.c.story_id, c.c.entities, c.c.title_entities)
             .join(c, c.c.entry_id == entries.c.id)
-            .where(
-                c.c.story_id.is_not(None), sa.or_(entries.c.published >= since, entries.c.published_fallback)
-            )
+            .where(c.c.story_id.is_not(None), sa.or_(entries.c.published_fallback, *within))
         )
         with self._safe(), self.engine.connect() as conn:
             return [

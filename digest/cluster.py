@@ -259,6 +259,7 @@ def story_entry(
         title, source_title, True
     ) else summary  # aggregators repeat the headline as the summary  # fmt: skip
     key = title_key(title, source_title, aggregated)
+    title_words = tokens(key)
     s = settings or DEFAULT_SETTINGS
     # "SCO" and "Shanghai Cooperation Organisation" are one entity
     ents = frozenset(e.removesuffix("_acronym") for e in entities if e.startswith(ENTITY_KINDS))
@@ -269,8 +270,8 @@ def story_entry(
         url_key=url_key,
         guid=guid if guid and not guid.isdigit() else None,
         title_key=key,
-        words=tokens(f"{key} {summary_for_words}"),
-        title_words=tokens(key),
+        words=title_words | tokens(summary_for_words),
+        title_words=title_words,
         entities=ents,
         title_heads=frozenset(e for e in title_entities if e.startswith("leader_")),
         preview=bool(_PREVIEW.search(title)),
@@ -420,15 +421,19 @@ class ClusteringSettings(BaseModel):
                     ) from None
         return kinds
 
-    def kind_patterns(self) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    def kind_pattern(self) -> tuple[re.Pattern[str], tuple[str, ...]]:
         return _compiled_kinds(tuple(self.event_kinds.items()))
 
 
 @lru_cache(maxsize=8)
 def _compiled_kinds(
     kinds: tuple[tuple[str, tuple[str, ...]], ...],
-) -> tuple[tuple[str, re.Pattern[str]], ...]:
-    return tuple((name, re.compile("|".join(patterns))) for name, patterns in kinds)
+) -> tuple[re.Pattern[str], tuple[str, ...]]:
+    """One alternation of every kind, group kN for the N-th kind: one scan of a headline finds all
+    (eleven separate searches were a third of the time spent on an entry's features)."""
+    names = tuple(name for name, _ in kinds)
+    joined = "|".join(f"(?P<k{i}>{'|'.join(patterns)})" for i, (_, patterns) in enumerate(kinds))
+    return re.compile(joined or "(?!)"), names
 
 
 DEFAULT_SETTINGS = ClusteringSettings()
@@ -436,7 +441,8 @@ DEFAULT_SETTINGS = ClusteringSettings()
 
 def event_kinds(folded_headline: str, settings: ClusteringSettings) -> frozenset[str]:
     """The kinds of event a (title_key-folded) headline names."""
-    return frozenset(name for name, pattern in settings.kind_patterns() if pattern.search(folded_headline))
+    pattern, names = settings.kind_pattern()
+    return frozenset(names[int(m.lastgroup[1:])] for m in pattern.finditer(folded_headline) if m.lastgroup)
 
 
 def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:

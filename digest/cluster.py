@@ -1,16 +1,19 @@
 """Fold the same story from many outlets into one. Pure: entries and features in, story ids out.
 
-Layers, cheapest and surest first (notes §5):
+A story is one event told from one angle (issue 11). Layers, cheapest and surest first (notes §5):
   1. the same article: canonical URL (tracking parameters, scheme, `www.`/`m.`, AMP forms,
      trailing slash and fragment normalised; old-style Google News ids decoded), or the same GUID;
   2. the same headline once an aggregator's " - Outlet" suffix is dropped;
-  3. near-duplicate headline and summary inside the time window, with guards that keep apart
-     a preview and its event, a follow-up on a later day, and similar headlines about other
-     leaders or other places;
-  4. across languages: the same named entities (leaders, places, events) on the same day.
+  3. guards that keep apart a follow-up on a later day, one feed's distinct headlines, a preview
+     and its event, reports about other leaders or in other cities;
+  4. in any language: the same participants (leaders, people, organisation, cities, events, the
+     countries a headline names) in the same setting, unless the headlines name different kinds
+     of event (talks, a call, a parade, a gas deal ...);
+  5. within one language: near-duplicate wording of headline and summary.
 
 New entries join existing stories incrementally; no pass ever compares all pairs: candidates
-come from an index of entities and words over the stories in the time window.
+come from an index of entities and headlines over the stories of the days in reach, and a key
+shared by too many of them is skipped like a stop word.
 """
 
 from __future__ import annotations

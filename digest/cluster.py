@@ -266,6 +266,8 @@ def story_entry(
     s = settings or DEFAULT_SETTINGS
     # "SCO" and "Shanghai Cooperation Organisation" are one entity
     ents = frozenset(e.removesuffix("_acronym") for e in entities if e.startswith(ENTITY_KINDS))
+    # cities the selection rules have no list for: a meeting in Islamabad is not one in Tianjin
+    ents |= places_named(f"{key} {_fold(summary_for_words)}", s)
     return StoryEntry(
         id=id,
         time=None if published_fallback else published,
@@ -289,6 +291,45 @@ def story_entry(
 
 # -- the pair decision ----------------------------------------------------------------------------
 
+
+# Cities where SCO and Putin–Xi news happens that the selection rules' place_ lists may lack:
+# capitals and summit cities of members, observers and partners, and other meeting places.
+# English, Russian (a stem with `*` takes any case ending) and Chinese. Shanghai is left out:
+# it names the organisation far more often than the city.
+PLACES: dict[str, tuple[str, ...]] = {
+    "place_islamabad": ("Islamabad", "Исламабад*", "伊斯兰堡"),
+    "place_kabul": ("Kabul", "Кабул*", "喀布尔"),
+    "place_ulaanbaatar": ("Ulaanbaatar", "Ulan Bator", "Улан-Батор*", "乌兰巴托"),
+    "place_ashgabat": ("Ashgabat", "Ашхабад*", "阿什哈巴德"),
+    "place_almaty": ("Almaty", "Алмат*", "阿拉木图"),
+    "place_cholpon_ata": ("Cholpon-Ata", "Чолпон-Ат*", "乔蓬阿塔"),
+    "place_baku": ("Baku", "Баку", "巴库"),
+    "place_yerevan": ("Yerevan", "Ереван*", "埃里温"),
+    "place_ankara": ("Ankara", "Анкар*", "安卡拉"),
+    "place_istanbul": ("Istanbul", "Стамбул*", "伊斯坦布尔"),
+    "place_riyadh": ("Riyadh", "Эр-Рияд*", "利雅得"),
+    "place_doha": ("Doha", "Доха", "Дохе", "多哈"),
+    "place_cairo": ("Cairo", "Каир*", "开罗"),
+    "place_kathmandu": ("Kathmandu", "Катманду", "加德满都"),
+    "place_colombo": ("Colombo", "Коломбо", "科伦坡"),
+    "place_phnom_penh": ("Phnom Penh", "Пномпен*", "金边"),
+    "place_minsk": ("Minsk", "Минск*", "明斯克"),
+    "place_ufa": ("Ufa", "Уфа", "Уфе", "Уфу", "Уфы", "乌法"),
+    "place_st_petersburg": ("St Petersburg", "Saint Petersburg", "Петербург*", "圣彼得堡"),
+    "place_vladivostok": ("Vladivostok", "Владивосток*", "符拉迪沃斯托克"),
+    "place_sochi": ("Sochi", "Сочи", "索契"),
+    "place_yekaterinburg": ("Yekaterinburg", "Екатеринбург*", "叶卡捷琳堡"),
+    "place_xiamen": ("Xiamen", "Сямэн*", "厦门"),
+    "place_hangzhou": ("Hangzhou", "Ханчжоу", "杭州"),
+    "place_kunming": ("Kunming", "Куньмин*", "昆明"),
+    "place_rio": ("Rio de Janeiro", "Рио-де-Жанейро", "里约热内卢"),
+    "place_johannesburg": ("Johannesburg", "Йоханнесбург*", "约翰内斯堡"),
+    "place_pyongyang": ("Pyongyang", "Пхеньян*", "平壤"),
+    "place_washington": ("Washington", "Вашингтон*", "华盛顿"),
+    "place_anchorage": ("Anchorage", "Анкоридж*", "安克雷奇"),
+    "place_geneva": ("Geneva", "Женев*", "日内瓦"),
+    "place_zhurihe": ("Zhurihe", "Чжурихэ", "朱日和"),
+}
 
 # What happened, told from the headline: two reports of one day whose headlines name different
 # kinds of event (talks and a gas deal, a parade and a call) are different angles, whatever else
@@ -378,7 +419,7 @@ class ClusteringSettings(BaseModel):
         0.5, ge=0, lt=1, description="a story carries a tag when more than this share of its reports do"
     )
     capitals: tuple[str, ...] = Field(
-        ("place_beijing", "place_moscow"),
+        ("place_beijing", "place_moscow", "place_washington"),
         description="capitals that stand for governments ('Beijing's concerns'): they tell no events apart",
     )
     other_kind_penalty: float = Field(
@@ -399,6 +440,10 @@ class ClusteringSettings(BaseModel):
     exclusive_kinds: tuple[str, ...] = Field(
         ("call",),
         description="kinds two headlines naming kinds must agree on: a call is never a meeting in person",
+    )
+    places: dict[str, tuple[str, ...]] = Field(
+        default_factory=lambda: dict(PLACES),
+        description="cities named in a report, beyond the rules' place_ lists: id -> spellings",
     )
     event_kinds: dict[str, tuple[str, ...]] = Field(
         default_factory=lambda: dict(EVENT_KINDS),
@@ -426,6 +471,34 @@ class ClusteringSettings(BaseModel):
 
     def kind_pattern(self) -> tuple[re.Pattern[str], tuple[str, ...]]:
         return _compiled_kinds(tuple(self.event_kinds.items()))
+
+
+@lru_cache(maxsize=8)
+def _compiled_places(
+    places: tuple[tuple[str, tuple[str, ...]], ...],
+) -> tuple[re.Pattern[str], tuple[str, ...]]:
+    names = tuple(name for name, _ in places)
+    joined = "|".join(
+        f"(?P<p{i}>{'|'.join(_place_pattern(n) for n in spellings)})"
+        for i, (_, spellings) in enumerate(places)
+    )
+    return re.compile(joined or "(?!)"), names
+
+
+def _place_pattern(name: str) -> str:
+    """A place name as a pattern over folded text: Han anywhere; other scripts from a word start,
+    to a word end unless the name ends in `*` (a Russian stem: Исламабад*, any case ending)."""
+    folded = _fold(name)
+    if _HAN.fullmatch(folded):
+        return re.escape(folded)
+    stem = folded.endswith("*")
+    return r"\b" + re.escape(folded.rstrip("*")) + ("" if stem else r"\b")
+
+
+def places_named(folded_text: str, settings: ClusteringSettings) -> frozenset[str]:
+    """The places of `clustering.places` named in a folded text."""
+    pattern, names = _compiled_places(tuple(settings.places.items()))
+    return frozenset(names[int(m.lastgroup[1:])] for m in pattern.finditer(folded_text) if m.lastgroup)
 
 
 @lru_cache(maxsize=8)
@@ -511,7 +584,11 @@ def likeness(a: StoryEntry, b: StoryEntry, s: ClusteringSettings) -> float:
 
 def in_one_setting(a: StoryEntry, b: StoryEntry) -> bool:
     """They share a place, organisation or event, or their headlines the kind of event: the same two
-    leaders meet, call and appear together several times on one visit, so people alone are not enough."""
+    leaders meet, call and appear together several times on one visit, so people alone are not enough.
+    Not when they name different places, capitals included ("talks in Beijing" and "talks in Astana";
+    a capital alone is too often a government to rule a story out, see conflict())."""
+    if a.places and b.places and a.places.isdisjoint(b.places):
+        return False
     return any(not e.startswith(_PEOPLE) for e in a.participants & b.participants) or bool(a.kinds & b.kinds)
 
 

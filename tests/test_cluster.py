@@ -236,11 +236,12 @@ def in_feed(
     entities=SCO_TIANJIN,
     lang: str = "en",
     link: str | None = None,
+    summary: str = "The Shanghai Cooperation Organisation met in Tianjin.",
 ) -> StoryEntry:
     return story_entry(
-        i, title=title, summary="The Shanghai Cooperation Organisation met in Tianjin.",
-        link=link or f"https://{feed}.example.org/{i}", guid=None, published=T0 + timedelta(hours=hours),
-        published_fallback=False, language=lang, source_title=None, entities=entities, feed=feed,
+        i, title=title, summary=summary, link=link or f"https://{feed}.example.org/{i}", guid=None,
+        published=T0 + timedelta(hours=hours), published_fallback=False, language=lang, source_title=None,
+        entities=entities, title_entities=entities, feed=feed,
     )  # fmt: skip
 
 
@@ -316,3 +317,46 @@ def test_candidate_generation_never_compares_all_pairs():
         c.assign(r)
     all_pairs = n * (n - 1) // 2
     assert c.compared < all_pairs // 20
+
+
+def bare(*args, **kw) -> StoryEntry:
+    """A report with no summary: only its headline and entities say anything."""
+    return in_feed(*args, **kw, summary="")
+
+
+def test_reports_in_two_cities_the_rules_do_not_list_stay_apart():
+    # the same minister at SCO meetings: Islamabad is in clustering.places, not in the rules' lists
+    who = ("org_sco", "person_jaishankar")
+    a = bare("wire", 1, "Jaishankar reaches Islamabad for SCO heads of government meet", 0, who)
+    b = bare(
+        "desk", 2, "Jaishankar in Tianjin as SCO ministers ready summit agenda", 3, (*who, "place_tianjin")
+    )
+    ru = bare("ru", 3, "Джайшанкар в Исламабаде на заседании ШОС", 1, who, lang="ru")
+    got = cluster([a, b, ru], S)
+    assert got[1] == got[3] != got[2]
+
+
+def test_a_call_and_a_meeting_of_the_same_leaders_on_one_day_are_two_stories():
+    call = bare("wire", 1, "Putin and Xi hold call on Ukraine", 0, PUTIN_XI[:2])
+    zh_call = bare("zh", 2, "习近平同俄罗斯总统普京通电话", 1, PUTIN_XI[:2], lang="zh")
+    talks = bare("desk", 3, "Putin and Xi hold talks on Ukraine", 5, PUTIN_XI[:2])
+    got = cluster([call, zh_call, talks], S)
+    assert got[1] == got[2] != got[3]
+
+
+def test_headlines_about_other_kinds_of_event_do_not_fold_across_languages():
+    # one visit, the same leaders and city: the gas deal and the joint statement are two stories
+    deal = bare("wire", 1, "Gazprom signs pipeline memorandum as Putin visits Beijing", 0, PUTIN_XI[:2])
+    statement = bare("ru", 2, "Путин и Си Цзиньпин приняли совместное заявление", 1, PUTIN_XI[:2], lang="ru")
+    assert cluster([deal, statement], S)[1] != cluster([deal, statement], S)[2]
+
+
+def test_the_same_participants_on_the_same_day_fold_across_languages():
+    en = bare("wire", 1, "Belarus becomes tenth member of the SCO at Astana summit", 0,
+                 ("org_sco", "place_astana", "country_belarus"))  # fmt: skip
+    ru = bare(
+        "ru", 2, "Белоруссия стала полноправным членом ШОС", 2, ("org_sco", "country_belarus"), lang="ru"
+    )
+    zh = bare("zh", 3, "白俄罗斯成为上合组织第十个成员国", 3, ("org_sco", "country_belarus"), lang="zh")
+    got = cluster([en, ru, zh], S)
+    assert got[1] == got[2] == got[3]

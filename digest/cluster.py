@@ -437,9 +437,10 @@ class ClusteringSettings(BaseModel):
         ge=0,
         description="likeness added to the threshold when a headline names a leader the other report lacks",
     )
-    exclusive_kinds: tuple[str, ...] = Field(
-        ("call",),
-        description="kinds two headlines naming kinds must agree on: a call is never a meeting in person",
+    exclusive_kinds: tuple[tuple[str, str], ...] = Field(
+        (("call", "talks"),),
+        description="(A, B): a headline naming A and one naming B but not A are two events (a call is"
+        " never a meeting in person)",
     )
     places: dict[str, tuple[str, ...]] = Field(
         default_factory=lambda: dict(PLACES),
@@ -628,11 +629,14 @@ def other_kind(a: StoryEntry, b: StoryEntry, s: ClusteringSettings) -> bool:
 
 
 def exclusive_differ(a: StoryEntry, b: StoryEntry, s: ClusteringSettings) -> bool:
-    """Both headlines name a kind of event, and only one of them a kind that excludes the others
-    (a call is never a meeting in person)."""
-    if not (a.kinds and b.kinds):
-        return False
-    return any((k in a.kinds) != (k in b.kinds) for k in s.exclusive_kinds)
+    """One headline names a kind of event that rules out the kind the other names: a call, and
+    talks that are not a call (a video meeting names both; a summit joined "by video" no talks)."""
+    for one, other in s.exclusive_kinds:
+        if one in a.kinds and other in b.kinds and one not in b.kinds:
+            return True
+        if one in b.kinds and other in a.kinds and one not in a.kinds:
+            return True
+    return False
 
 
 def similar(a: StoryEntry, b: StoryEntry, s: ClusteringSettings, threshold: float | None = None) -> bool:

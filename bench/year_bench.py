@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -109,6 +109,44 @@ def feedparser_cpu(files: list[Path], runs: int) -> float:
     return median(times)
 
 
+def _pairs(groups: dict[object, Counter[str]]) -> tuple[int, int]:
+    """(pairs within one language, pairs across languages) of these groups (language counts)."""
+    within = cross = 0
+    for langs in groups.values():
+        n = sum(langs.values())
+        same = sum(k * (k - 1) // 2 for k in langs.values())
+        within, cross = within + same, cross + n * (n - 1) // 2 - same
+    return within, cross
+
+
+def print_pair_scores(records: list[dict], items: list[dict], labels: dict[str, dict], weeks: int) -> None:
+    """Story pair precision and recall over the year, as score.py counts them (over the items
+    relevant or selected), a gold pair being one labelled story in one week's copy."""
+    gold_of = {}  # (feed-wNN, link) -> (story of that week, language)
+    for w in range(weeks):
+        for it in week_copy(items, w):
+            lab = labels.get(it["id"].rsplit("-w", 1)[0])
+            if lab and lab["relevant"]:
+                gold_of[(f"{it['feed']}-w{w:02d}", it["link"])] = (f"{lab['cluster']}@{w}", it["lang"])
+    predicted: dict[object, Counter[str]] = defaultdict(Counter)
+    both: dict[object, Counter[str]] = defaultdict(Counter)
+    gold: dict[object, Counter[str]] = defaultdict(Counter)
+    for g, lang in gold_of.values():
+        gold[g][lang] += 1
+    for rec in records:
+        lang = rec.get("language") or "en"
+        predicted[rec["story"]][lang] += 1
+        found = gold_of.get((rec["feed"], rec["link"]))
+        if found:
+            both[(rec["story"], found[0])][lang] += 1
+    for i, kind in enumerate(("same language", "across languages")):
+        tp, pred, true = _pairs(both)[i], _pairs(predicted)[i], _pairs(gold)[i]
+        p, r = (tp / pred if pred else 0.0), (tp / true if true else 0.0)
+        print(
+            f"  story pairs {kind:<16} precision {p:.3f}  recall {r:.3f}  (tp {tp}, fp {pred - tp}, fn {true - tp})"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", type=Path, action="append", required=True, help="a labelled part's items.jsonl")
@@ -174,6 +212,8 @@ def main() -> None:
         right = len({lab["cluster"] for lab in labels.values() if lab["relevant"]}) * a.weeks
         line += f"; right: {right} ({right // a.weeks} a week)"
     print(line)
+    if labels:
+        print_pair_scores(records, items, labels, a.weeks)
 
     # one more day: a 53rd week's copy of a seventh of the items, stored, then organise() alone
     from digest.config import load_config

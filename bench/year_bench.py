@@ -121,30 +121,37 @@ def _pairs(groups: dict[object, Counter[str]]) -> tuple[int, int]:
 
 def print_pair_scores(records: list[dict], items: list[dict], labels: dict[str, dict], weeks: int) -> None:
     """Story pair precision and recall over the year, as score.py counts them (over the items
-    relevant or selected), a gold pair being one labelled story in one week's copy."""
-    gold_of = {}  # (feed-wNN, link) -> (story of that week, language)
+    relevant or selected), a gold pair being one labelled story in one week's copy. Then the same
+    for dated entries only: an undated entry's copies are alike in every week (same headline, no
+    date, first seen together), so they fold across weeks."""
+    gold_of = {}  # (feed-wNN, link) -> (story of that week, language, dated)
     for w in range(weeks):
         for it in week_copy(items, w):
             lab = labels.get(it["id"].rsplit("-w", 1)[0])
             if lab and lab["relevant"]:
-                gold_of[(f"{it['feed']}-w{w:02d}", it["link"])] = (f"{lab['cluster']}@{w}", it["lang"])
-    predicted: dict[object, Counter[str]] = defaultdict(Counter)
-    both: dict[object, Counter[str]] = defaultdict(Counter)
-    gold: dict[object, Counter[str]] = defaultdict(Counter)
-    for g, lang in gold_of.values():
-        gold[g][lang] += 1
-    for rec in records:
-        lang = rec.get("language") or "en"
-        predicted[rec["story"]][lang] += 1
-        found = gold_of.get((rec["feed"], rec["link"]))
-        if found:
-            both[(rec["story"], found[0])][lang] += 1
-    for i, kind in enumerate(("same language", "across languages")):
-        tp, pred, true = _pairs(both)[i], _pairs(predicted)[i], _pairs(gold)[i]
-        p, r = (tp / pred if pred else 0.0), (tp / true if true else 0.0)
-        print(
-            f"  story pairs {kind:<16} precision {p:.3f}  recall {r:.3f}  (tp {tp}, fp {pred - tp}, fn {true - tp})"
-        )
+                key = (f"{it['feed']}-w{w:02d}", it["link"])
+                gold_of[key] = (f"{lab['cluster']}@{w}", it["lang"], bool(it.get("published")))
+    for dated_only in (False, True):
+        predicted: dict[object, Counter[str]] = defaultdict(Counter)
+        both: dict[object, Counter[str]] = defaultdict(Counter)
+        gold: dict[object, Counter[str]] = defaultdict(Counter)
+        for g, lang, dated in gold_of.values():
+            if dated or not dated_only:
+                gold[g][lang] += 1
+        for rec in records:
+            if dated_only and rec["published_is_fetch_time"]:
+                continue
+            lang = rec.get("language") or "en"
+            predicted[rec["story"]][lang] += 1
+            found = gold_of.get((rec["feed"], rec["link"]))
+            if found:
+                both[(rec["story"], found[0])][lang] += 1
+        print("  dated entries only:" if dated_only else "  every entry:")
+        for i, kind in enumerate(("same language", "across languages")):
+            tp, pred, true = _pairs(both)[i], _pairs(predicted)[i], _pairs(gold)[i]
+            p, r = (tp / pred if pred else 0.0), (tp / true if true else 0.0)
+            counts = f"(tp {tp}, fp {pred - tp}, fn {true - tp})"
+            print(f"    story pairs {kind:<16} precision {p:.3f}  recall {r:.3f}  {counts}")
 
 
 def main() -> None:

@@ -598,16 +598,17 @@ def specific(entities: frozenset[str], s: ClusteringSettings) -> frozenset[str]:
     return frozenset(e for e in entities if not e.startswith(("country_", "region_")) and e not in s.capitals)
 
 
-def likeness(a: StoryEntry, b: StoryEntry, s: ClusteringSettings) -> float:
-    """Words in common, plus the share of a short headline found in the other, plus agreement on
-    the specific people, places and events named (outlets word one event very differently)."""
+def likeness(a: StoryEntry, b: StoryEntry, s: ClusteringSettings, names: bool = True) -> float:
+    """Words in common, plus the share of a short headline found in the other, plus (with `names`)
+    agreement on the specific people, places and events named (outlets word one event very
+    differently)."""
     ea, eb = a.participants, b.participants
     if not (ea & eb):
         return 0.0
     return (
         _jaccard(a.words, b.words)
         + s.headline_weight * _overlap(a.title_words, b.title_words)
-        + (s.entity_weight * _jaccard(ea, eb) if in_one_setting(a, b) else 0.0)
+        + (s.entity_weight * _jaccard(ea, eb) if names and in_one_setting(a, b) else 0.0)
     )
 
 
@@ -643,9 +644,13 @@ def similar(a: StoryEntry, b: StoryEntry, s: ClusteringSettings, threshold: floa
     if a.title_key and a.title_key == b.title_key and len(a.title_key) >= 20:
         return True
     # a leader in one headline whom the other report leaves out is either the same meeting told
-    # more fully ("Putin sees Xi, then Erdogan") or another angle (a third leader's reaction):
-    # only the wording can tell, so names alone are not enough
-    third_leader = bool(a.title_heads - b.heads or b.title_heads - a.heads)
+    # more fully ("Putin sees Xi, then Erdogan, in Astana" and "Putin and Xi meet in Astana") or
+    # another angle (a third leader's reaction, another bilateral at the summit): names alone are
+    # not enough, unless one headline names every leader the other does and they share a city
+    fuller = (a.title_heads <= b.title_heads or b.title_heads <= a.title_heads) and any(
+        e.startswith("place_") and e not in s.capitals for e in a.participants & b.participants
+    )
+    third_leader = bool(a.title_heads - b.heads or b.title_heads - a.heads) and not fuller
     if threshold is None and not other_kind(a, b, s) and not third_leader:
         # Outlets word one event very differently, and across languages there are no words in
         # common at all: the same people, organisation and places on the same day will do
@@ -665,7 +670,7 @@ def similar(a: StoryEntry, b: StoryEntry, s: ClusteringSettings, threshold: floa
     # one headline's talks may be the other's statement: not impossible, but the words must agree more
     needed += s.other_kind_penalty if other_kind(a, b, s) else 0.0
     needed += s.third_leader_penalty if third_leader else 0.0
-    return likeness(a, b, s) >= needed
+    return likeness(a, b, s, names=not third_leader) >= needed
 
 
 def same_story(a: StoryEntry, b: StoryEntry, s: ClusteringSettings) -> bool:

@@ -237,11 +237,12 @@ def in_feed(
     lang: str = "en",
     link: str | None = None,
     summary: str = "The Shanghai Cooperation Organisation met in Tianjin.",
+    title_entities=None,
 ) -> StoryEntry:
     return story_entry(
         i, title=title, summary=summary, link=link or f"https://{feed}.example.org/{i}", guid=None,
         published=T0 + timedelta(hours=hours), published_fallback=False, language=lang, source_title=None,
-        entities=entities, title_entities=entities, feed=feed,
+        entities=entities, title_entities=entities if title_entities is None else title_entities, feed=feed,
     )  # fmt: skip
 
 
@@ -360,3 +361,29 @@ def test_the_same_participants_on_the_same_day_fold_across_languages():
     zh = bare("zh", 3, "白俄罗斯成为上合组织第十个成员国", 3, ("org_sco", "country_belarus"), lang="zh")
     got = cluster([en, ru, zh], S)
     assert got[1] == got[2] == got[3]
+
+
+def test_a_headline_naming_a_third_leader_folds_only_as_the_fuller_telling_in_the_same_city():
+    astana = ("org_sco", "place_astana")
+    fuller = bare("desk", 1, "Putin sees Xi, then Erdogan, on first day in Astana", 2,
+                  ("leader_putin", "leader_xi", "leader_erdogan", *astana))  # fmt: skip
+    plain = bare("wire", 2, "Putin and Xi meet in Astana on eve of SCO summit", 0,
+                 ("leader_putin", "leader_xi", *astana))  # fmt: skip
+    ru = bare("ru", 3, "Путин и Си Цзиньпин встретились в Астане", 1, ("leader_putin", "leader_xi", *astana),
+              lang="ru")  # fmt: skip
+    got = cluster([fuller, plain, ru], S)
+    assert got[1] == got[2] == got[3]
+
+
+def test_another_bilateral_in_the_summit_city_stays_apart_even_when_the_report_mentions_it():
+    tianjin = ("org_sco", "place_tianjin")
+    modi = bare("desk", 1, "Modi tells Putin the war must end, in Tianjin", 0,
+                ("leader_modi", "leader_putin", *tianjin))  # fmt: skip
+    # the report names Modi in its summary (he met Putin earlier), not in its headline
+    named = ("leader_putin", "leader_xi", "leader_modi", *tianjin)
+    xi = bare("wire", 2, "Putin and Xi meet in Tianjin", 1, named, title_entities=named[:2])
+    zh = bare(
+        "zh", 3, "习近平在天津会见俄罗斯总统普京", 2, ("leader_putin", "leader_xi", *tianjin), lang="zh"
+    )
+    got = cluster([modi, xi, zh], S)
+    assert got[2] == got[3] != got[1]

@@ -238,6 +238,7 @@ class StoryEntry:
     feed: str = ""  # the feed it came from: one feed's distinct headlines are distinct stories
     kinds: frozenset[str] = frozenset()  # what happened, from the headline (EVENT_KINDS)
     participants: frozenset[str] = frozenset()  # who and where, as far as they tell events apart
+    title_places: frozenset[str] = frozenset()  # places the headline names, capitals included
 
 
 def story_entry(
@@ -279,6 +280,7 @@ def story_entry(
         title_words=title_words,
         entities=ents,
         title_heads=frozenset(e for e in title_entities if e.startswith("leader_")),
+        title_places=frozenset(e for e in title_entities if e.startswith("place_")) | places_named(key, s),
         preview=bool(_PREVIEW.search(title)),
         heads=frozenset(e for e in ents if e.startswith("leader_")),
         places=frozenset(e for e in ents if e.startswith("place_")),
@@ -590,6 +592,9 @@ def conflict(a: StoryEntry, b: StoryEntry, s: ClusteringSettings) -> str | None:
     pa, pb = a.places.difference(s.capitals), b.places.difference(s.capitals)
     if pa and pb and pa.isdisjoint(pb):
         return "different places"
+    # two headlines that each say where, capitals included: "talks in Beijing", "meet in Astana"
+    if a.title_places and b.title_places and a.title_places.isdisjoint(b.title_places):
+        return "the headlines name different places"
     return None
 
 

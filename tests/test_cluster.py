@@ -387,3 +387,11 @@ def test_another_bilateral_in_the_summit_city_stays_apart_even_when_the_report_m
     )
     got = cluster([modi, xi, zh], S)
     assert got[2] == got[3] != got[1]
+
+
+def test_headlines_that_say_different_places_are_two_stories_even_when_one_is_a_capital():
+    a = bare("wire", 1, "Putin and Xi hold talks in Beijing at Belt and Road forum", 0,
+             ("leader_putin", "leader_xi", "place_beijing"))  # fmt: skip
+    b = bare("desk", 2, "Putin and Xi meet in Astana on eve of SCO summit", 3,
+             ("leader_putin", "leader_xi", "place_astana", "org_sco"))  # fmt: skip
+    assert cluster([a, b], S)[1] != cluster([a, b], S)[2]

@@ -44,7 +44,9 @@ def config(tmp_path: Path, url: str, subscribers: int = 1, delivery: str = "  tr
     )
     cfg = tmp_path / "feeds.yaml"
     cfg.write_text(
-        f"database: '{url}'\nfeeds:\n"
+        f"database: '{url}'\n"
+        "max_age: 3650d\n"  # the example's news is of 2025: not old news here
+        "feeds:\n"
         f"  - {{name: example-wire, url: '{src / 'wire.xml'}', language: en}}\n"
         "daemon: {tick: 1s}\n"
         "delivery:\n" + delivery + f"  outbox: '{tmp_path / 'outbox'}'\n  secret: test-secret\n"

@@ -60,7 +60,9 @@ def site(tmp_path: Path, db_url: str, delivery: str = "  transport: outbox\n") -
     )
     cfg = tmp_path / "feeds.yaml"
     cfg.write_text(
-        f"database: '{db_url}'\nfeeds:\n"
+        f"database: '{db_url}'\n"
+        "max_age: 3650d\n"  # the example's news is of 2025: not old news here
+        "feeds:\n"
         f"  - {{name: example-wire, url: '{src / 'wire.xml'}', language: en}}\n"
         "delivery:\n" + delivery + "  secret: test-secret\n  sender: 'Digest <digest@example.org>'\n"
         "subscribers:\n" + subs,

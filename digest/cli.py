@@ -481,11 +481,12 @@ def story_records(store: Any, loaded: LoadedConfig, *, include_all: bool) -> lis
             "published_is_fetch_time": e.published_fallback,
             "language": e.language,
             "relevant": c.relevant,
-            # a row is one entry: its own verdict; the story's (what a digest shows) beside it
+            # topics decide who gets an entry: its own; tags say what the news is: its story's,
+            # voted by the reports (what a digest shows). The other of each beside them.
             "topics": list(c.topics),
-            "tags": list(c.tags),
+            "tags": list(view.tags if view else c.tags),
             "story_topics": list(view.topics if view else c.topics),
-            "story_tags": list(view.tags if view else c.tags),
+            "entry_tags": list(c.tags),
             "story": f"s{c.story_id}" if c.story_id is not None else None,
             "outlet": outlet,
             "also_reported_by": [o for o in view.outlets if o != outlet] if view else [],

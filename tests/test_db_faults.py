@@ -6,6 +6,7 @@ so that it can stop, restart and terminate sessions without touching anyone else
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from aiosmtpd.controller import Controller
 
 from digest.lock import ADVISORY_KEY
 from digest.pipeline import utcnow
@@ -158,20 +160,39 @@ def test_sigterm_while_postgresql_is_down_exits_0_without_a_traceback(tmp_path, 
     assert "Traceback" not in d.text(), d.text()
 
 
-def test_postgresql_stopped_mid_send_is_one_line(tmp_path, pg):
-    from tests.test_one_line import assert_one_line, digest
+class SlowSink:
+    """An SMTP server that takes 50 ms over each message, so that a send of 300 is still under way
+    when the database goes (an outbox writes them faster than the test can stop PostgreSQL)."""
 
-    cfg = config(tmp_path, pg.url, subscribers=300)
-    assert digest(cfg, "fetch").returncode == 0
-    send = subprocess.Popen(
-        [sys.executable, "-m", "digest", "--config", str(cfg), "send"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    wait_for(lambda: len(recipients(tmp_path)) >= 20 or send.poll() is not None)
-    pg.stop("immediate")
-    out, err = send.communicate(timeout=120)
-    assert len(recipients(tmp_path)) < 300  # it was stopped mid-send
+    def __init__(self) -> None:
+        self.recipients: list[str] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        await asyncio.sleep(0.05)
+        self.recipients.extend(envelope.rcpt_tos)
+        return "250 OK"
+
+
+def test_postgresql_stopped_mid_send_is_one_line(tmp_path, pg):
+    from tests.test_one_line import assert_one_line, digest, free_port, smtp
+
+    sink = SlowSink()
+    server = Controller(sink, hostname="127.0.0.1", port=free_port())
+    server.start()
+    try:
+        cfg = config(tmp_path, pg.url, subscribers=300, delivery=smtp(server.port, connections=1))
+        assert digest(cfg, "fetch").returncode == 0
+        send = subprocess.Popen(
+            [sys.executable, "-m", "digest", "--config", str(cfg), "send"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        wait_for(lambda: len(sink.recipients) >= 20 or send.poll() is not None)
+        pg.stop("immediate")
+        out, err = send.communicate(timeout=120)
+    finally:
+        server.stop()
+    assert len(set(sink.recipients)) < 300  # it was stopped mid-send
     assert_one_line(subprocess.CompletedProcess(send.args, send.returncode, out, err), 3, "database")

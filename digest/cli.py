@@ -811,14 +811,22 @@ def print_send(reports: list[Any]) -> int:
     for col in ("subscriber", "period", "result", "stories", "note"):
         table.add_column(col)
     for r in sorted(reports, key=lambda r: r.email):
-        style = {"sent": "green", "failed": "red", "bounced": "red", "empty": "dim", "done": "dim"}.get(
-            r.state, ""
-        )
+        style = {
+            "sent": "green",
+            "failed": "red",
+            "bounced": "red",
+            "empty": "dim",
+            "done": "dim",
+            "claimed": "dim",
+        }.get(r.state, "")
         table.add_row(
             r.email, r.period, f"[{style}]{r.state}[/]" if style else r.state, str(r.stories), r.error or ""
         )
     out.print(table)
-    counts = {k: sum(r.state == k for r in reports) for k in ("sent", "empty", "failed", "bounced", "done")}
+    counts = {
+        k: sum(r.state == k for r in reports)
+        for k in ("sent", "empty", "failed", "bounced", "done", "claimed")
+    }
     out.print(", ".join(f"{v} {k}" for k, v in counts.items()))
     return counts["failed"] + counts["bounced"]
 

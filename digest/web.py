@@ -39,7 +39,7 @@ from .pipeline import open_store, utcnow
 from .render import POLICY, default_template_dir
 from .stories import topic_title
 from .subscribers import PREFERENCE_FIELDS, WEEKDAYS, Subscriber, make_subscriber
-from .tokens import Signer, load_secret
+from .tokens import Signer, load_secret, store_salts
 
 CONFIRM_MAX_AGE = 2 * 86400  # a confirmation link works for two days
 PER_ADDRESS_SECONDS = 600  # at most one mail to one address in ten minutes
@@ -75,7 +75,7 @@ class RateLimit:
 
 def create_app(loaded: LoadedConfig) -> Starlette:
     d = loaded.config.delivery
-    signer = Signer(load_secret(d.secret, loaded.base_dir))
+    signer = Signer(load_secret(d.secret, loaded.base_dir), store_salts(lambda: open_store(loaded)))
     user_dir = loaded.base_dir / (d.templates or "templates")
     dirs = [str(p) for p in (user_dir, default_template_dir()) if p.is_dir()]
     env = jinja2.Environment(

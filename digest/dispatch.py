@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -33,6 +30,7 @@ from .compose import Digest, DigestStory, assemble
 from .config import LoadedConfig
 from .deliver import Transport, make_transport
 from .errors import DeliveryError, TransportSetupError
+from .lease import holder_id, wall_clock
 from .render import (
     PLACEHOLDER_EMAIL,
     PLACEHOLDER_LINKS,
@@ -235,16 +233,6 @@ def seed_subscribers(loaded: LoadedConfig, store: Store, now: datetime) -> int:
 BATCH = 200  # rows claimed per transaction; each "sent" is still committed on its own
 
 
-def sender_id() -> str:
-    """Who holds a claim: host, process and a random part (a pid is reused after a restart)."""
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def wall_clock() -> datetime:
-    """Leases run on the real clock, whatever time a run is told it is (`now`: whose digest is due)."""
-    return datetime.now(UTC)
-
-
 class Claims:
     """This sender's claims on one batch: renewed before their lease runs out, so that a long
     batch (a slow server, a rate limit) never sends a row whose lease another sender may have
@@ -323,7 +311,7 @@ async def send_due(
     mailer = Mailer(loaded, store)
     mailer.load_history(due_ids, now)
     transport = transport or make_transport(d, loaded.base_dir)
-    owner = sender_id()
+    owner = holder_id()
     db = asyncio.Lock()  # one ledger write at a time (SQLite); sends overlap
     sending = asyncio.Semaphore(max(8, d.smtp.connections * 2))
     done: list[tuple[int, str, str, str | None]] = []  # sent through an idempotent transport

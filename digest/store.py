@@ -179,7 +179,11 @@ class Store:
     def _write_states(conn: Connection, states: Sequence[tuple[FeedState, int | None]]) -> None:
         if not states:
             return
-        rows = [asdict(state) | {"http_status": http_status} for state, http_status in states]
+        # the poll is written: its lease (claim_feeds) ends here
+        rows = [
+            asdict(state) | {"http_status": http_status, "claimed_by": None, "claimed_until": None}
+            for state, http_status in states
+        ]
         for row in rows:
             row["feed_name"] = row.pop("name")  # bind names must not be column names in an UPDATE
         columns = [c for c in rows[0] if c != "feed_name"]
@@ -189,6 +193,31 @@ class Store:
             .values({c: sa.bindparam(c) for c in columns})
         )
         conn.execute(stmt, rows)
+
+    def claim_feeds(
+        self, seen: Mapping[str, datetime | None], owner: str, clock: datetime, lease: float
+    ) -> set[str]:
+        """Lease feeds to `owner` for one poll, until clock + lease or until the poll is written
+        -> the names now ours. `seen`: each feed's last_fetched as the caller read it; a feed
+        polled since (by another daemon) or leased to another poller stays theirs, so each feed
+        is fetched once per interval however many daemons share the database."""
+        f = feeds.c
+        until = clock + timedelta(seconds=lease)
+        ours: set[str] = set()
+        with self._writing() as conn:
+            for name, last in sorted(seen.items()):
+                result = conn.execute(
+                    feeds.update()
+                    .where(
+                        f.name == name,
+                        f.last_fetched.is_not_distinct_from(last),
+                        sa.or_(f.claimed_by.is_(None), f.claimed_by == owner, f.claimed_until < clock),
+                    )
+                    .values(claimed_by=owner, claimed_until=until)
+                )
+                if result.rowcount == 1:
+                    ours.add(name)
+        return ours
 
     # -- entries -----------------------------------------------------------------------------
 

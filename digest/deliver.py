@@ -101,8 +101,8 @@ class SmtpTransport:
     name = "smtp"
     idempotent = False  # a re-sent message is a second message: commit each one as it is accepted
 
-    # The circuit breaker: this many connection failures or timeouts in a row (no message
-    # accepted between them) and the server is taken to be down: the run stops sending and
+    # The circuit breaker: this many failures to connect (refused, no greeting) or timeouts in a
+    # row (no message accepted between them) and the server is taken to be down: the run stops sending and
     # leaves the rest pending, instead of trying every subscriber in turn (200 subscribers took
     # 365 s to fail one by one; issue 12).
     BREAKER = 3
@@ -233,9 +233,13 @@ class SmtpTransport:
                         await self._quit(conn)
                 except _dropped() as exc:
                     last = f"connection lost ({exc.__class__.__name__}: {exc})"
+                    timed_out = isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError)
                     if conn is not None:
                         await self._quit(conn)
-                    self._failed(last)
+                    # a server that takes no connection, never greets or stops answering is down;
+                    # one that drops a session it had opened is only retried
+                    if conn is None or timed_out:
+                        self._failed(last)
                     if self.down is not None:
                         raise self.down from None
                 else:

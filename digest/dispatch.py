@@ -230,7 +230,8 @@ def seed_subscribers(loaded: LoadedConfig, store: Store, now: datetime) -> int:
     return added
 
 
-BATCH = 200  # rows claimed per transaction; each "sent" is still committed on its own
+BATCH = 200  # digests assembled and rendered at a time
+CLAIM_PER_CONNECTION = 4  # rows claimed at a time, per SMTP connection; each "sent" is committed on its own
 
 
 class Claims:
@@ -363,6 +364,31 @@ async def send_due(
             done.append((sid, period.key, "sent", None))  # committed with its batch
         report(SendReport(sub.email, period.key, "sent", n, message_id=p.message_id))
 
+    async def send_claimed(part: list[tuple[Prepared, Period]]) -> None:
+        items = [(p.subscriber.id, per.key, p.message_id, p.digest.story_ids, now) for p, per in part]
+        async with db:
+            claimed = await asyncio.to_thread(
+                store.claim_deliveries,
+                items,  # type: ignore[arg-type]
+                owner,
+                wall_clock(),
+                d.lease,
+            )
+        ours = [(p, per) for (p, per), ok in zip(part, claimed, strict=True) if ok]
+        for (p, per), ok in zip(part, claimed, strict=True):
+            if not ok:  # another sender has it, or has sent it since we looked
+                report(SendReport(p.subscriber.email, per.key, "claimed", p.digest.count))
+        claims = Claims(store, owner, d.lease, {(p.subscriber.id or 0, per.key) for p, per in ours})
+        done.clear()
+        await asyncio.gather(*(deliver(p, per, claims) for p, per in ours))
+        if done:
+            async with db:
+                await asyncio.to_thread(store.finish_deliveries, list(done), now)
+
+    # Claimed a few at a time, just before they are sent: senders running at once share the
+    # work (each takes the next rows nobody holds), and a sender that dies holds few rows
+    # for a lease; enough to keep every connection busy between claims.
+    claim_size = CLAIM_PER_CONNECTION * d.smtp.connections
     await transport.open()
     try:
         for i in range(0, len(subs), BATCH):
@@ -391,25 +417,10 @@ async def send_due(
                 batch.append((prepared, period))
             if not batch:
                 continue
-            items = [(p.subscriber.id, per.key, p.message_id, p.digest.story_ids, now) for p, per in batch]
-            async with db:
-                claimed = await asyncio.to_thread(
-                    store.claim_deliveries,
-                    items,  # type: ignore[arg-type]
-                    owner,
-                    wall_clock(),
-                    d.lease,
-                )
-            ours = [(p, per) for (p, per), ok in zip(batch, claimed, strict=True) if ok]
-            for (p, per), ok in zip(batch, claimed, strict=True):
-                if not ok:  # another sender has it, or has sent it since we looked
-                    report(SendReport(p.subscriber.email, per.key, "claimed", p.digest.count))
-            claims = Claims(store, owner, d.lease, {(p.subscriber.id or 0, per.key) for p, per in ours})
-            done.clear()
-            await asyncio.gather(*(deliver(p, per, claims) for p, per in ours))
-            if done:
-                async with db:
-                    await asyncio.to_thread(store.finish_deliveries, list(done), now)
+            for j in range(0, len(batch), claim_size):
+                if stopping() or broken:
+                    break
+                await send_claimed(batch[j : j + claim_size])
     finally:
         await transport.close()
         with contextlib.suppress(Exception):  # a failed release only makes the next run wait a lease

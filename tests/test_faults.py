@@ -69,11 +69,11 @@ def test_kill_9_during_send_loses_nothing_and_repeats_at_most_one_message_per_co
         os.kill(killed.pid, signal.SIGKILL)
         killed.wait()
         at_kill = srv.recorder.tally(due)
-        # at once: the killed run's claims hold (their lease has not run out): nothing is sent twice
+        # at once: the rest is sent, but not what the killed run held (its lease has not run out),
+        # so not the message it may have had accepted and not yet marked: nothing comes twice
         rc, _, err = _finish(digest(cfg, "send"))
         assert rc == 0, err
         assert srv.recorder.tally(due).duplicated == 0
-        assert srv.recorder.count() == at_kill.delivered + at_kill.duplicated
         time.sleep(8.5)  # the lease runs out: the killed run's digests are taken over
         rc, _, err = _finish(digest(cfg, "send"))
         tally = srv.recorder.tally(due)

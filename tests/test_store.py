@@ -279,7 +279,10 @@ def _schema(url: str) -> dict[str, object]:
         if conn.dialect.name == "sqlite":  # the partial index's condition too
             sql = "SELECT sql FROM sqlite_master WHERE name = 'ix_entries_unclassified'"
         else:
-            sql = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_entries_unclassified'"
+            sql = (
+                "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_entries_unclassified'"
+                " AND schemaname = current_schema()"  # not another test's (or bench's) schema
+            )
         out["partial index"] = [r[0].split(" WHERE ")[-1] for r in conn.exec_driver_sql(sql)]
     engine.dispose()
     return out

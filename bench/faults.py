@@ -9,6 +9,7 @@ Scenarios (each on SQLite and, given --postgres, PostgreSQL; every run on a fres
   send + run --once    `digest send` and `digest run --once` started together
   send + daemon        `digest send` started beside a running `digest daemon`
   two daemons          two daemons on one database: feeds fetched once, digests sent once, both work
+  daemon killed        two daemons sending, one killed with SIGKILL: the other sends the rest
   kill -9 send         `digest send` killed with SIGKILL mid-run, then run again after the lease
   smtp down            N due, a server that never greets: seconds until the run ends (exit 1,
                        one line); then a live server: what arrives
@@ -173,6 +174,32 @@ def two_daemons(backend: str, pg: str | None, runs: int, subs: int) -> Row:
     return row
 
 
+def daemon_killed(backend: str, pg: str | None, runs: int, subs: int) -> Row:
+    """Two daemons sending; one is killed with SIGKILL mid-send: the other sends the rest,
+    taking over the dead one's claims when their lease runs out."""
+    row = Row("daemon killed", backend)
+    slowest = 0.0
+    for _ in range(runs):
+        with fresh(backend, pg) as (work, url), MailServer(Faults(delay=0.05)) as srv:
+            cfg, due = build_world(work, url, subs, srv.port, lease=LEASE, daemon="daemon: {tick: 1s}\n")
+            victim, survivor = digest(cfg, "daemon"), digest(cfg, "daemon")
+            wait_for(lambda: srv.recorder.count() >= subs // 4, 120, step=0.01)
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            row.kills += 1
+            killed_at = time.monotonic()
+            wait_for(lambda: srv.recorder.count() >= subs, 120, step=0.05)
+            slowest = max(slowest, time.monotonic() - killed_at)
+            time.sleep(1.5)
+            survivor.send_signal(signal.SIGTERM)
+            survivor.communicate(timeout=120)
+            row.add(srv.recorder.tally(due))
+    row.notes.append(
+        f"the survivor had sent everything at most {slowest:.1f} s after the kill (lease {LEASE})"
+    )
+    return row
+
+
 def kill_during_send(backend: str, pg: str | None, kills: int, subs: int) -> Row:
     row = Row("kill -9 send", backend)
     worst = 0
@@ -225,7 +252,7 @@ def main() -> None:
     ap.add_argument("--down", type=int, default=1000, help="subscribers due while SMTP is down")
     ap.add_argument("--down-runs", type=int, default=1)
     ap.add_argument("--postgres", default=None, help="a PostgreSQL URL (a schema per run is made in it)")
-    ap.add_argument("--only", default=None, help="run one scenario: once, daemon, daemons, kill, down")
+    ap.add_argument("--only", default=None, help="one scenario: once, daemon, daemons, takeover, kill, down")
     a = ap.parse_args()
     backends = ["sqlite"] + (["postgresql"] if a.postgres else [])
     print(f"runs {a.runs}, {a.subscribers} subscribers, {a.kills} kills, lease {LEASE}\n")
@@ -236,6 +263,7 @@ def main() -> None:
             "once": partial(side_by_side, backend, a.postgres, a.runs, a.subscribers, "run --once"),
             "daemon": partial(side_by_side, backend, a.postgres, a.runs, a.subscribers, "daemon"),
             "daemons": partial(two_daemons, backend, a.postgres, a.runs, a.subscribers),
+            "takeover": partial(daemon_killed, backend, a.postgres, a.runs, a.subscribers),
             "kill": partial(kill_during_send, backend, a.postgres, a.kills, a.subscribers),
             "down": partial(smtp_down, backend, a.postgres, a.down_runs, a.down),
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import resource
 import subprocess
@@ -89,11 +90,23 @@ def digest_venv(path: Path = Path("/tmp/digest-bench-venv")) -> Path:
     exe = path / "bin" / "digest"
     if not exe.exists():
         venv.create(path, with_pip=True)
-        subprocess.run([str(path / "bin" / "pip"), "install", "-q", str(ROOT)], check=True)
+        # aiosmtpd: the loopback SMTP sink the send bench mails to; it adds nothing to digest's imports.
+        subprocess.run([str(path / "bin" / "pip"), "install", "-q", str(ROOT), "aiosmtpd"], check=True)
     else:  # this checkout's code as it is now; the dependencies are already there
         pip = [str(path / "bin" / "pip"), "install", "-q", "--no-deps", "--force-reinstall"]
         subprocess.run([*pip, str(ROOT)], check=True)
     return exe
+
+
+def in_project_env() -> None:
+    """Re-run the calling bench script with the bench venv's Python (`digest_venv`) when this
+    interpreter lacks the project's dependencies, so `python3 bench/X.py` works on a clean machine
+    as well as in a development environment."""
+    if all(importlib.util.find_spec(m) for m in ("feedparser", "sqlalchemy", "httpx", "aiosmtpd")):
+        return
+    python = digest_venv().parent / "python"
+    print(f"bench: running under {python} (this Python lacks the project's dependencies)", file=sys.stderr)
+    os.execv(python, [str(python), *sys.argv])  # noqa: S606 (a fixed path and our own argv)
 
 
 def median(xs: list[float]) -> float:

@@ -25,6 +25,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import digest_venv, in_project_env  # noqa: E402
+
+in_project_env()
 
 from digest.config import load_config  # noqa: E402
 from digest.dispatch import send_due  # noqa: E402
@@ -75,7 +80,7 @@ def main() -> None:
     )
     store.close()
 
-    exe = shutil.which("digest") or sys.exit("bench: digest is not installed")
+    exe = shutil.which("digest", path=str(Path(sys.executable).parent)) or str(digest_venv())
     log = (work / "daemon.log").open("wb")
     proc = subprocess.Popen(
         [exe, "--config", str(cfg), "daemon", "--log-format", "json"], stdout=log, stderr=log

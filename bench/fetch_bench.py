@@ -25,9 +25,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from common import Run, digest_venv, measure, median, rss2email_venv
+from common import Run, digest_venv, in_project_env, measure, median, rss2email_venv
 
-from tests.support.feedserver import FeedServer, Reply, etag_of, make_items, rss
+in_project_env()
+
+from tests.support.feedserver import FeedServer, Reply, etag_of, make_items, rss  # noqa: E402
 
 
 def build_server(

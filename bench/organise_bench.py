@@ -27,6 +27,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import in_project_env  # noqa: E402
+
+in_project_env()
 
 from digest.cluster import cluster, story_entry  # noqa: E402
 from digest.config import load_config  # noqa: E402

@@ -25,6 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from common import in_project_env  # noqa: E402
+
+in_project_env()
+
 from organise_bench import make_entries  # noqa: E402
 
 from digest.config import load_config  # noqa: E402

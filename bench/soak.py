@@ -28,6 +28,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import in_project_env  # noqa: E402
+
+in_project_env()
 
 from tests.support.feedserver import FeedServer, Reply, make_items, rss  # noqa: E402
 

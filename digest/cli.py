@@ -89,6 +89,13 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def warn_base_url(loaded: LoadedConfig) -> None:
+    """At the start of the commands whose mail or pages carry links (send, run, daemon, serve)."""
+    warning = loaded.config.delivery.base_url_warning()
+    if warning:
+        err.print(f"digest: warning: {warning}", markup=False)
+
+
 def handles_errors(fn: F) -> F:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -548,7 +555,8 @@ def explain(state: State, entry: str) -> None:
         organise(loaded, store)
         s = find_entry(store, entry)
         e = s.entry
-        c = classify_hits(rules.scan(e.title, e.summary_text), rules)
+        hits = rules.scan(e.title, e.summary_text)
+        c = classify_hits(hits, rules)
         mates = []
         stored = store.classified_entries(relevant_only=False, entry_ids=[s.id])
         story_id = stored[0].story_id if stored else None
@@ -559,22 +567,43 @@ def explain(state: State, entry: str) -> None:
     when = _fmt_time(e.published) + (" (fetch time)" if e.published_fallback else "")
     out.print(f"entry {s.id} · {e.feed} · {when} · {e.language or '?'}\n{e.link or ''}", markup=False)
     if not c.relevant:
-        out.print("\n[yellow]not selected[/]: no topic rule matched. Closest rules:", markup=True)
-        hits = rules.scan(e.title, e.summary_text)
-        for topic in rules.topics:
+        out.print("\n[yellow]not selected[/]: no topic reached its score or matched a rule.", markup=True)
+    else:
+        out.print(
+            f"\n[green]selected[/]: topics {', '.join(c.topics)}; tags {', '.join(c.tags) or '—'}",
+            markup=True,
+        )
+    # every topic, selected or not: its score and each piece of evidence, or its rules' conditions
+    scores = {sc.topic: sc for sc in c.scores}
+    for topic in rules.topics:
+        sc = scores.get(topic.name)
+        if sc is not None:
+            verdict = "selects" if sc.selects else "does not select"
+            out.print(f"  topic {topic.name}: {sc.line()}, {verdict}", markup=False)
+            for f in sc.features:
+                out.print(f"    {f.weight:+5g}  {f.name}: {f.field} “{f.shown}”", markup=False)
+            if not sc.features:
+                out.print("    (no evidence found)", markup=False)
+        fired = [
+            r
+            for r in c.why
+            if (r.kind, r.name) == ("topic", topic.name) and r.fired.rule != (sc and sc.line())
+        ]
+        for r in fired:  # a rule that selected it
+            ev = "; ".join(f"{fld}: “{matched}” ({cond})" for cond, fld, _term, matched in r.fired.evidence)
+            out.print(f"  topic {topic.name} ← {r.fired.rule}: {ev}", markup=False)
+        if topic.rules and not fired and topic.name not in c.topics:  # the closest rules, for a fix
             for rule_name, conds in explain_rules(topic, hits):
-                parts = []
-                for group, cond, held in conds:
-                    ok = (not held) if group == "none" else held
-                    parts.append(f"{'✓' if ok else '✗'} {group} {cond}")
-                out.print(f"  {topic.name} / {rule_name}: " + "; ".join(parts), markup=False)
-        return
-    out.print(
-        f"\n[green]selected[/]: topics {', '.join(c.topics)}; tags {', '.join(c.tags) or '—'}", markup=True
-    )
+                parts = [
+                    f"{'✓' if (not held if g == 'none' else held) else '✗'} {g} {cond}"
+                    for g, cond, held in conds
+                ]
+                out.print(f"  topic {topic.name} / {rule_name}: " + "; ".join(parts), markup=False)
     for r in c.why:
+        if r.kind != "tag":
+            continue
         ev = "; ".join(f"{field}: “{matched}” ({cond})" for cond, field, _term, matched in r.fired.evidence)
-        out.print(f"  {r.kind} {r.name} ← {r.fired.rule}: {ev}", markup=False)
+        out.print(f"  tag {r.name} ← {r.fired.rule}: {ev}", markup=False)
     if story_id is not None:
         others = f"{len(mates)} other reports" if mates else "no other reports yet"
         out.print(f"\nstory s{story_id}: {others}", markup=False)
@@ -842,6 +871,7 @@ def send(state: State, dry_run: bool, only: str | None) -> None:
     from .subscribers import normalise_email
 
     loaded = state.loaded
+    warn_base_url(loaded)
     with open_store(loaded) as store:
         organise(loaded, store)
         reports = asyncio.run(
@@ -907,6 +937,7 @@ def run(state: State, once: bool, dry_run: bool, wait: float | None) -> None:
     from .lock import SchedulerLock
 
     loaded = state.loaded
+    warn_base_url(loaded)
     _ = loaded.rules
     if wait is None:
         _run_once(loaded, dry_run)
@@ -955,6 +986,7 @@ def daemon(
 
     from .daemon import Daemon, setup_logging
 
+    warn_base_url(state.loaded)
     setup_logging(log_format, logging.DEBUG if verbose else logging.INFO)
     sys.exit(Daemon(state.config_path, metrics_port=metrics_port, wait=wait).run())
 
@@ -1035,6 +1067,7 @@ def serve(state: State, host: str, port: int) -> None:
     from .web import create_app
 
     loaded = state.loaded
+    warn_base_url(loaded)
     with open_store(loaded):
         pass  # migrate before serving
     uvicorn.run(create_app(loaded), host=host, port=port, log_level="info", proxy_headers=True)

@@ -164,6 +164,10 @@ class DeliverySettings(_Model):
     bounce_limit: int = Field(
         3, ge=1, description="permanent failures before a subscriber is marked bouncing"
     )
+    locale: Literal["auto", "en", "ru", "zh"] = Field(
+        "auto",
+        description="language of the digest's headings, dates and links; auto: that of most of its headlines",
+    )
     archive: Literal["private", "public"] = Field(
         "private",
         description="private: a digest's web copy needs the subscriber's signed link; public: it does not",
@@ -173,6 +177,16 @@ class DeliverySettings(_Model):
         description="how long a sender's claim on a digest (and a poller's on a feed) holds; a crashed "
         "sender's digests are sent by another after it",
     )
+
+    def base_url_warning(self) -> str | None:
+        """One line when base_url is not https: RFC 8058 §3.1 one-click unsubscribe needs an https
+        URI, and Gmail and Yahoo require it of bulk senders (support.google.com/a/answer/81126)."""
+        if self.base_url.lower().startswith("https://"):
+            return None
+        return (
+            f"delivery.base_url is {self.base_url!r}, not https: Gmail and Yahoo ignore one-click "
+            "unsubscribe over http; serve `digest serve` behind https and set base_url to that URL"
+        )
 
 
 class DaemonSettings(_Model):

@@ -83,7 +83,7 @@ class Mailer:
         d = loaded.config.delivery
         self.settings = d
         template_dir = loaded.base_dir / (d.templates or "templates")
-        self.renderer = Renderer(template_dir, list_name=d.list_name)
+        self.renderer = Renderer(template_dir, list_name=d.list_name, locale=d.locale)
         self.salts: dict[int, str] = {}  # the subscriptions' salts, signed into their links
         self.signer = Signer(load_secret(d.secret, loaded.base_dir), self._salt_of)
         self.domain = domain_of(d.sender)
@@ -212,7 +212,7 @@ class Mailer:
             feed_titles=self.feed_titles,
             cache=self._stories,
         )
-        rendered = self.renderer.render(digest, self.links(sub))
+        rendered = self.renderer.render(digest, self.links(sub), web=True)
         if rendered.html is not None:
             return rendered.html
         import html

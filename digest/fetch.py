@@ -18,10 +18,12 @@ import sys
 import time
 import types
 import zlib
+from dataclasses import replace
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 from urllib.request import url2pathname
 
 import certifi
@@ -72,9 +74,10 @@ _without_httpx_cli()
 import httpx  # noqa: E402
 
 ACCEPT = (
-    "application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, application/xml;q=0.9, "
-    "text/xml;q=0.8, */*;q=0.5"
+    "application/rss+xml, application/atom+xml, application/feed+json, application/rdf+xml;q=0.9, "
+    "application/xml;q=0.9, text/xml;q=0.8, application/json;q=0.8, */*;q=0.5"
 )
+FEED_TYPES = ("application/rss+xml", "application/atom+xml", "application/feed+json", "application/json")
 MAX_RETRY_AFTER = 7 * 86400.0
 
 
@@ -186,6 +189,24 @@ class Fetcher:
         return client
 
     async def fetch(self, request: FetchRequest) -> FetchResult:
+        """The feed at request.url; a web page that names its feed is followed to it (discovery)."""
+        result = await self._fetch(request)
+        feed_url = discovered_feed(result)
+        if feed_url is None:
+            return result
+        # Feed discovery, as rss2email and Miniflux do it: the page's first
+        # <link rel="alternate" type="application/rss+xml|atom+xml|feed+json">. One hop only, and
+        # the feed is recorded as where the page moved (poll.next_state keeps it as fetch_url), so
+        # the next poll asks the feed itself, with its own validators.
+        found = await self._fetch(FetchRequest(request.feed, feed_url))
+        elapsed = result.elapsed + found.elapsed
+        if found.status is not FetchStatus.OK:
+            error = f"the page names its feed {feed_url}, which failed: {found.error}"
+            return replace(found, url=request.url, elapsed=elapsed, error=error)
+        moved = found.permanent_url or found.final_url or feed_url
+        return replace(found, url=request.url, elapsed=elapsed, permanent_url=moved)
+
+    async def _fetch(self, request: FetchRequest) -> FetchResult:
         started = time.monotonic()
         parts = urlsplit(request.url)
         if parts.scheme == "file":
@@ -319,6 +340,53 @@ class Fetcher:
 
 
 def _with_elapsed(result: FetchResult, elapsed: float) -> FetchResult:
-    from dataclasses import replace
-
     return replace(result, elapsed=elapsed)
+
+
+class _AlternateLinks(HTMLParser):
+    """<link rel="alternate" type="(a feed type)" href="..."> of a page, in document order."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag != "link":
+            return
+        a = {k.lower(): (v or "").strip() for k, v in attrs}
+        rel = a.get("rel", "").lower().split()
+        kind = a.get("type", "").lower().split(";")[0].strip()
+        if "alternate" in rel and kind in FEED_TYPES and a.get("href"):
+            self.found.append(a["href"])
+
+
+def discover(page: bytes, base: str) -> str | None:
+    """The first feed a page links to as its alternate, absolute; only http(s) (a page must never
+    point the fetcher at a file: URL)."""
+    head = page[:512_000].decode("utf-8", "replace")  # the <head> is at the top; charset barely matters
+    parser = _AlternateLinks()
+    try:
+        parser.feed(head)
+        parser.close()
+    except (AssertionError, ValueError):  # HTMLParser on badly broken markup
+        pass
+    for href in parser.found:
+        url = urljoin(base, href)
+        if urlsplit(url).scheme in ("http", "https") and url != base:
+            return url
+    return None
+
+
+def discovered_feed(result: FetchResult) -> str | None:
+    """Where an HTML page (served over http(s)) says its feed is, if it is one."""
+    if result.status is not FetchStatus.OK or not result.body or not result.final_url:
+        return None
+    if urlsplit(result.final_url).scheme not in ("http", "https"):
+        return None
+    ctype = (result.content_type or "").split(";")[0].strip().lower()
+    head = result.body[:512].lstrip().lower()
+    if ctype not in ("text/html", "application/xhtml+xml") and not head.startswith(
+        (b"<!doctype html", b"<html")
+    ):
+        return None
+    return discover(result.body, result.final_url)

@@ -195,15 +195,28 @@ def _sha(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _summary(e: Any) -> str:
+def _summary(e: Any) -> tuple[str, str | None]:
+    """-> (the summary as markup, the xml:base in effect where it was written, if any)."""
     detail = _get(e, "summary_detail") or {}
     value = _get(e, "summary") or ""
-    if not value and _get(e, "content"):
+    # an Atom entry with only <content> gets a copy as "summary" but no summary_detail: the
+    # content's detail knows its type and xml:base
+    if (not value or not detail) and _get(e, "content"):
         detail = e["content"][0]
         value = detail.get("value") or ""
     if detail.get("type") == "text/plain":
         value = html.escape(value)  # plain text is not sanitized by anyone: escape it (notes §2.1)
-    return value
+    return value, detail.get("base") or None
+
+
+def _title(e: Any) -> str:
+    """The title as one line of text. An Atom type="text" title is text already (RFC 4287 §3.1.1.1):
+    "History of the <blink> tag" keeps its brackets (feedparser's corpus,
+    atom10/entry_title_text_plain_brackets.xml); only markup titles lose their tags."""
+    value = _get(e, "title", "") or ""
+    if (_get(e, "title_detail") or {}).get("type") == "text/plain":
+        return _one_line(value)
+    return html_to_text(value)
 
 
 def _entry_ids(raw_entries: list[Any]) -> list[str | None]:
@@ -258,11 +271,29 @@ def parse_feed(
     """Bytes of one feed -> its clean entries, or the reason there are none."""
     if not body.strip():
         return ParsedFeed(feed, None, None, (), error="the server sent an empty body; check the feed URL")
+    if _looks_like_json(body):
+        return _parse_json_feed(
+            feed,
+            body,
+            url=url,
+            fetched_at=fetched_at,
+            language=language or content_language,
+            timezone=timezone,
+        )
+    if body.startswith(_BOMS) and content_type:
+        # RFC 7303 §3.2 (replacing RFC 3023): a byte-order mark outranks the charset of the
+        # content type. feedparser follows RFC 3023, where text/xml without a charset is
+        # us-ascii, and fails UTF-16/32 feeds the BOM makes unmistakable.
+        content_type = "application/xml"
     headers = {}
     if content_type:
         headers["content-type"] = content_type  # lower-case keys: feedparser ignores others (notes §2.4)
     # No content-location: with a base URI feedparser joins URLs at every element (a third
     # of its time); the few relative links a feed has are made absolute below instead.
+    # Except where xml:base is used: feedparser composes a relative xml:base correctly only
+    # on top of the document's URI (RFC 3986 §5.1.2, the "base URI from the retrieval URI").
+    if url and b"xml:base" in body:
+        headers["content-location"] = url
     if content_language:
         headers["content-language"] = content_language
     import feedparser  # here, not at the top: a run where nothing changed never pays for it
@@ -274,8 +305,40 @@ def parse_feed(
     parsed = feedparser.parse(
         io.BytesIO(body), response_headers=headers, sanitize_html=False, resolve_relative_uris=False
     )
-    raw_entries = list(parsed.entries)
     bozo = parsed.get("bozo_exception") if parsed.get("bozo") else None
+    survivable = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
+    return _entries_of(
+        feed,
+        body,
+        list(parsed.entries),
+        parsed.get("feed", {}),
+        version=parsed.get("version") or "",
+        bozo=bozo,
+        survivable=bozo is None or isinstance(bozo, survivable),
+        content_language=content_language,
+        url=url,
+        fetched_at=fetched_at,
+        language=language,
+        timezone=timezone,
+    )
+
+
+def _entries_of(
+    feed: str,
+    body: bytes,
+    raw_entries: list[Any],
+    meta: Any,
+    *,
+    version: str,
+    bozo: BaseException | None,
+    survivable: bool,
+    content_language: str | None,
+    url: str | None,
+    fetched_at: datetime,
+    language: str | None,
+    timezone: str | None,
+) -> ParsedFeed:
+    """Entries shaped as feedparser's (plain dicts do: see _get) -> clean Entry records."""
     if not raw_entries:
         if _looks_like_html(body):
             return ParsedFeed(
@@ -283,9 +346,10 @@ def parse_feed(
                 None,
                 None,
                 (),
-                error="the URL serves an HTML page, not a feed; use the page's RSS/Atom link instead",
+                error="the URL serves an HTML page that names no feed (no <link rel=alternate>); "
+                "use the site's RSS, Atom or JSON Feed URL instead",
             )
-        if bozo is not None and not parsed.get("version"):
+        if bozo is not None and not version:
             reason = str(bozo).splitlines()[0] if str(bozo) else bozo.__class__.__name__
             return ParsedFeed(
                 feed,
@@ -294,14 +358,18 @@ def parse_feed(
                 (),
                 error=f"not a readable feed ({reason}); check the URL serves RSS or Atom",
             )
-    meta = parsed.get("feed", {})
-    feed_title = html_to_text(meta.get("title", "")) or None
+    feed_title = _title(meta) or None
     feed_lang = normalise_language(language or content_language or meta.get("language"))
     entries: list[Entry] = []
     for raw, guid in zip(raw_entries, _entry_ids(raw_entries), strict=True):
-        title = html_to_text(_get(raw, "title", ""))[:MAX_TITLE]
+        title = _title(raw)[:MAX_TITLE]
+        # feedparser has already joined the entry's link to any xml:base (RFC 3986 §5.1)
         link = _absolute((_get(raw, "link") or "").strip(), url) or None
-        summary_html = sanitize_html(_summary(raw), base=url or link)
+        summary, xml_base = _summary(raw)
+        # relative links in the summary: against its xml:base (made absolute against the
+        # document's URL), else the document's URL, else the entry's link
+        base = _absolute(xml_base, url) if xml_base else (url or link)
+        summary_html = sanitize_html(summary, base=base)
         if len(summary_html) > MAX_SUMMARY:
             summary_html = _cut(summary_html, MAX_SUMMARY)
         summary_text = _sanitised_to_text(summary_html)
@@ -337,8 +405,108 @@ def parse_feed(
         )
     warning = None
     # Survivable per lemon24/reader: a wrong or missing content type, an encoding override.
-    survivable = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
-    if bozo is not None and not isinstance(bozo, survivable):
+    if bozo is not None and not survivable:
         reason = str(bozo).splitlines()[0] if str(bozo) else bozo.__class__.__name__
         warning = f"feed is not well-formed ({reason}); kept {len(entries)} entries"
     return ParsedFeed(feed, feed_title, feed_lang, tuple(entries), warning=warning)
+
+
+# -- JSON Feed (https://www.jsonfeed.org/version/1.1/) ------------------------------------------
+#
+# feedparser 6 reads no JSON. A JSON Feed's items are mapped onto the keys feedparser gives an
+# entry, so one code path (_entries_of) cleans both.
+
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+_JSON_FEED_VERSION = re.compile(r"^https?://jsonfeed\.org/version/1(\.\d+)?/?$")
+
+
+def _looks_like_json(body: bytes) -> bool:
+    # by the body, not the content type: servers label feeds at random (text/plain, application/json)
+    return body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{"
+
+
+def _iso_date(value: Any) -> tuple[str | None, Any]:
+    """An RFC 3339 date -> (the text, a UTC struct_time), as feedparser gives published/_parsed."""
+    if not isinstance(value, str) or not value.strip():
+        return None, None
+    try:
+        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return value, None
+    if when.tzinfo is None:
+        return value, None  # naive: parse_published applies the feed's zone
+    return value, when.astimezone(UTC).utctimetuple()
+
+
+def _json_item(item: dict[str, Any]) -> dict[str, Any]:
+    published, published_parsed = _iso_date(item.get("date_published"))
+    updated, updated_parsed = _iso_date(item.get("date_modified"))
+    authors = item.get("authors") or ([item["author"]] if isinstance(item.get("author"), dict) else [])
+    names = [str(a.get("name")) for a in authors if isinstance(a, dict) and a.get("name")]
+    # summary is plain text by the spec; content_html markup; content_text plain text
+    if isinstance(item.get("summary"), str) and item["summary"].strip():
+        summary, kind = item["summary"], "text/plain"
+    elif isinstance(item.get("content_html"), str):
+        summary, kind = item["content_html"], "text/html"
+    else:
+        summary, kind = str(item.get("content_text") or ""), "text/plain"
+    ident = item.get("id")
+    return {
+        "id": str(ident) if ident is not None and str(ident).strip() else None,  # 1.0 allowed numbers
+        "link": str(item.get("url") or item.get("external_url") or ""),
+        "title": str(item.get("title") or ""),
+        "title_detail": {"type": "text/plain"},  # JSON Feed titles are text, never markup
+        "summary": summary,
+        "summary_detail": {"type": kind},
+        "published": published,
+        "published_parsed": published_parsed,
+        "updated": updated,
+        "updated_parsed": updated_parsed,
+        "author": ", ".join(names),
+    }
+
+
+def _parse_json_feed(
+    feed: str,
+    body: bytes,
+    *,
+    url: str | None,
+    fetched_at: datetime,
+    language: str | None,
+    timezone: str | None,
+) -> ParsedFeed:
+    import json
+
+    try:
+        data = json.loads(body.decode("utf-8-sig"))  # JSON Feed is UTF-8 (RFC 8259 §8.1)
+    except (UnicodeDecodeError, ValueError) as exc:
+        reason = str(exc).splitlines()[0]
+        return ParsedFeed(feed, None, None, (), error=f"not readable JSON ({reason}); check the URL")
+    version = str(data.get("version") or "") if isinstance(data, dict) else ""
+    if not _JSON_FEED_VERSION.match(version):
+        return ParsedFeed(
+            feed,
+            None,
+            None,
+            (),
+            error="JSON but not a JSON Feed (no version https://jsonfeed.org/version/1.1); check the URL",
+        )
+    assert isinstance(data, dict)
+    items = [_json_item(i) for i in data.get("items") or [] if isinstance(i, dict)]
+    meta = {"title": str(data.get("title") or ""), "title_detail": {"type": "text/plain"}}
+    if isinstance(data.get("language"), str):
+        meta["language"] = data["language"]  # JSON Feed 1.1
+    return _entries_of(
+        feed,
+        body,
+        items,
+        meta,
+        version=version,
+        bozo=None,
+        survivable=True,
+        content_language=None,
+        url=url or (str(data.get("feed_url")) if data.get("feed_url") else None),
+        fetched_at=fetched_at,
+        language=language,
+        timezone=timezone,
+    )

@@ -2,9 +2,16 @@
 
 Templates come from `delivery.templates` (default: `templates/` beside feeds.yaml, if present),
 then from the defaults inside the package. HTML templates are autoescaped and feed text is never
-marked safe; the subject is built from our own template, one line, control characters removed
-(notes §4.1). Messages are serialised with max_line_length=998 so that List-Unsubscribe is never
-folded into encoded-words (notes §4.1, cpython #85725).
+marked safe (only our own stylesheets are); the subject is built from our own template, one line,
+control characters removed. Messages are serialised with max_line_length=998 so that
+List-Unsubscribe is never folded into encoded-words (cpython #85725).
+
+    Digest | words (locales: the chrome's language) | templates (feed text cleaned: bidi controls
+    and mark runs dropped, isolated by dir=auto/<bdi>) | css-inline | over HTML_LIMIT? fewer
+    stories, "N more in the archive" | MIME
+
+The web copy ("View in browser") is the same template with the stylesheets linked from /static/
+instead of inlined: the archive's Content-Security-Policy allows no inline style.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import email.utils
 import hashlib
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.message import EmailMessage
 from importlib import resources
@@ -22,13 +29,38 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import jinja2
+from markupsafe import Markup
 
-from .compose import Digest
+from .compose import Digest, DigestStory
 from .errors import TemplateError
+from .locales import Words, words_for
 
 POLICY = email.policy.SMTP.clone(max_line_length=998)
 SUBJECT_MAX = 150
-TEMPLATES = ("digest.html.j2", "digest.txt.j2", "subject.j2", "_story.html.j2", "style.css")
+TEMPLATES = (
+    "digest.html.j2",
+    "digest.txt.j2",
+    "subject.j2",
+    "_story.html.j2",
+    "style.css",
+    "style-head.css",
+)
+# Gmail clips an HTML part over about 102 KB behind "View entire message", footer and unsubscribe
+# link included (spamresource.com, "What is Gmail clipping", 2022). A digest's HTML is kept under
+# HTML_LIMIT bytes; HTML_MARGIN is left for personalising (real links and the address are longer
+# than the placeholders rendered with).
+HTML_LIMIT = 100_000
+HTML_MARGIN = 3_000
+
+# Feed text that would disturb the page around it. Bidirectional embeddings, overrides and
+# isolates (U+202A-U+202E, U+2066-U+2069) and marks (U+200E, U+200F, U+061C) reorder the text
+# that follows them: a U+202E in a title reversed the date line (Unicode TR#9 §2). They are
+# dropped, and feed text sits in dir="auto" blocks or <bdi> instead, which isolate it properly.
+_BIDI = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"))
+# Combining marks stack without limit ("Zalgo" text drew through twenty cards). Real scripts put
+# a few on one letter (Vietnamese two, Indic and Hebrew vowel points three or four).
+MAX_MARKS = 4
+_CSS_COMMENT = re.compile(r"/\*.*?\*/\s*", re.S)
 
 
 def default_template_dir() -> Path:
@@ -54,6 +86,56 @@ class Rendered:
     html: str | None
 
 
+def clean_text(value: str) -> str:
+    """Feed text fit for a page: bidi controls dropped, combining-mark runs cut to MAX_MARKS."""
+    value = unicodedata.normalize("NFC", value.translate(_BIDI))
+    if value.isascii():
+        return value
+    out: list[str] = []
+    run = 0
+    for c in value:
+        if unicodedata.category(c) in ("Mn", "Me"):
+            run += 1
+            if run > MAX_MARKS:
+                continue
+        else:
+            run = 0
+        out.append(c)
+    return "".join(out)
+
+
+def _key(text: str) -> str:
+    return "".join(c for c in text.casefold() if c.isalnum())
+
+
+def fresh_summary(story: DigestStory) -> str:
+    """The summary, unless it only repeats the headline (many feeds send the title twice, or the
+    title plus a few words); a summary that opens with the headline loses it."""
+    title, summary = clean_text(story.title), clean_text(story.summary)
+    t, s = _key(title), _key(summary)
+    if not s or s in t:
+        return ""
+    if s.startswith(t):
+        if len(s) - len(t) < 24:
+            return ""
+        if summary.casefold().startswith(title.casefold()):
+            rest = summary[len(title) :].lstrip(" .,:;|-–—·").strip()
+            return "" if _key(rest) in t else rest  # the headline twice over
+    return summary
+
+
+def _shortened(digest: Digest, keep: int) -> Digest:
+    """The digest's first `keep` stories, in the order they are shown."""
+    sections = []
+    for section in digest.sections:
+        if keep <= 0:
+            break
+        stories = section.stories[:keep]
+        keep -= len(stories)
+        sections.append(replace(section, stories=stories))
+    return replace(digest, sections=tuple(sections))
+
+
 def clean_header(value: str, limit: int = SUBJECT_MAX) -> str:
     """One line: control and format characters dropped, whitespace collapsed, capped."""
     value = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in value)
@@ -62,7 +144,7 @@ def clean_header(value: str, limit: int = SUBJECT_MAX) -> str:
 
 
 class Renderer:
-    def __init__(self, template_dir: Path | None = None, *, list_name: str) -> None:
+    def __init__(self, template_dir: Path | None = None, *, list_name: str, locale: str = "auto") -> None:
         dirs = [str(d) for d in (template_dir, default_template_dir()) if d is not None and d.is_dir()]
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(dirs),
@@ -72,8 +154,13 @@ class Renderer:
             lstrip_blocks=True,
         )
         self.list_name = list_name
+        self.locale = locale
+        self.env.filters["clean"] = clean_text
         try:
-            self.stylesheet = self.env.loader.get_source(self.env, "style.css")[0]  # type: ignore[union-attr]
+            # The operator's own CSS, never feed text, so Markup: autoescaped, its quotes became
+            # &#34; and the font stack was lost in every digest (issue 13). _css escapes "</".
+            self.stylesheet = Markup(self._css("style.css"))  # noqa: S704
+            self.head_stylesheet = Markup(self._css("style-head.css"))  # noqa: S704
             self._html = self.env.get_template("digest.html.j2")
             self._text = self.env.get_template("digest.txt.j2")
             self._subject = self.env.get_template("subject.j2")
@@ -88,34 +175,50 @@ class Renderer:
             ) from None
         import css_inline
 
-        # never fetch remote stylesheets; keep @media for small screens (notes §4.1)
-        self._inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
+        # never fetch remote stylesheets. style.css is inlined and dropped; style-head.css is
+        # inlined and kept as written (data-css-inline="keep"): keep_at_rules would copy its
+        # @media rules a second time into every mail.
+        self._inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=False)
 
-    def render(self, digest: Digest, links: Links) -> Rendered:
+    def _css(self, name: str) -> str:
+        css = self.env.loader.get_source(self.env, name)[0]  # type: ignore[union-attr]
+        css = _CSS_COMMENT.sub("", css)  # every mail carries the stylesheet: no comments
+        return css.replace("</", "<\\/")
+
+    def render(self, digest: Digest, links: Links, *, web: bool = False) -> Rendered:
+        """Subject, text and (for HTML subscribers) HTML. web=True: the page for "View in browser",
+        stylesheets linked, never shortened."""
         s = digest.subscriber
         zone = ZoneInfo(s.timezone)
+        words = words_for(self.locale, (st.title for sec in digest.sections for st in sec.stories))
 
         def local_time(t: datetime) -> str:
-            return t.astimezone(zone).strftime("%d %b %Y, %H:%M")
+            return words.when(t.astimezone(zone))
 
         ctx = {
             "digest": digest,
             "subscriber": s,
             "list_name": self.list_name,
-            "period_label": period_label(digest),
+            "period_label": period_label(digest, words),
             "unsubscribe_url": links.unsubscribe,
             "preferences_url": links.preferences,
             "archive_url": links.archive,
             "local_time": local_time,
+            "fresh_summary": fresh_summary,
+            "words": words,
+            "web": web,
+            "clipped": 0,
             "stylesheet": self.stylesheet,
+            "head_stylesheet": self.head_stylesheet,
         }
         try:
             subject = clean_header(self._subject.render(ctx))
             ctx["subject"] = subject
+            ctx["preheader"] = preheader(digest, words)
             text = self._text.render(ctx)
             html = None
-            if s.format == "html":
-                html = self._inliner.inline(self._html.render(ctx))
+            if s.format == "html" or web:
+                html = self._html.render(ctx) if web else self._fitted_html(digest, ctx)
         except jinja2.TemplateError as exc:
             where = getattr(exc, "filename", None) or getattr(exc, "name", None) or "a template"
             line = getattr(exc, "lineno", None)
@@ -124,13 +227,46 @@ class Renderer:
             ) from None
         return Rendered(subject, text, html)
 
+    def _fitted_html(self, digest: Digest, ctx: dict[str, object]) -> str:
+        """The inlined HTML, with as many stories as fit under HTML_LIMIT (the rest: "N more in
+        the archive"; the archive copy shows them all)."""
+        html = self._inliner.inline(self._html.render(ctx))
+        budget = HTML_LIMIT - HTML_MARGIN
+        if len(html.encode("utf-8")) <= budget:
+            return html
+        total = digest.count
+        lo, hi = 0, total - 1  # the most stories that fit lies in [lo, hi]
+        best = None
+        while lo <= hi:
+            keep = (lo + hi) // 2
+            page = self._inliner.inline(
+                self._html.render({**ctx, "digest": _shortened(digest, keep), "clipped": total - keep})
+            )
+            if len(page.encode("utf-8")) <= budget:
+                best, lo = page, keep + 1
+            else:
+                hi = keep - 1
+        if best is None:
+            raise TemplateError(
+                f"digest.html.j2: even with no story the HTML is over {budget} bytes; shorten the template"
+            )
+        return best
 
-def period_label(digest: Digest) -> str:
+
+def preheader(digest: Digest, words: Words) -> str:
+    """The line inboxes show after the subject: the first headlines (else the mail's first words)."""
+    heads = [clean_text(st.title) for sec in digest.sections for st in sec.stories][:3]
+    text = " · ".join(heads) or words.text("empty")
+    return clean_header(text, 140)
+
+
+def period_label(digest: Digest, words: Words | None = None) -> str:
+    words = words or Words("en")
     key = digest.period.key
     if "W" in key:
         year, week = key.split("-W")
-        return f"week {int(week)}, {year}"
-    return datetime.strptime(key, "%Y-%m-%d").strftime("%A %d %B %Y")
+        return words.week(int(year), int(week))
+    return words.day(datetime.strptime(key, "%Y-%m-%d").date())
 
 
 def message_id(subscriber_id: int, period: str, domain: str) -> str:

@@ -19,6 +19,8 @@ dropped (soft hyphen, zero-width space), typographic quotes and dashes made plai
 
 from __future__ import annotations
 
+import bisect
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -120,12 +122,18 @@ class Hit:
     term: str
     field: str
     matched: str
+    segment: int = 0  # 0 the headline, 1 the summary's first sentence (the lead), 2... the rest
+    start: int = 0  # where in the segment's text
+    end: int = 0
+    lemma: bool = False  # found in the lemmas of the words (start, end and matched: the words as written)
 
 
 class TermIndex:
     """Every term of every list in one Aho–Corasick automaton: one pass finds all, overlaps too."""
 
     def __init__(self, lists: Mapping[str, Sequence[Term]]) -> None:
+        self._lists = lists
+        self._cyrillic: TermIndex | None = None
         self._automaton = ahocorasick.Automaton()
         self._regex: list[tuple[str, Term]] = []
         keys: dict[str, list[tuple[str, Term]]] = {}
@@ -136,12 +144,26 @@ class TermIndex:
                 else:
                     keys.setdefault(term.words.lower(), []).append((name, term))
         for key, entries in keys.items():
-            # boundary needs are the same for every term sharing a key: decided once, not per hit
+            # boundary needs are the same for every term sharing a key: decided once, not per hit;
+            # a term in several lists ("summit*" in four) is checked once for all of them
             han = all(t.han for _, t in entries)
-            self._automaton.add_word(key, (len(key), entries, _is_word(key[0]), _is_word(key[-1]), han))
+            by_term: dict[Term, list[str]] = {}
+            for name, term in entries:
+                by_term.setdefault(term, []).append(name)
+            groups = tuple((term, tuple(dict.fromkeys(names))) for term, names in by_term.items())
+            self._automaton.add_word(key, (len(key), groups, _is_word(key[0]), _is_word(key[-1]), han))
         if keys:
             self._automaton.make_automaton()
         self._empty = not keys
+
+    @property
+    def cyrillic(self) -> TermIndex:
+        """The terms written in Cyrillic (Russian lemmas): what a text's lemmas are scanned for."""
+        if self._cyrillic is None:
+            self._cyrillic = TermIndex(
+                {n: [t for t in ts if _CYRILLIC.search(t.text)] for n, ts in self._lists.items()}
+            )
+        return self._cyrillic
 
     def scan_fields(self, title: str, summary: str) -> list[Hit]:
         """All hits in a normalised headline and summary."""
@@ -160,22 +182,27 @@ class TermIndex:
                     )
         return hits
 
-    def scan(self, text: str, field: str, *, regex: bool = True) -> list[Hit]:
-        """All hits in normalised `text`."""
+    def scan(
+        self, text: str, field: str, *, regex: bool = True, segment: int = 0, lemma: bool = False
+    ) -> list[Hit]:
+        """All hits in normalised `text` (the first of each list)."""
         hits: list[Hit] = []
         lower = text.lower()
         if len(lower) != len(text):  # rare letters (İ) change length when lowered: keep offsets
             lower = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
         if not self._empty:
             n, seen = len(text), set()
-            for end, (size, entries, left_word, right_word, han) in self._automaton.iter(lower):
+            for end, (size, groups, left_word, right_word, han) in self._automaton.iter(lower):
                 start, stop = end - size + 1, end + 1
-                if not han and left_word and start > 0 and _is_word(text[start - 1]):
+                if (
+                    not han
+                    and left_word
+                    and start > 0
+                    and (text[start - 1].isalnum() or text[start - 1] == "_")
+                ):
                     continue  # inside a word: "Xiaomi", "шоссе"
-                open_right = not (right_word and stop < n and _is_word(text[stop]))
-                for name, term in entries:
-                    if name in seen:
-                        continue  # a list needs one hit per field: the first
+                open_right = not (right_word and stop < n and (text[stop].isalnum() or text[stop] == "_"))
+                for term, names in groups:
                     if term.exact_case and text[start:stop] != term.words:
                         continue
                     if term.han or term.stem:
@@ -187,14 +214,108 @@ class TermIndex:
                         matched = text[start:stop]
                     else:
                         continue
-                    seen.add(name)
-                    hits.append(Hit(name, term.text, field, matched))
+                    for name in names:
+                        if (name, start, stop) in seen:
+                            continue  # one hit per list and words (a term may be in a list twice)
+                        seen.add((name, start, stop))
+                        hits.append(
+                            Hit(name, term.text, field, matched, segment, start, start + len(matched), lemma)
+                        )
         for name, term in self._regex if regex else ():
             assert term.regex is not None
+            if term.hint is not None and term.hint not in lower:
+                continue
             found = term.regex.search(text)
             if found:
-                hits.append(Hit(name, term.text, field, found.group(0)))
+                hits.append(
+                    Hit(name, term.text, field, found.group(0), segment, found.start(), found.end(), lemma)
+                )
         return hits
+
+
+# -- sentences and Russian lemmas ---------------------------------------------------------------
+
+# A summary is judged sentence by sentence: the lead (its first sentence) says what the news is,
+# and two names count together only within one sentence. A sentence ends at . ! ? or ; and a
+# space (not after a lone capital: "U.S.", "J. Smith"), or after a Chinese full stop.
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?;])(?<![\s.][A-Z].)\s+|(?<=[\u3002\uff01\uff1f\uff1b])\s*)")
+_CYRILLIC = re.compile("[\u0400-\u04ff]")
+_CYRILLIC_WORD = re.compile("[\u0400-\u04ff]+(?:-[\u0400-\u04ff]+)*")
+
+
+def sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE_END.split(text) if s]
+
+
+@functools.cache
+def _morph() -> Any:
+    # pymorphy3 (OpenCorpora's dictionary, shipped in the pymorphy3-dicts-ru package): loaded only
+    # when a Russian entry has passed the trigger scan, so unrelated entries never pay for it.
+    import pymorphy3
+
+    return pymorphy3.MorphAnalyzer()
+
+
+@functools.lru_cache(maxsize=200_000)
+def lemma(word: str) -> str:
+    """A Russian word's dictionary form ("Путина" -> "путин", "встретились" -> "встретиться");
+    an acronym (ШОС, КНР) as written. Russian terms in feeds.yaml are written as lemmas."""
+    if len(word) > 1 and word.isupper():
+        return word
+    return str(_morph().parse(word)[0].normal_form).replace("ё", "е")
+
+
+def lemmatise(text: str) -> str:
+    """Every Cyrillic word of `text` replaced by its lemma; everything else kept."""
+    return _CYRILLIC_WORD.sub(lambda m: lemma(m.group(0)), text)
+
+
+def _lemma_hits(index: TermIndex, text: str, fld: str, segment: int) -> list[Hit]:
+    """Hits in the lemmas of `text`, placed on the words as written ("Путиным", not "путин")."""
+    parts: list[str] = []
+    words: list[tuple[int, int, int, int]] = []  # (lemma start, lemma end, start, end) of each word
+    pos = lpos = 0
+    for m in _CYRILLIC_WORD.finditer(text):
+        parts.append(text[pos : m.start()])
+        lpos += m.start() - pos
+        lem = lemma(m.group(0))
+        words.append((lpos, lpos + len(lem), m.start(), m.end()))
+        parts.append(lem)
+        lpos += len(lem)
+        pos = m.end()
+    parts.append(text[pos:])
+    starts = [w[0] for w in words]
+
+    def place(p: int, end: bool) -> int:
+        i = bisect.bisect_right(starts, p) - 1
+        if i < 0:
+            return p
+        ls, le, ss, se = words[i]
+        if p <= le:  # inside a word: its start, or its end
+            return se if end and p > ls else ss
+        return se + (p - le)
+
+    out = []
+    for h in index.cyrillic.scan("".join(parts), fld, segment=segment, lemma=True):
+        start, end = place(h.start, False), place(h.end, True)
+        out.append(Hit(h.list_name, h.term, fld, text[start:end], segment, start, end, True))
+    return out
+
+
+def _trigger_form(term: Term) -> Term:
+    """What the trigger scan looks for in place of `term`. A Russian term is written as lemmas
+    and the scan sees inflected words, so it looks for the stem of the term's longest word: the
+    word less its final vowels, й or ь ("шанхайский" -> "шанхайск*", which "Шанхайской" has).
+    A trigger only needs to be found wherever the term could be; finding more costs a full scan."""
+    if term.regex is not None or term.exact_case or not _CYRILLIC.search(term.words):
+        return term
+    word = max(term.words.split(" "), key=len)
+    stem = word.rstrip("аеёиоуыэюяйь")[: len(word)]
+    if len(word) - len(stem) > 2:
+        stem = word[:-2]
+    if len(stem) < 3:
+        return term
+    return Term(term.text, stem, False, True, False)
 
 
 # -- rules --------------------------------------------------------------------------------------
@@ -239,11 +360,17 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class RuleSet:
-    """A topic or a tag: a name, a description, and rules of which any may match."""
+    """A topic or a tag: a name, a description, and rules of which any may match; a topic may
+    also be decided by an evidence score (select.SCORERS) reaching `threshold`."""
 
     name: str
     description: str
     rules: tuple[Rule, ...]
+    evidence: str | None = None
+    threshold: float = 0.0
+    # an evidence score stays below `threshold` unless, for one group, each of its parts (lists,
+    # any of which will do) is found somewhere in the entry
+    trigger_groups: tuple[tuple[tuple[str, ...], ...], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,13 +382,28 @@ class Fired:
 
 
 class Hits:
-    """The hits of one entry, indexed by (list, field)."""
+    """The hits of one entry, indexed by (list, field) and by list and segment (0 the headline,
+    1 the lead sentence, 2... the rest of the summary)."""
 
-    def __init__(self, hits: Iterable[Hit]) -> None:
+    def __init__(self, hits: Iterable[Hit], texts: Mapping[int, str] | None = None) -> None:
         self.by_key: dict[tuple[str, str], list[Hit]] = {}
+        self.by_segment: dict[int, dict[str, list[Hit]]] = {}
         for h in hits:
             self.by_key.setdefault((h.list_name, h.field), []).append(h)
+            self.by_segment.setdefault(h.segment, {}).setdefault(h.list_name, []).append(h)
         self.present = frozenset(self.by_key) | frozenset((name, "text") for name, _ in self.by_key)
+        self.texts = dict(texts or {})  # segment -> its text
+
+    def segments(self) -> list[int]:
+        return sorted(self.by_segment)
+
+    def in_segment(self, segment: int, *names: str) -> list[Hit]:
+        """Hits of any of the lists `names` in one segment."""
+        found = self.by_segment.get(segment, {})
+        return [h for n in names for h in found.get(n, ())]
+
+    def has(self, names: Iterable[str], fields: Iterable[str] = ("title", "summary")) -> bool:
+        return any((n, f) in self.present for n in names for f in fields)
 
     def holds(self, cond: Condition) -> bool:
         return (cond.list_name, cond.field) in self.present
@@ -304,25 +446,44 @@ class Triggers:
     of a general feed contain none, and are settled by one scan for these few terms instead of
     the full scan of every list (judged in 1/4 of the time; the verdict is the same)."""
 
-    index: TermIndex
+    index: TermIndex  # the rules' conditions and the first part of each group
     keys: frozenset[tuple[str, str]]  # (list, field): the rules' conditions
+    groups: tuple[tuple[frozenset[str], ...], ...] = ()  # the evidence scores' (see RuleSet)
+    rest: TermIndex | None = None  # the other parts of the groups: scanned when a first part is found
 
     @classmethod
     def of(cls, topics: Sequence[RuleSet], lists: Mapping[str, Sequence[Term]]) -> Triggers:
         chosen: list[Condition] = []
+        groups = tuple(tuple(frozenset(part) for part in g) for t in topics for g in t.trigger_groups)
         for topic in topics:
             for rule in topic.rules:
                 if rule.any:
                     chosen.extend(rule.any)
                 else:  # every `all` condition must hold: any one of them will do as the trigger
                     chosen.append(min(rule.all, key=lambda c: len(lists[c.list_name])))
-        names = {c.list_name for c in chosen}
-        return cls(TermIndex({n: lists[n] for n in names}), frozenset((c.list_name, c.field) for c in chosen))
+        first = {c.list_name for c in chosen} | {n for g in groups for n in g[0]}
+        rest = {n for g in groups for part in g[1:] for n in part} - first
+
+        def index(names: set[str]) -> TermIndex:
+            return TermIndex({n: [_trigger_form(t) for t in lists[n]] for n in names})
+
+        keys = frozenset((c.list_name, c.field) for c in chosen)
+        return cls(index(first), keys, groups, index(rest) if rest else None)
 
     def may_fire(self, title: str, summary: str) -> bool:
         """False when no topic rule can match normalised `title` and `summary`."""
-        hits = Hits(self.index.scan_fields(title, summary))
-        return not self.keys.isdisjoint(hits.present)
+        hits = self.index.scan_fields(title, summary)
+        if self.keys and any(
+            (h.list_name, h.field) in self.keys or (h.list_name, "text") in self.keys for h in hits
+        ):
+            return True
+        found = {h.list_name for h in hits}
+        started = [g for g in self.groups if not g[0].isdisjoint(found)]
+        if not started:  # most entries of a general feed: one scan for a few names
+            return False
+        if self.rest is not None and any(len(g) > 1 for g in started):
+            found |= {h.list_name for h in self.rest.scan_fields(title, summary)}
+        return any(all(not part.isdisjoint(found) for part in g) for g in started)
 
 
 @dataclass(frozen=True)
@@ -334,7 +495,24 @@ class CompiledRules:
     triggers: Triggers | None = None
 
     def scan(self, title: str, summary: str) -> Hits:
-        return Hits(self.index.scan_fields(normalise(title), normalise(summary)))
+        return scan_entry(self.index, normalise(title), normalise(summary))
+
+
+def scan_entry(index: TermIndex, title: str, summary: str) -> Hits:
+    """All hits in a normalised headline and summary, segment by segment; a segment with Russian
+    words is scanned as written and as lemmas."""
+    hits: list[Hit] = []
+    texts: dict[int, str] = {}
+    for i, (fld, text) in enumerate([("title", title), *(("summary", s) for s in sentences(summary))]):
+        texts[i] = text
+        found = index.scan(text, fld, segment=i)
+        if _CYRILLIC.search(text):
+            seen = {(h.list_name, h.start, h.end) for h in found}
+            found += [
+                h for h in _lemma_hits(index, text, fld, i) if (h.list_name, h.start, h.end) not in seen
+            ]
+        hits += found
+    return Hits(hits, texts)
 
 
 def _condition(
@@ -373,6 +551,8 @@ class _RuleSpec:
 class _RuleSetSpec:
     description: str
     rules: tuple[_RuleSpec, ...]
+    evidence: str | None = None
+    threshold: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,8 +571,10 @@ def _plain_spec(data: Mapping[str, Any]) -> _Spec:
                 s.get("description", ""),
                 tuple(
                     _RuleSpec(r.get("name"), *(tuple(r.get(k) or ()) for k in ("any", "all", "none")))
-                    for r in s["rules"]
+                    for r in s.get("rules") or ()
                 ),
+                s.get("evidence"),
+                s.get("threshold"),
             )
             for name, s in (section or {}).items()
         }
@@ -445,7 +627,23 @@ def compile_rules(
     def build(kind: str, sets: Mapping[str, Any]) -> tuple[RuleSet, ...]:
         out = []
         for set_name, s in sets.items():
-            if not s.rules:
+            scorer = None
+            if s.evidence is not None:
+                from .evidence import SCORERS
+
+                scorer = SCORERS.get(s.evidence)
+                if kind != "topics" or scorer is None:
+                    known = ", ".join(SCORERS) if kind == "topics" else "none for tags"
+                    raise ConfigError(
+                        f"{source}: {kind}.{set_name}.evidence: unknown score {s.evidence!r}; known: {known}"
+                    )
+                missing = [n for n in scorer.lists if n not in lists]
+                if missing:
+                    raise ConfigError(
+                        f"{source}: {kind}.{set_name}.evidence: the {s.evidence} score needs the term "
+                        f"lists {', '.join(missing)}; add them under terms: (see the shipped feeds.yaml)"
+                    )
+            elif not s.rules:
                 raise ConfigError(f"{source}: {kind}.{set_name}.rules: empty; give at least one rule")
             rules = []
             for i, r in enumerate(s.rules):
@@ -457,7 +655,20 @@ def compile_rules(
                     for group in (r.any, r.all, r.none)
                 ]
                 rules.append(Rule.of(r.name or f"rule {i + 1}", *conds))
-            out.append(RuleSet(set_name, s.description, tuple(rules)))
+            if scorer is None:
+                out.append(RuleSet(set_name, s.description, tuple(rules)))
+            else:
+                threshold = scorer.threshold if s.threshold is None else float(s.threshold)
+                out.append(
+                    RuleSet(
+                        set_name,
+                        s.description,
+                        tuple(rules),
+                        s.evidence,
+                        threshold,
+                        scorer.triggers_at(threshold),
+                    )
+                )
         return tuple(out)
 
     topics = build("topics", spec.topics)

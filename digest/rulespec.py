@@ -24,7 +24,9 @@ class RuleSpec(_Model):
 
 class RuleSetSpec(_Model):
     description: str = ""
-    rules: tuple[RuleSpec, ...]
+    rules: tuple[RuleSpec, ...] = ()
+    evidence: str | None = None  # a topic decided by an evidence score (select.SCORERS)
+    threshold: float | None = None  # the score that selects; the score's own default if left out
 
 
 class RulesSpec(_Model):

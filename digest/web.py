@@ -358,7 +358,14 @@ def create_app(loaded: LoadedConfig) -> Starlette:
 
     async def static(request: Request) -> Response:
         name = request.path_params["name"]
-        media = {"web.css": "text/css", "app.js": "text/javascript"}.get(name)
+        # style.css and style-head.css: the archived digests' look, linked instead of inlined so
+        # that the CSP can keep style-src 'self' (inline styles would need 'unsafe-inline')
+        media = {
+            "web.css": "text/css",
+            "style.css": "text/css",
+            "style-head.css": "text/css",
+            "app.js": "text/javascript",
+        }.get(name)
         if media is None:
             return PlainTextResponse("not found", 404)
         for folder in (user_dir, default_template_dir()):

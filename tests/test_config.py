@@ -94,3 +94,23 @@ def test_missing_file_is_a_clear_error(tmp_path):
 def test_top_level_must_be_a_mapping(tmp_path):
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         parse_config("- a\n- b\n", "x.yaml", tmp_path)
+
+
+def test_commands_that_mail_links_warn_once_when_base_url_is_not_https(offline: Path):
+    from click.testing import CliRunner
+
+    from digest.cli import main
+
+    runner = CliRunner()
+    sent = runner.invoke(main, ["--config", str(offline), "send", "--dry-run"])
+    warnings = [line for line in sent.output.splitlines() if "warning" in line]
+    assert warnings == [
+        "digest: warning: delivery.base_url is 'http://localhost:8080', not https: Gmail and Yahoo ignore "
+        "one-click unsubscribe over http; serve `digest serve` behind https and set base_url to that URL"
+    ]
+    listing = runner.invoke(main, ["--config", str(offline), "feeds", "list"])
+    assert "warning" not in listing.output  # only where links are made
+    offline.write_text(
+        offline.read_text().replace("delivery:\n", "delivery:\n  base_url: https://news.example\n")
+    )
+    assert "warning" not in runner.invoke(main, ["--config", str(offline), "send", "--dry-run"]).output

@@ -503,3 +503,84 @@ def test_the_last_outcome_is_written_at_once(db_url):
 
     assert asyncio.run(run()) < PatientWriter.LINGER / 2
     store.close()
+
+
+# -- feed discovery (issue 13): a site's page names its feed, as rss2email and Miniflux follow --
+
+
+def page(*links: str) -> bytes:
+    return (
+        "<!DOCTYPE html><html><head><title>News</title>" + "".join(links) + "</head><body>Hi</body></html>"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("kind", "body"),
+    [
+        ("application/rss+xml", rss(ITEMS)),
+        ("application/atom+xml", atom([{**i, "id": i["guid"]} for i in ITEMS])),
+        (
+            "application/feed+json",
+            b'{"version": "https://jsonfeed.org/version/1.1", "title": "J", "items": ['
+            b'{"id": "a", "url": "https://example.org/a", "title": "SCO summit opens in Tianjin"},'
+            b'{"id": "b", "url": "https://example.org/b", "title": "Putin and Xi hold talks"}]}',
+        ),
+    ],
+)
+def test_a_site_page_is_followed_to_the_feed_it_names(feed_server: FeedServer, write_config, kind, body):
+    feed_server.route("/feeds/main", Reply(body=body, headers={"Content-Type": kind}))
+    site = feed_server.route(
+        "/",
+        Reply(
+            body=page(
+                '<link rel="stylesheet" href="/s.css">',
+                '<link rel="icon" type="image/png" href="/i.png">',
+                f'<link rel="alternate" type="{kind}" title="Main" href="feeds/main">',
+                '<link rel="alternate" type="application/rss+xml" href="/feeds/other">',
+            ),
+            headers={"Content-Type": "text/html; charset=utf-8"},
+        ),
+    )
+    loaded = write_config(feeds_yaml(site=site))
+    summary, store = run(loaded)
+    r = report(summary, "site")
+    assert r.status is FetchStatus.OK and r.new_entries == 2, r.error
+    assert store.feed_states()["site"].fetch_url == feed_server.url("/feeds/main")
+    assert {s.entry.title for s in store.iter_entries()} == {
+        "SCO summit opens in Tianjin",
+        "Putin and Xi hold talks",
+    }
+    assert not feed_server.requests_for("/feeds/other")
+    run(loaded)  # the next poll asks the feed itself, not the page
+    assert feed_server.log[-1].path == "/feeds/main" and len(feed_server.requests_for("/")) == 1
+
+
+def test_a_page_naming_a_file_url_is_not_followed(feed_server: FeedServer, write_config, tmp_path):
+    secret = tmp_path / "local.xml"
+    secret.write_bytes(rss(ITEMS))
+    site = feed_server.route(
+        "/",
+        Reply(
+            body=page(f'<link rel="alternate" type="application/rss+xml" href="{secret.as_uri()}">'),
+            headers={"Content-Type": "text/html"},
+        ),
+    )
+    summary, store = run(write_config(feeds_yaml(site=site)))
+    r = report(summary, "site")
+    assert r.status is FetchStatus.FAILED and "names no feed" in (r.error or "")
+    assert store.count_entries() == 0
+
+
+def test_a_page_whose_feed_fails_says_which_feed(feed_server: FeedServer, write_config):
+    site = feed_server.route(
+        "/",
+        Reply(
+            body=page('<link rel="alternate" type="application/atom+xml" href="/gone.xml">'),
+            headers={"Content-Type": "text/html"},
+        ),
+    )
+    summary, store = run(write_config(feeds_yaml(site=site)))
+    r = report(summary, "site")
+    assert r.status is FetchStatus.FAILED
+    assert feed_server.url("/gone.xml") in (r.error or "") and "404" in (r.error or "")
+    assert store.feed_states()["site"].fetch_url is None  # nothing learnt from a failure

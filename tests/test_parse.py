@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -188,3 +189,114 @@ def test_entries_survive_the_trip_between_processes():
     e = parse(body, url="https://news.example.org/rss").entries[0]
     assert e.source_title and e.author
     assert pickle.loads(pickle.dumps(e)) == e  # noqa: S301 (our own bytes)
+
+
+# -- the feeds people have (issue 13): feedparser's own corpus where it has one ----------------
+
+CORPUS = Path(__file__).resolve().parent / "data" / "feedparser"
+
+
+def corpus(name: str, content_type: str | None = "application/atom+xml", **kw):
+    body = (CORPUS / name).read_bytes()
+    return parse_feed("t", body, content_type=content_type, fetched_at=FETCHED, **kw)
+
+
+def test_an_atom_text_title_keeps_its_angle_brackets():
+    e = corpus("entry_title_text_plain_brackets.xml").entries[0]
+    assert e.title == "History of the <blink> tag"
+
+
+@pytest.mark.parametrize("name", ["entry_summary_xml_base.xml", "entry_content_xml_base_inherit_2.xml"])
+def test_relative_links_in_a_summary_resolve_against_its_xml_base(name):
+    e = corpus(name, url="https://feeds.example.net/feed.xml").entries[0]
+    assert 'href="http://example.com/test/test.html"' in e.summary_html
+
+
+def test_a_relative_xml_base_is_itself_resolved_against_the_feed_url():
+    body = b"""<feed xmlns="http://www.w3.org/2005/Atom" xml:base="/blog/">
+      <entry xml:base="2025/"><id>a</id><title>T</title><link href="post.html"/>
+      <summary type="html">&lt;a href="pic.html"&gt;see&lt;/a&gt;</summary></entry></feed>"""
+    e = parse_feed(
+        "t", body, content_type="application/atom+xml", url="https://site.example/feed", fetched_at=FETCHED
+    )
+    assert e.entries[0].link == "https://site.example/blog/2025/post.html"
+    assert 'href="https://site.example/blog/2025/pic.html"' in e.entries[0].summary_html
+
+
+@pytest.mark.parametrize(
+    "name", ["utf-16le-bom.xml", "utf-16be-bom.xml", "utf-32le-bom.xml", "utf-32be-bom.xml", "utf-8-bom.xml"]
+)
+def test_feedparser_bom_corpus_served_as_text_xml_is_read(name):
+    assert corpus(name, content_type="text/xml").error is None
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+@pytest.mark.parametrize("content_type", ["text/xml", "text/xml; charset=us-ascii", "application/rss+xml"])
+def test_utf16_and_utf32_feeds_with_a_byte_order_mark_are_read_whatever_the_content_type(codec, content_type):
+    xml = rss([item(title="Саммит ШОС — 上海合作组织峰会")]).decode("utf-8")
+    xml = xml.replace('encoding="utf-8"', f'encoding="{codec[:6]}"')
+    body = "\ufeff".encode(codec) + xml.encode(codec)
+    got = parse_feed("t", body, content_type=content_type, fetched_at=FETCHED)
+    assert got.error is None
+    assert [e.title for e in got.entries] == ["Саммит ШОС — 上海合作组织峰会"]
+
+
+def json_feed(version: str = "1.1", **extra) -> bytes:
+    import json
+
+    doc = {
+        "version": f"https://jsonfeed.org/version/{version}",
+        "title": "Example <b>news</b>",
+        "home_page_url": "https://news.example/",
+        "language": "ru",
+        "items": [
+            {
+                "id": "https://news.example/1",
+                "url": "/1",
+                "title": "Путин и Си: <итоги> встречи",
+                "content_html": '<p>Text <a href="/more">more</a></p><script>x()</script>',
+                "date_published": "2025-09-01T12:00:00+03:00",
+                "authors": [{"name": "Редакция"}],
+            },
+            {"id": 2, "content_text": "No title, plain <text>", "date_published": "2025-09-01T10:00:00Z"},
+        ],
+        **extra,
+    }
+    return json.dumps(doc, ensure_ascii=False).encode("utf-8")
+
+
+@pytest.mark.parametrize("content_type", ["application/feed+json", "application/json", "text/plain"])
+def test_a_json_feed_1_1_is_read(content_type):
+    got = parse_feed(
+        "t", json_feed(), content_type=content_type, url="https://news.example/feed.json", fetched_at=FETCHED
+    )
+    assert got.error is None and got.title == "Example <b>news</b>" and got.language == "ru"
+    first, second = got.entries
+    assert (first.entry_id, first.title, first.link) == (
+        "https://news.example/1",
+        "Путин и Си: <итоги> встречи",
+        "https://news.example/1",
+    )
+    assert first.published == datetime(2025, 9, 1, 9, 0, tzinfo=UTC) and not first.published_fallback
+    assert "<script" not in first.summary_html and 'href="https://news.example/more"' in first.summary_html
+    assert first.author == "Редакция"
+    assert second.entry_id == "2" and second.summary_html == "No title, plain &lt;text&gt;"
+
+
+def test_a_json_feed_1_0_with_a_single_author_is_read():
+    body = json_feed("1", author={"name": "x"})
+    body = body.replace(
+        b'"authors": [{"name": "\xd0\xa0\xd0\xb5\xd0\xb4\xd0\xb0\xd0\xba\xd1\x86\xd0\xb8\xd1\x8f"}]',
+        b'"author": {"name": "Desk"}',
+    )
+    got = parse_feed("t", body, content_type="application/json", fetched_at=FETCHED)
+    assert got.error is None and got.entries[0].author == "Desk"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [(b'{"version": "1", "items": []}', "not a JSON Feed"), (b'{"items": [', "not readable JSON")],
+)
+def test_json_that_is_not_a_json_feed_fails_with_a_reason(body, reason):
+    got = parse_feed("t", body, content_type="application/json", fetched_at=FETCHED)
+    assert got.error is not None and reason in got.error and not got.entries

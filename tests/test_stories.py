@@ -43,15 +43,17 @@ def test_one_meeting_in_three_languages_is_one_story_and_distractors_are_dropped
     assert len(everything) == 9 and sum(not r["relevant"] for r in everything) == 9 - len(selected)
 
 
-def test_explain_says_which_rule_fired_on_which_words(offline: Path):
+def test_explain_shows_the_score_that_decided_and_each_piece_of_evidence(offline: Path):
     digest(offline, "fetch")
     meeting = next(r for r in stories(offline) if r["language"] == "en" and "putin-xi" in r["topics"])
     out = digest(offline, "explain", str(meeting["id"])).output
-    assert "selected" in out and "both leaders in the headline" in out and "“Putin”" in out
-    assert "other reports" in out
+    assert "selected: topics putin-xi" in out and "topic putin-xi: score 6 ≥ 2.5, selects" in out
+    assert "+3  both leaders in the headline, joined: title “Putin and Xi”" in out
+    assert "topic sco: score 0 < 2.5, does not select" in out  # every topic, selected or not
+    assert "other reports" in out and len(out.splitlines()) <= 24  # one screen
     dropped = next(r for r in stories(offline, "--all") if "Orchestra" in r["title"])
     out = digest(offline, "explain", dropped["link"]).output
-    assert "not selected" in out and "✗" in out
+    assert "not selected" in out and "“SCO” not counted: another sense (Orchestra" in out
 
 
 def test_rules_test_shows_what_would_change_and_stores_nothing(offline: Path, tmp_path: Path):

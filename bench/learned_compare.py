@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Hand weights against learned weights for the topics' evidence scores, across corpus parts.
+
+    python bench/learned_compare.py PART_A_ITEMS PART_A_LABELS PART_B_ITEMS PART_B_LABELS
+
+For each topic with an evidence score, the same features (evidence.py) are weighed two ways:
+the shipped weights and threshold, and a logistic regression (L2, plain gradient descent, no
+dependency) trained on one part and tested on the other, both ways round. Cross-part results are
+the proxy for parts nobody has seen. Prints relevance precision/recall (an item is selected when
+any topic is) and topic-set accuracy on correctly selected items.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from digest.parse import html_to_text
+from digest.rules import compile_rules
+from digest.select import classify
+
+Example = tuple[
+    dict[str, set[str]], dict[str, float], set[str], bool
+]  # features, hand score, topics, relevant
+
+
+def load(items: Path, labels: Path, rules) -> list[Example]:
+    gold = {}
+    with open(labels, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                g = json.loads(line)
+                gold[g["id"]] = g
+    out: list[Example] = []
+    with open(items, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            it = json.loads(line)
+            c = classify(html_to_text(it["title"] or ""), html_to_text(it.get("summary") or ""), rules)
+            feats = {t.name: set() for t in rules.topics}
+            hand = {t.name: -1.0 for t in rules.topics}  # no score: below the threshold
+            for s in c.scores:
+                feats[s.topic] = {f.name for f in s.features if f.weight}
+                hand[s.topic] = s.total - s.threshold
+            g = gold[it["id"]]
+            out.append((feats, hand, set(g["topics"]), g["relevant"]))
+    return out
+
+
+def train(rows: Sequence[tuple[set[str], bool]], names: list[str], l2: float = 0.01) -> dict[str, float]:
+    w = dict.fromkeys(["<bias>", *names], 0.0)
+    for _ in range(2000):
+        grad = dict.fromkeys(w, 0.0)
+        for x, y in rows:
+            z = w["<bias>"] + sum(w[n] for n in x if n in w)
+            p = 1 / (1 + math.exp(-max(-30.0, min(30.0, z))))
+            d = p - (1.0 if y else 0.0)
+            grad["<bias>"] += d
+            for n in x:
+                if n in grad:
+                    grad[n] += d
+        for n in w:
+            reg = l2 * w[n] if n != "<bias>" else 0.0
+            w[n] -= 0.5 * (grad[n] / len(rows) + reg)
+    return w
+
+
+def figures(pred: list[set[str]], data: list[Example]) -> tuple[float, float, float]:
+    tp = sum(1 for p, d in zip(pred, data, strict=True) if p and d[3])
+    fp = sum(1 for p, d in zip(pred, data, strict=True) if p and not d[3])
+    fn = sum(1 for p, d in zip(pred, data, strict=True) if not p and d[3])
+    both = [(p, d) for p, d in zip(pred, data, strict=True) if p and d[3]]
+    acc = sum(p == d[2] for p, d in both) / len(both) if both else 0.0
+    return tp / max(1, tp + fp), tp / max(1, tp + fn), acc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("a_items", type=Path)
+    ap.add_argument("a_labels", type=Path)
+    ap.add_argument("b_items", type=Path)
+    ap.add_argument("b_labels", type=Path)
+    ap.add_argument("--config", type=Path, default=Path("feeds.yaml"))
+    a = ap.parse_args()
+    data = yaml.safe_load(a.config.read_text(encoding="utf-8"))
+    rules = compile_rules({k: data.get(k) or {} for k in ("terms", "topics", "tags")}, str(a.config))
+    topics = [t.name for t in rules.topics if t.evidence]
+    parts = {"A": load(a.a_items, a.a_labels, rules), "B": load(a.b_items, a.b_labels, rules)}
+    print(f"{'weights':<26} {'tested on':<10} relevance P / R   topics")
+    for name, test in parts.items():
+        hand = [{t for t in topics if ex[1][t] >= -1e-9} for ex in test]
+        p, r, acc = figures(hand, test)
+        print(f"{'hand (shipped)':<26} {name:<10} {p:.3f} / {r:.3f}     {acc:.3f}")
+    for train_on, test_on in (("A", "B"), ("B", "A")):
+        models = {}
+        for t in topics:
+            rows = [(ex[0][t], t in ex[2]) for ex in parts[train_on]]
+            names = sorted({n for x, _ in rows for n in x})
+            models[t] = train(rows, names)
+        pred = []
+        for ex in parts[test_on]:
+            chosen = set()
+            for t in topics:
+                w = models[t]
+                z = w["<bias>"] + sum(w.get(n, 0.0) for n in ex[0][t])
+                if z >= 0:
+                    chosen.add(t)
+            pred.append(chosen)
+        p, r, acc = figures(pred, parts[test_on])
+        print(f"{'learned on ' + train_on:<26} {test_on:<10} {p:.3f} / {r:.3f}     {acc:.3f}")
+
+
+if __name__ == "__main__":
+    main()

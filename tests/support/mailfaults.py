@@ -208,7 +208,8 @@ def build_world(
         "delivery:\n  transport: smtp\n"
         f"  smtp: {{host: 127.0.0.1, port: {smtp_port}, security: none, retries: 2, retry_delay: 0.05,"
         f" connections: {connections}}}\n"
-        f"  lease: {lease}\n  secret: faults\n  sender: 'Digest <digest@example.org>'\n" + daemon,
+        f"  lease: {lease}\n  secret: faults\n  sender: 'Digest <digest@example.org>'\n"
+        "  base_url: https://digest.example.org\n" + daemon,
         encoding="utf-8",
     )
     loaded = load_config(cfg)

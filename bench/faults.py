@@ -225,7 +225,7 @@ def kill_during_send(backend: str, pg: str | None, kills: int, subs: int) -> Row
 
 def smtp_down(backend: str, pg: str | None, runs: int, subs: int) -> Row:
     row = Row("smtp down", backend)
-    longest = 0.0
+    longest, one_lines = 0.0, 0
     for _ in range(runs):
         with fresh(backend, pg) as (work, url):
             with SilentServer() as silent:
@@ -235,12 +235,16 @@ def smtp_down(backend: str, pg: str | None, runs: int, subs: int) -> Row:
                 _, err = p.communicate(timeout=300)
                 longest = max(longest, time.monotonic() - started)
                 one_line = p.returncode == 1 and len(err.strip().splitlines()) == 1
+                one_lines += one_line
                 if not one_line:
                     row.notes.append(f"exit {p.returncode}: {err.strip()[:200]}")
             with MailServer(port=silent.port) as srv:  # the server is back
                 digest(cfg, "send").communicate(timeout=300)
                 row.add(srv.recorder.tally(due))
-    row.notes.append(f"{subs} due, never greets: the run ended in at most {longest:.1f} s, exit 1, one line")
+    row.notes.append(
+        f"{subs} due, never greets: the run ended in at most {longest:.1f} s; "
+        f"exit 1 with one line in {one_lines}/{runs}"
+    )
     return row
 
 

@@ -6,7 +6,7 @@ Exit codes:
   1  done, but the work failed (every feed failed; with --strict, any feed; a check found problems)
   2  usage or configuration error (bad option, invalid feeds.yaml, template or address)
   3  database error (cannot open, migrate or write)
-  4  another scheduler holds this database's lock
+  4  another scheduler holds this database's lock (--wait)
 """
 
 from __future__ import annotations
@@ -865,14 +865,22 @@ def print_send(reports: list[Any]) -> int:
     for col in ("subscriber", "period", "result", "stories", "note"):
         table.add_column(col)
     for r in sorted(reports, key=lambda r: r.email):
-        style = {"sent": "green", "failed": "red", "bounced": "red", "empty": "dim", "done": "dim"}.get(
-            r.state, ""
-        )
+        style = {
+            "sent": "green",
+            "failed": "red",
+            "bounced": "red",
+            "empty": "dim",
+            "done": "dim",
+            "claimed": "dim",
+        }.get(r.state, "")
         table.add_row(
             r.email, r.period, f"[{style}]{r.state}[/]" if style else r.state, str(r.stories), r.error or ""
         )
     out.print(table)
-    counts = {k: sum(r.state == k for r in reports) for k in ("sent", "empty", "failed", "bounced", "done")}
+    counts = {
+        k: sum(r.state == k for r in reports)
+        for k in ("sent", "empty", "failed", "bounced", "done", "claimed")
+    }
     out.print(", ".join(f"{v} {k}" for k, v in counts.items()))
     return counts["failed"] + counts["bounced"]
 
@@ -938,19 +946,27 @@ def preview(state: State, email: str | None, output: Path | None) -> None:
 @click.option("--once", is_flag=True, required=True, help="one run: fetch due feeds, then send due digests")
 @click.option("--dry-run", is_flag=True, help="fetch, but send nothing and record no delivery")
 @click.option(
-    "--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for a running daemon's lock"
+    "--wait",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="be the only scheduler: hold the database's scheduler lock, waiting this long for it",
 )
 @pass_state
 @handles_errors
-def run(state: State, once: bool, dry_run: bool, wait: float) -> None:
+def run(state: State, once: bool, dry_run: bool, wait: float | None) -> None:
     """Fetch the feeds that are due, then send the digests that are due (for cron).
 
-    Exits 4 when a daemon (or another run) holds this database's lock."""
+    Safe beside a daemon, `digest send` or another run: feeds and digests are claimed. With
+    --wait it holds the scheduler lock instead, and exits 4 if a --wait daemon keeps it that long."""
     from .lock import SchedulerLock
 
     loaded = state.loaded
     warn_base_url(loaded)
     _ = loaded.rules
+    if wait is None:
+        _run_once(loaded, dry_run)
+        return
     with SchedulerLock(loaded.database_url, wait=wait):
         _run_once(loaded, dry_run)
 
@@ -973,15 +989,24 @@ def _run_once(loaded: LoadedConfig, dry_run: bool) -> None:
 @main.command()
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--metrics-port", type=int, default=None, help="serve Prometheus metrics on 127.0.0.1:PORT")
-@click.option("--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for the lock")
+@click.option(
+    "--wait",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="be the only scheduler: hold the database's scheduler lock, waiting this long for it",
+)
 @click.option("--verbose", "-v", is_flag=True, help="debug logging")
 @pass_state
 @handles_errors
-def daemon(state: State, log_format: str, metrics_port: int | None, wait: float, verbose: bool) -> None:
+def daemon(
+    state: State, log_format: str, metrics_port: int | None, wait: float | None, verbose: bool
+) -> None:
     """Run unattended: poll feeds and send digests when due, until SIGTERM or SIGINT.
 
-    SIGHUP reloads feeds.yaml (an invalid file is reported and the old one kept). Exits 4 when
-    another daemon or run holds this database's lock."""
+    Several daemons may share a database: each feed's poll and each digest is claimed by one.
+    SIGHUP reloads feeds.yaml (an invalid file is reported and the old one kept). With --wait
+    it holds the scheduler lock, and exits 4 if another holder keeps it that long."""
     import logging
 
     from .daemon import Daemon, setup_logging

@@ -172,6 +172,11 @@ class DeliverySettings(_Model):
         "private",
         description="private: a digest's web copy needs the subscriber's signed link; public: it does not",
     )
+    lease: Duration = Field(
+        120.0,
+        description="how long a sender's claim on a digest (and a poller's on a feed) holds; a crashed "
+        "sender's digests are sent by another after it",
+    )
 
     def base_url_warning(self) -> str | None:
         """One line when base_url is not https: RFC 8058 §3.1 one-click unsubscribe needs an https

@@ -7,14 +7,17 @@
 Why this shape (notes §1): BlockingScheduler with a thread pool, each job calling asyncio.run, so
 every run gets a fresh event loop and clients and shutdown(wait=True) finishes what is in flight;
 an in-memory job store, because send times live in the database (a job store re-added at start
-would silently drop a run missed during downtime, and a shared one double-fires); one scheduler
-per database, held by digest.lock.
+would silently drop a run missed during downtime, and a shared one double-fires). Several daemons
+may share a database (on one machine or several on PostgreSQL): each feed's poll and each
+digest is claimed by one of them under a lease (store.claim_feeds, store.claim_deliveries), so
+they split the work, and when one dies the others take its share once its leases run out. With
+`--wait` a daemon is instead the only scheduler, holding digest.lock (a standby waits for it).
 
-Faults (issue 12): every tick first asks whether the lock is still held (a PostgreSQL restart ends
-the session that held it). If not, nothing is scheduled until it is taken again; if another
-scheduler took it meanwhile, the daemon exits 4. A job that fails with a DigestError (the
-database down, say) is logged once when things go wrong and once when they come right, not
-every tick. SIGTERM always ends in exit code 0 and no traceback.
+Faults (issue 12): with `--wait`, every tick first asks whether the lock is still held (a
+PostgreSQL restart ends the session that held it). If not, nothing is scheduled until it is taken
+again; if another scheduler took it meanwhile, the daemon exits 4. A job that fails with a
+DigestError (the database down, say) is logged once when things go wrong and once when they come
+right, not every tick. SIGTERM always ends in exit code 0 and no traceback.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .config import LoadedConfig, load_config
-from .errors import DigestError, LockHeldError
+from .errors import DigestError, LockHeldError, TransportSetupError
 from .lock import SchedulerLock
 from .pipeline import FetchOptions, fetch_feeds, open_store, organise, utcnow
 from .records import FetchStatus
@@ -84,7 +87,7 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
 
 class Daemon:
     def __init__(
-        self, config_path: str | None, *, metrics_port: int | None = None, wait: float = 0.0
+        self, config_path: str | None, *, metrics_port: int | None = None, wait: float | None = None
     ) -> None:
         self.config_path = config_path
         self.loaded: LoadedConfig = load_config(config_path)
@@ -194,7 +197,11 @@ class Daemon:
 
         loaded, started, now = self.loaded, time.monotonic(), utcnow()
         with open_store(loaded) as store:
-            reports = asyncio.run(send_due(loaded, store, now=now, stopping=self.stopping.is_set))
+            try:
+                reports = asyncio.run(send_due(loaded, store, now=now, stopping=self.stopping.is_set))
+            except TransportSetupError as exc:  # login refused, the SMTP circuit breaker: next tick
+                log.error("send: %s", str(exc).splitlines()[0])
+                return
             active = store.schedules()
         seconds = time.monotonic() - started
         counts = {
@@ -324,8 +331,13 @@ class Daemon:
         from apscheduler.schedulers.blocking import BlockingScheduler
 
         limit_malloc_arenas()
-        lock = self.lock = SchedulerLock(self.loaded.database_url, wait=self.wait)
-        lock.acquire()
+        # the claims keep the work correct beside other schedulers; the lock only makes this one
+        # the sole scheduler when asked (--wait: a standby that takes over when the holder stops)
+        lock = self.lock = (
+            SchedulerLock(self.loaded.database_url, wait=self.wait) if self.wait is not None else None
+        )
+        if lock is not None:
+            lock.acquire()
         try:
             if self.metrics_port:
                 from .metrics import serve
@@ -358,11 +370,15 @@ class Daemon:
             signal.signal(signal.SIGINT, self.stop)
             signal.signal(signal.SIGHUP, self.reload)
             feeds = len(self.loaded.config.feeds)
-            _event(f"daemon started: {feeds} feeds, tick {d.tick:g}s, lock {lock.where()}", event="start")
+            shared = (
+                f"lock {lock.where()}" if lock is not None else "sharing the work with any other scheduler"
+            )
+            _event(f"daemon started: {feeds} feeds, tick {d.tick:g}s, {shared}", event="start")
             self.scheduler.start()  # blocks until shutdown
             if self._shutdown is not None:
                 self._shutdown.join()  # the job in flight has finished: only now let go of the lock
             _event("daemon stopped", event="stopped")
         finally:
-            lock.release()  # quietly, if the lock's session is gone already
+            if lock is not None:
+                lock.release()  # quietly, if the lock's session is gone already
         return self.exit_code

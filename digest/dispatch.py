@@ -3,17 +3,23 @@
     store.list_subscribers(active) | schedule.current_period    # pure: due or not
     | compose.assemble (stories since their last digest, minus those already sent)
     | render.Renderer (templates, CSS inlined) | render.build_message
-    | store.begin_deliveries (pending rows for a batch; Message-ID fixed per subscriber and period)
-    | transport.send
+    | store.claim_deliveries (a few rows per connection at a time, held by this sender until
+    |                         sent or its lease runs out; Message-ID fixed per subscriber and period)
+    | transport.send, and while its connection is still held:
     | store.finish_delivery (sent + the stories, one transaction)
 
-A crash between the server accepting a message and `finish_delivery` leaves the row pending; the
-next run sends that one message again with the same Message-ID (the only duplicate possible).
+Any number of senders (send, run --once, daemons on several machines) may run at once: each
+sends only the rows it claimed, and a claim is taken over only when its lease has run out (a
+crashed sender). A crash between the server accepting a message and `finish_delivery` leaves
+that row pending: it is sent again, with the same Message-ID, once its lease runs out; each SMTP
+connection has at most that one message in flight, so that is the most a crash can repeat.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -23,7 +29,8 @@ from urllib.parse import quote
 from .compose import Digest, DigestStory, assemble
 from .config import LoadedConfig
 from .deliver import Transport, make_transport
-from .errors import DeliveryError
+from .errors import DeliveryError, TransportSetupError
+from .lease import holder_id, wall_clock
 from .render import (
     PLACEHOLDER_EMAIL,
     PLACEHOLDER_LINKS,
@@ -49,7 +56,7 @@ from .tokens import Signer, load_secret
 class SendReport:
     email: str
     period: str
-    state: str  # sent, empty, failed, bounced, done (already), dry-run
+    state: str  # sent, empty, failed, bounced, done (already), claimed (by another sender), dry-run
     stories: int = 0
     error: str | None = None
     message_id: str | None = None
@@ -77,7 +84,8 @@ class Mailer:
         self.settings = d
         template_dir = loaded.base_dir / (d.templates or "templates")
         self.renderer = Renderer(template_dir, list_name=d.list_name, locale=d.locale)
-        self.signer = Signer(load_secret(d.secret, loaded.base_dir))
+        self.salts: dict[int, str] = {}  # the subscriptions' salts, signed into their links
+        self.signer = Signer(load_secret(d.secret, loaded.base_dir), self._salt_of)
         self.domain = domain_of(d.sender)
         rules = loaded.rules
         self.topic_titles = {t.name: topic_title(t.name) for t in rules.topics}
@@ -89,6 +97,11 @@ class Mailer:
         self.last_assembled: dict[int, datetime] = {}
         self.sent: dict[int, set[int]] = {}
 
+    def _salt_of(self, subscriber_id: int) -> str | None:
+        if subscriber_id not in self.salts:
+            self.salts.update(self.store.subscriber_salts([subscriber_id]))
+        return self.salts.get(subscriber_id)
+
     def _views(self, **window: Any) -> list[StoryView]:
         found = self.store.classified_entries(**window)
         return build_stories(found, self.feed_titles, self.order, self.loaded.clustering.tag_share)
@@ -98,6 +111,7 @@ class Mailer:
         that gained an entry since the earliest of their last digests (or the lookback). Each
         tick reads that window, never the whole store."""
         self.last_assembled = self.store.last_digests(subscriber_ids)
+        self.salts.update(self.store.subscriber_salts(subscriber_ids))
         fallback = now - timedelta(seconds=self.settings.lookback)
         since = min((self.last_assembled.get(i) or fallback for i in subscriber_ids), default=fallback)
         self.views = self._views(stories_since=since)
@@ -217,7 +231,34 @@ def seed_subscribers(loaded: LoadedConfig, store: Store, now: datetime) -> int:
     return added
 
 
-BATCH = 200  # pending rows written per transaction; each "sent" is still committed on its own
+BATCH = 200  # digests assembled and rendered at a time
+CLAIM_PER_CONNECTION = 4  # rows claimed at a time, per SMTP connection; each "sent" is committed on its own
+
+
+class Claims:
+    """This sender's claims on one batch: renewed before their lease runs out, so that a long
+    batch (a slow server, a rate limit) never sends a row whose lease another sender may have
+    taken over; a row whose renewal fails is no longer ours and is not sent."""
+
+    def __init__(self, store: Store, owner: str, lease: float, keys: set[tuple[int, str]]) -> None:
+        self.store, self.owner, self.lease = store, owner, lease
+        self.unsent = keys
+        self.renew_at = time.monotonic() + lease / 2
+        self._lock = asyncio.Lock()
+
+    async def still_ours(self, key: tuple[int, str]) -> bool:
+        async with self._lock:
+            if time.monotonic() >= self.renew_at and self.unsent:
+                started = time.monotonic()
+                kept = await asyncio.to_thread(
+                    self.store.renew_claims, sorted(self.unsent), self.owner, wall_clock(), self.lease
+                )
+                self.unsent &= kept
+                self.renew_at = started + self.lease / 2
+            return key in self.unsent
+
+    def sent(self, key: tuple[int, str]) -> None:
+        self.unsent.discard(key)
 
 
 def who_is_due(
@@ -256,7 +297,9 @@ async def send_due(
     stopping: Callable[[], bool] = lambda: False,
 ) -> list[SendReport]:
     """Send what is due. `stopping()` turning true (SIGTERM) starts no new send: messages in flight
-    finish and are recorded; rows written pending but not sent are sent by the next run."""
+    finish and are recorded; rows claimed but not sent are let go for the next run. A transport
+    that cannot be used at all (login refused, the SMTP circuit breaker) stops the run the same
+    way and is raised once the messages in flight are recorded."""
     seed_subscribers(loaded, store, now)
     d = loaded.config.delivery
     schedules, periods, due_ids = who_is_due(store, now, only=only)
@@ -270,46 +313,94 @@ async def send_due(
     mailer = Mailer(loaded, store)
     mailer.load_history(due_ids, now)
     transport = transport or make_transport(d, loaded.base_dir)
-    db = asyncio.Lock()  # one ledger write at a time (SQLite); sends overlap
+    owner = holder_id()
+    # one ledger write at a time on SQLite (one writer anyway); PostgreSQL takes them side by
+    # side, so each connection's mark comes sooner and a crash finds fewer messages unmarked
+    db: Any = asyncio.Lock() if store.engine.dialect.name == "sqlite" else contextlib.nullcontext()
     sending = asyncio.Semaphore(max(8, d.smtp.connections * 2))
     done: list[tuple[int, str, str, str | None]] = []  # sent through an idempotent transport
+    broken: list[TransportSetupError] = []  # the transport cannot be used: stop
 
     def report(r: SendReport) -> None:
         reports.append(r)
         if on_report:
             on_report(r)
 
-    async def deliver(p: Prepared, period: Period) -> None:
+    async def deliver(p: Prepared, period: Period, claims: Claims) -> None:
         sub = p.subscriber
         assert sub.id is not None
-        n = p.digest.count
+        sid, n, key = sub.id, p.digest.count, (sub.id, period.key)
         async with sending:
-            if stopping():
-                return  # left pending: the next run sends it (for the first time)
+            if stopping() or broken:
+                return  # left pending (its claim let go at the end): the next run sends it
+            if not await claims.still_ours(key):
+                report(SendReport(sub.email, period.key, "claimed", n, message_id=p.message_id))
+                return
+
+            async def accepted() -> None:  # the transport still holds the connection that took it
+                async with db:
+                    await asyncio.to_thread(store.finish_delivery, sid, period.key, "sent", now)
+                claims.sent(key)
+
             try:
-                await transport.send(_envelope(d.sender), sub.email, p.data, p.message_id)
+                await transport.send(
+                    _envelope(d.sender),
+                    sub.email,
+                    p.data,
+                    p.message_id,
+                    accepted=None if transport.idempotent else accepted,
+                )
+            except TransportSetupError as exc:
+                broken.append(exc)
+                return
             except DeliveryError as exc:
                 async with db:
-                    await asyncio.to_thread(
-                        store.finish_delivery, sub.id, period.key, "failed", now, str(exc)
-                    )
+                    await asyncio.to_thread(store.finish_delivery, sid, period.key, "failed", now, str(exc))
                     state = "failed"
                     if exc.permanent:
-                        status = await asyncio.to_thread(store.record_bounce, sub.id, d.bounce_limit, now)
+                        status = await asyncio.to_thread(store.record_bounce, sid, d.bounce_limit, now)
                         state = "bounced" if status == "bouncing" else "failed"
+                claims.sent(key)
                 report(SendReport(sub.email, period.key, state, n, str(exc), p.message_id))
                 return
         if transport.idempotent:
-            done.append((sub.id, period.key, "sent", None))  # committed with its batch
-        else:
-            async with db:  # committed at once: the crash window stays one message
-                await asyncio.to_thread(store.finish_delivery, sub.id, period.key, "sent", now)
+            done.append((sid, period.key, "sent", None))  # committed with its batch
         report(SendReport(sub.email, period.key, "sent", n, message_id=p.message_id))
 
+    async def send_claimed(part: list[tuple[Prepared, Period]]) -> None:
+        items = [(p.subscriber.id, per.key, p.message_id, p.digest.story_ids, now) for p, per in part]
+        async with db:
+            claimed = await asyncio.to_thread(
+                store.claim_deliveries,
+                items,  # type: ignore[arg-type]
+                owner,
+                wall_clock(),
+                d.lease,
+            )
+        ours = [(p, per) for (p, per), ok in zip(part, claimed, strict=True) if ok]
+        for (p, per), ok in zip(part, claimed, strict=True):
+            if not ok:  # another sender has it, or has sent it since we looked
+                report(SendReport(p.subscriber.email, per.key, "claimed", p.digest.count))
+        claims = Claims(store, owner, d.lease, {(p.subscriber.id or 0, per.key) for p, per in ours})
+        done.clear()
+        # every send in flight finishes and is recorded before a failure that stops the run
+        # (login refused, the outbox full) is raised: none is left for asyncio.run to cancel
+        outcomes = await asyncio.gather(*(deliver(p, per, claims) for p, per in ours), return_exceptions=True)
+        failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if done:
+            async with db:
+                await asyncio.to_thread(store.finish_deliveries, list(done), now)
+        if failure is not None:
+            raise failure
+
+    # Claimed a few at a time, just before they are sent: senders running at once share the
+    # work (each takes the next rows nobody holds), and a sender that dies holds few rows
+    # for a lease; enough to keep every connection busy between claims.
+    claim_size = CLAIM_PER_CONNECTION * d.smtp.connections
     await transport.open()
     try:
         for i in range(0, len(subs), BATCH):
-            if stopping():
+            if stopping() or broken:
                 break
             batch: list[tuple[Prepared, Period]] = []
             for sub in subs[i : i + BATCH]:
@@ -334,24 +425,16 @@ async def send_due(
                 batch.append((prepared, period))
             if not batch:
                 continue
-            items = [(p.subscriber.id, per.key, p.message_id, p.digest.story_ids, now) for p, per in batch]
-            async with db:
-                started = await asyncio.to_thread(store.begin_deliveries, items)  # type: ignore[arg-type]
-            done.clear()
-            # every send in flight finishes and is recorded before a failure that stops the run
-            # (login refused, the outbox full) is raised: none is left for asyncio.run to cancel
-            outcomes = await asyncio.gather(
-                *(deliver(p, per) for (p, per), ok in zip(batch, started, strict=True) if ok),
-                return_exceptions=True,
-            )
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-            if done:
-                async with db:
-                    await asyncio.to_thread(store.finish_deliveries, list(done), now)
+            for j in range(0, len(batch), claim_size):
+                if stopping() or broken:
+                    break
+                await send_claimed(batch[j : j + claim_size])
     finally:
         await transport.close()
+        with contextlib.suppress(Exception):  # a failed release only makes the next run wait a lease
+            await asyncio.to_thread(store.release_claims, owner)
+    if broken:
+        raise broken[0]
     return reports
 
 

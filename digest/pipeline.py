@@ -245,6 +245,8 @@ async def _fetch(
 ) -> FetchSummary:
     config = loaded.config
     feeds, deferred = select_feeds(loaded, states, clock(), options)
+    if options.due_only and feeds:
+        feeds = await _claim(loaded, store, feeds, states)
     jobs = [
         FeedJob(
             f.name, states[f.name].effective_url, f.language, f.timezone, config.interval(f), states[f.name]
@@ -309,6 +311,24 @@ async def _fetch(
         await writing
     order = {f.name: i for i, f in enumerate(config.feeds)}
     return FetchSummary(tuple(sorted(reports, key=lambda r: order.get(r.feed, 0))))
+
+
+async def _claim(
+    loaded: LoadedConfig,
+    store: Store | asyncio.Future[Store],
+    feeds: list[FeedSettings],
+    states: dict[str, FeedState],
+) -> list[FeedSettings]:
+    """The due feeds leased to this poller (store.claim_feeds): another daemon's, or one just
+    polled by another, are left to it. A poll by hand (`digest fetch` without --due) claims
+    nothing: it fetches what it is asked to."""
+    from .lease import holder_id, wall_clock
+
+    opened = await store if isinstance(store, asyncio.Future) else store
+    seen = {f.name: states[f.name].last_fetched for f in feeds}
+    lease = loaded.config.delivery.lease
+    ours = await asyncio.to_thread(opened.claim_feeds, seen, holder_id(), wall_clock(), lease)
+    return [f for f in feeds if f.name in ours]
 
 
 def start_workers(loaded: LoadedConfig, options: FetchOptions | None = None) -> FetchWorkers | None:

@@ -54,6 +54,10 @@ feeds = sa.Table(
     sa.Column("next_poll", UTCDateTime),
     # entry ids in the latest parsed body: retention never removes what the feed still serves
     sa.Column("current_entries", sa.JSON),
+    # the poller that leased this feed and until when (a poller that dies loses it at the lease's
+    # end): two daemons on one database fetch each feed once per interval, not once each
+    sa.Column("claimed_by", sa.String(64)),
+    sa.Column("claimed_until", UTCDateTime),
 )
 
 entries = sa.Table(
@@ -122,6 +126,10 @@ meta = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
+# ids are never reused (SQLite AUTOINCREMENT; PostgreSQL sequences never go back), and `salt`,
+# random per subscription, is in every signed link (tokens.py): a link mailed to a removed or
+# re-subscribed address never acts on whoever holds the id or the address now. "" marks a
+# subscriber from before migration 0007, whose links were signed without it.
 subscribers = sa.Table(
     "subscribers",
     metadata,
@@ -141,6 +149,8 @@ subscribers = sa.Table(
     sa.Column("bounces", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("salt", sa.String(32), nullable=False, server_default=""),
+    sqlite_autoincrement=True,
 )
 
 deliveries = sa.Table(
@@ -158,6 +168,10 @@ deliveries = sa.Table(
     sa.Column("story_ids", sa.JSON, nullable=False),
     sa.Column("assembled_at", UTCDateTime, nullable=False),
     sa.Column("sent_at", UTCDateTime),
+    # a sender's lease on a pending row: only the holder sends it until claimed_until; a crashed
+    # sender's rows are taken over after that (store.claim_deliveries)
+    sa.Column("claimed_by", sa.String(64)),
+    sa.Column("claimed_until", UTCDateTime),
     sa.UniqueConstraint("subscriber_id", "period", name="uq_deliveries_subscriber_period"),
 )
 

@@ -6,9 +6,11 @@ state or the new one. Migrations (Alembic, digest/migrations) run when a Store i
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +179,11 @@ class Store:
     def _write_states(conn: Connection, states: Sequence[tuple[FeedState, int | None]]) -> None:
         if not states:
             return
-        rows = [asdict(state) | {"http_status": http_status} for state, http_status in states]
+        # the poll is written: its lease (claim_feeds) ends here
+        rows = [
+            asdict(state) | {"http_status": http_status, "claimed_by": None, "claimed_until": None}
+            for state, http_status in states
+        ]
         for row in rows:
             row["feed_name"] = row.pop("name")  # bind names must not be column names in an UPDATE
         columns = [c for c in rows[0] if c != "feed_name"]
@@ -187,6 +193,31 @@ class Store:
             .values({c: sa.bindparam(c) for c in columns})
         )
         conn.execute(stmt, rows)
+
+    def claim_feeds(
+        self, seen: Mapping[str, datetime | None], owner: str, clock: datetime, lease: float
+    ) -> set[str]:
+        """Lease feeds to `owner` for one poll, until clock + lease or until the poll is written
+        -> the names now ours. `seen`: each feed's last_fetched as the caller read it; a feed
+        polled since (by another daemon) or leased to another poller stays theirs, so each feed
+        is fetched once per interval however many daemons share the database."""
+        f = feeds.c
+        until = clock + timedelta(seconds=lease)
+        ours: set[str] = set()
+        with self._writing() as conn:
+            for name, last in sorted(seen.items()):
+                result = conn.execute(
+                    feeds.update()
+                    .where(
+                        f.name == name,
+                        f.last_fetched.is_not_distinct_from(last),
+                        sa.or_(f.claimed_by.is_(None), f.claimed_by == owner, f.claimed_until < clock),
+                    )
+                    .values(claimed_by=owner, claimed_until=until)
+                )
+                if result.rowcount == 1:
+                    ours.add(name)
+        return ours
 
     # -- entries -----------------------------------------------------------------------------
 
@@ -516,18 +547,32 @@ class Store:
         """Insert, or (with update) replace the preferences of, the subscriber with that address.
         -> (id, created)."""
         values = _subscriber_row(sub)
+        c = subscribers.c
         with self._safe(), self.engine.begin() as conn:
-            found = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email == sub.email)).scalar()
+            found = conn.execute(sa.select(c.id, c.status).where(c.email == sub.email)).first()
             if found is None:
-                result = conn.execute(subscribers.insert().values(**values, created_at=now, updated_at=now))
+                result = conn.execute(
+                    subscribers.insert().values(**values, created_at=now, updated_at=now, salt=new_salt())
+                )
                 key = result.inserted_primary_key
                 assert key is not None
                 return int(key[0]), True
             if update:
+                # subscribing again after leaving is a new subscription: the old one's links die
+                renewed = {"salt": new_salt()} if found.status == "unsubscribed" else {}
                 conn.execute(
-                    subscribers.update().where(subscribers.c.id == found).values(**values, updated_at=now)
+                    subscribers.update().where(c.id == found.id).values(**values, **renewed, updated_at=now)
                 )
-            return int(found), False
+            return int(found.id), False
+
+    def subscriber_salts(self, ids: Sequence[int]) -> dict[int, str]:
+        """The salt of each of these subscriptions (signed into their links: tokens.py)."""
+        c = subscribers.c
+        found: dict[int, str] = {}
+        with self._safe(), self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(ids)), 500):
+                found.update(conn.execute(sa.select(c.id, c.salt).where(c.id.in_(chunk))).tuples().all())
+        return found
 
     def list_subscribers(self, *, status: str | None = None, email: str | None = None) -> list[Subscriber]:
         q = sa.select(subscribers).order_by(subscribers.c.id)
@@ -593,9 +638,11 @@ class Store:
     def confirm_subscriber(self, subscriber_id: int, stamp: datetime, sub: Subscriber, now: datetime) -> bool:
         """Activate with `sub`'s preferences, only if the row is as it was at `stamp` (it has not
         changed since the link was made: a link used once, or overtaken, does nothing). -> done."""
-        values = {k: v for k, v in _subscriber_row(sub).items() if k != "email"}
-        values.update(status="active", bounces=0, updated_at=now)
         c = subscribers.c
+        values: dict[str, Any] = {k: v for k, v in _subscriber_row(sub).items() if k != "email"}
+        # a subscription that had ended starts anew: links signed for the old one die with it
+        renewed = sa.case((c.status == "unsubscribed", new_salt()), else_=c.salt)
+        values.update(status="active", bounces=0, updated_at=now, salt=renewed)
         with self._safe(), self.engine.begin() as conn:
             q = subscribers.update().where(c.id == subscriber_id, c.updated_at == stamp).values(**values)
             return bool(conn.execute(q).rowcount)
@@ -680,54 +727,106 @@ class Store:
                     sent.setdefault(sid, set()).add(story)
         return sent
 
-    def begin_deliveries(self, batch: Sequence[tuple[int, str, str, Sequence[int], datetime]]) -> list[bool]:
-        """Pending rows for a batch of (subscriber, period, message id, stories, assembled at), in one
-        transaction, before any of them is sent. -> for each, False if its period is already done."""
-        with self._safe(), self.engine.begin() as conn:
-            return [self._begin(conn, *item) for item in batch]
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A transaction that holds the write lock from its first statement: on SQLite
+        BEGIN IMMEDIATE, so a read-then-write never meets a newer writer's commit in between
+        (https://www.sqlite.org/lang_transaction.html); on PostgreSQL an ordinary transaction, whose
+        conditional UPDATEs re-check their WHERE on the newest row after any wait (READ COMMITTED)."""
+        with self._safe(), self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
 
-    @staticmethod
-    def _begin(
-        conn: Connection,
-        subscriber_id: int,
-        period: str,
-        message_id: str,
-        story_ids: Sequence[int],
-        assembled_at: datetime,
-    ) -> bool:
+    def claim_deliveries(
+        self,
+        batch: Sequence[tuple[int, str, str, Sequence[int], datetime]],
+        owner: str,
+        clock: datetime,
+        lease: float,
+    ) -> list[bool]:
+        """Claim (subscriber, period, message id, stories, assembled at) for `owner` until
+        clock + lease, in one transaction, before any of them is sent -> for each, True when it is
+        now ours to send: its row is pending or failed, and unclaimed, ours, or its lease has run
+        out (a crashed sender). Another sender's live claim, or a period already sent or empty,
+        gives False. Rows are taken in subscriber order, so two senders never wait on each other
+        in a circle (PostgreSQL)."""
         d = deliveries
-        row = conn.execute(
-            sa.select(d.c.id, d.c.state).where(d.c.subscriber_id == subscriber_id, d.c.period == period)
-        ).first()
-        stories = list(story_ids)
-        if row is None:
-            conn.execute(
-                d.insert().values(
-                    subscriber_id=subscriber_id,
-                    period=period,
-                    message_id=message_id,
-                    state="pending",
-                    attempts=1,
-                    story_ids=stories,
-                    assembled_at=assembled_at,
-                )
-            )
-            return True
-        if row.state in ("sent", "empty"):
-            return False
-        # pending (a crash after sending, maybe) or failed: try again, with the same Message-ID
-        conn.execute(
-            d.update()
-            .where(d.c.id == row.id)
-            .values(
-                state="pending",
-                attempts=d.c.attempts + 1,
-                story_ids=stories,
-                assembled_at=assembled_at,
-                message_id=message_id,
-            )
+        until = clock + timedelta(seconds=lease)
+        claimable = sa.and_(
+            d.c.state.in_(("pending", "failed")),
+            sa.or_(d.c.claimed_by.is_(None), d.c.claimed_by == owner, d.c.claimed_until < clock),
         )
-        return True
+        with self._writing() as conn:
+            fresh = [
+                {
+                    "subscriber_id": sid,
+                    "period": period,
+                    "message_id": mid,
+                    "state": "pending",
+                    "attempts": 0,
+                    "story_ids": list(story_ids),
+                    "assembled_at": at,
+                }
+                for sid, period, mid, story_ids, at in sorted(batch, key=lambda b: (b[0], b[1]))
+            ]
+            if fresh:
+                conn.execute(_insert_ignore(conn, d, ["subscriber_id", "period"]), fresh)
+            claimed: dict[tuple[object, object], bool] = {}
+            for row in fresh:
+                result = conn.execute(
+                    d.update()
+                    .where(d.c.subscriber_id == row["subscriber_id"], d.c.period == row["period"], claimable)
+                    .values(
+                        state="pending",
+                        attempts=d.c.attempts + 1,
+                        story_ids=row["story_ids"],
+                        assembled_at=row["assembled_at"],
+                        message_id=row["message_id"],  # fixed per (subscriber, period): the same
+                        claimed_by=owner,
+                        claimed_until=until,
+                    )
+                )
+                claimed[(row["subscriber_id"], row["period"])] = result.rowcount == 1
+        return [claimed[(sid, period)] for sid, period, *_ in batch]
+
+    def renew_claims(
+        self, keys: Sequence[tuple[int, str]], owner: str, clock: datetime, lease: float
+    ) -> set[tuple[int, str]]:
+        """Extend `owner`'s claims on these pending rows to clock + lease -> the ones still ours
+        (a claim whose lease ran out may have been taken over: it is no longer ours to send)."""
+        d = deliveries
+        kept: set[tuple[int, str]] = set()
+        with self._writing() as conn:
+            for sid, period in sorted(keys):
+                result = conn.execute(
+                    d.update()
+                    .where(
+                        d.c.subscriber_id == sid,
+                        d.c.period == period,
+                        d.c.state == "pending",
+                        d.c.claimed_by == owner,
+                    )
+                    .values(claimed_until=clock + timedelta(seconds=lease))
+                )
+                if result.rowcount == 1:
+                    kept.add((sid, period))
+        return kept
+
+    def release_claims(self, owner: str) -> int:
+        """Let go of `owner`'s claims on rows it did not send (a run stopping early): the next
+        sender need not wait for their lease to run out."""
+        d = deliveries
+        with self._safe(), self.engine.begin() as conn:
+            result = conn.execute(
+                d.update().where(d.c.claimed_by == owner).values(claimed_by=None, claimed_until=None)
+            )
+            return int(result.rowcount or 0)
 
     def finish_delivery(
         self, subscriber_id: int, period: str, state: str, now: datetime, error: str | None = None
@@ -748,7 +847,13 @@ class Store:
                 conn.execute(
                     d.update()
                     .where(d.c.id == row.id)
-                    .values(state=state, last_error=error, sent_at=now if state == "sent" else None)
+                    .values(
+                        state=state,
+                        last_error=error,
+                        sent_at=now if state == "sent" else None,
+                        claimed_by=None,
+                        claimed_until=None,
+                    )
                 )
                 if state == "sent" and row.story_ids:
                     known = set(
@@ -1004,6 +1109,13 @@ class _StorageGuard:
 
 
 UTC_TYPE = UTCDateTime()
+
+
+def new_salt() -> str:
+    """A subscription's salt: 16 random bytes, as 32 hex digits."""
+    return secrets.token_hex(16)
+
+
 _SUB_FIELDS = SUBSCRIBER_FIELDS
 
 

@@ -1,14 +1,26 @@
-"""Signed tokens for the links in every digest: bound to one subscriber and one purpose."""
+"""Signed tokens for the links in every digest: bound to one subscription and one purpose.
+
+A token signs [subscriber id, the subscription's salt] (store.subscriber_salts): the salt is
+random per subscription and renewed when an address subscribes again, and ids are never reused,
+so a link mailed to someone who left never acts on whoever holds that id or address later.
+Tokens of subscribers from before the salt existed sign the bare id; they are honoured while
+that subscription's salt is still "" (schema.subscribers).
+"""
 
 from __future__ import annotations
 
+import hmac
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
 PURPOSES = ("unsubscribe", "preferences", "archive")
+
+SaltOf = Callable[[int], "str | None"]  # a subscription's salt; None: no such subscriber
 
 
 def load_secret(configured: str | None, base_dir: Path) -> str:
@@ -26,27 +38,55 @@ def load_secret(configured: str | None, base_dir: Path) -> str:
         return key
 
 
-class Signer:
-    def __init__(self, secret: str) -> None:
-        self._secret = secret
+def store_salts(open_store: Callable[[], Any]) -> SaltOf:
+    """A SaltOf that asks the store (a page's link checks: one subscriber at a time)."""
 
-    def sign(self, subscriber_id: int, purpose: str) -> str:
-        return str(URLSafeSerializer(self._secret, salt=purpose).dumps(subscriber_id))
+    def salt_of(subscriber_id: int) -> str | None:
+        with open_store() as store:
+            return store.subscriber_salts([subscriber_id]).get(subscriber_id)
+
+    return salt_of
+
+
+class Signer:
+    def __init__(self, secret: str, salt_of: SaltOf) -> None:
+        self._secret = secret
+        self._salt_of = salt_of
+
+    def _payload(self, subscriber_id: int, salt: str | None) -> list[object]:
+        salt = self._salt_of(subscriber_id) if salt is None else salt
+        return [subscriber_id, salt or ""]
+
+    def _owner(self, value: object) -> int | None:
+        """The subscriber a verified payload names, if it is still the same subscription."""
+        if isinstance(value, int) and not isinstance(value, bool):  # signed before salts existed
+            return value if self._salt_of(value) == "" else None
+        if not (isinstance(value, list) and len(value) == 2):
+            return None
+        sid, salt = value
+        if not isinstance(sid, int) or not isinstance(salt, str):
+            return None
+        current = self._salt_of(sid)
+        return sid if current is not None and hmac.compare_digest(current, salt) else None
+
+    def sign(self, subscriber_id: int, purpose: str, salt: str | None = None) -> str:
+        """`salt`: the subscription's, when the caller has it (else salt_of is asked)."""
+        return str(URLSafeSerializer(self._secret, salt=purpose).dumps(self._payload(subscriber_id, salt)))
 
     def verify(self, token: str, purpose: str) -> int | None:
         try:
             value = URLSafeSerializer(self._secret, salt=purpose).loads(token)
         except BadSignature:
             return None
-        return value if isinstance(value, int) else None
+        return self._owner(value)
 
     def sign_timed(self, value: int, purpose: str) -> str:
         """A token that expires (confirmation links): verify_timed checks its age."""
-        return str(URLSafeTimedSerializer(self._secret, salt=purpose).dumps(value))
+        return str(URLSafeTimedSerializer(self._secret, salt=purpose).dumps(self._payload(value, None)))
 
     def verify_timed(self, token: str, purpose: str, max_age: float) -> int | None:
         try:
             value = URLSafeTimedSerializer(self._secret, salt=purpose).loads(token, max_age=int(max_age))
         except (BadSignature, SignatureExpired):
             return None
-        return value if isinstance(value, int) else None
+        return self._owner(value)

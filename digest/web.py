@@ -45,7 +45,7 @@ from .pipeline import open_store, utcnow
 from .render import POLICY, default_template_dir
 from .stories import topic_title
 from .subscribers import CONFIRM_MAX_AGE, PREFERENCE_FIELDS, WEEKDAYS, Subscriber, make_subscriber
-from .tokens import Signer, load_secret
+from .tokens import Signer, load_secret, store_salts
 
 MAX_BODY = 64 * 1024  # a form is a few hundred bytes; eight 50 MiB bodies took the server to 476 MB
 FORM_MAIL_TIMEOUT = 5.0  # a visitor waits for the confirmation mail: one try, not the send loop's retries
@@ -151,7 +151,7 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: list[An
 def create_app(loaded: LoadedConfig) -> Starlette:
     d = loaded.config.delivery
     secret = load_secret(d.secret, loaded.base_dir)
-    signer = Signer(secret)
+    signer = Signer(secret, store_salts(lambda: open_store(loaded)))
     user_dir = loaded.base_dir / (d.templates or "templates")
     dirs = [str(p) for p in (user_dir, default_template_dir()) if p.is_dir()]
     env = jinja2.Environment(

@@ -33,12 +33,27 @@ ROOT = Path(__file__).resolve().parent.parent
 DIGEST = shutil.which("digest") or f"{sys.executable} -m digest"
 
 
-def test_a_second_scheduler_is_refused_with_exit_code_4(offline: Path):
+def test_with_wait_a_second_scheduler_is_refused_with_exit_code_4(offline: Path):
     loaded = load_config(offline)
     with SchedulerLock(loaded.database_url):
-        r = CliRunner().invoke(main, ["--config", str(offline), "run", "--once"])
+        r = CliRunner().invoke(main, ["--config", str(offline), "run", "--once", "--wait", "0"])
     assert r.exit_code == 4 and "another digest scheduler" in r.output and "--wait" in r.output
-    assert CliRunner().invoke(main, ["--config", str(offline), "run", "--once"]).exit_code == 0  # released
+    released = CliRunner().invoke(main, ["--config", str(offline), "run", "--once", "--wait", "0"])
+    assert released.exit_code == 0
+
+
+def test_without_wait_a_run_works_beside_a_lock_holder_and_sends_each_digest_once(offline: Path):
+    """Schedulers share the database through claims; the lock binds only those that ask for it."""
+    loaded = load_config(offline)
+    with SchedulerLock(loaded.database_url):
+        first = CliRunner().invoke(main, ["--config", str(offline), "run", "--once"])
+        second = CliRunner().invoke(main, ["--config", str(offline), "run", "--once"])
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    outbox = offline.parent / "outbox" / "new"
+    with Store(loaded.database_url) as store:
+        sent = [r for r in store.deliveries_report() if r["state"] == "sent"]
+    assert sent and len(list(outbox.iterdir())) == len(sent)
+    assert "0 sent" in second.output  # the second run found every digest done
 
 
 def _entry(n: int, day: datetime) -> Entry:

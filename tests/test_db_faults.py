@@ -74,10 +74,10 @@ def wait_for(what: Callable[[], object], timeout: float = 60) -> None:
 
 
 class DaemonProcess:
-    def __init__(self, cfg: Path, log: Path) -> None:
+    def __init__(self, cfg: Path, log: Path, *args: str) -> None:
         self.log = log
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "digest", "--config", str(cfg), "daemon"],
+            [sys.executable, "-m", "digest", "--config", str(cfg), "daemon", *args],
             stdout=subprocess.DEVNULL,
             stderr=log.open("w"),
         )
@@ -99,11 +99,11 @@ class DaemonProcess:
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Callable[[Path], DaemonProcess]]:
+def daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     started: list[DaemonProcess] = []
 
-    def start(cfg: Path) -> DaemonProcess:
-        d = DaemonProcess(cfg, tmp_path / f"daemon{len(started)}.log")
+    def start(cfg: Path, *args: str) -> DaemonProcess:
+        d = DaemonProcess(cfg, tmp_path / f"daemon{len(started)}.log", *args)
         started.append(d)
         wait_for(lambda: "daemon started" in d.text() or d.proc.poll() is not None)
         assert d.proc.poll() is None, d.text()
@@ -116,7 +116,7 @@ def daemon(tmp_path: Path) -> Iterator[Callable[[Path], DaemonProcess]]:
 
 def test_a_restart_of_postgresql_is_noticed_logged_once_and_survived(tmp_path, pg, daemon):
     cfg = config(tmp_path, pg.url)
-    d = daemon(cfg)
+    d = daemon(cfg, "--wait", "5")  # the sole scheduler: it holds the lock
     wait_for(lambda: "s0@example.org" in recipients(tmp_path))
     pg.stop("fast")  # every session ends, the lock's with them
     time.sleep(5)  # five ticks with no database
@@ -132,7 +132,7 @@ def test_a_restart_of_postgresql_is_noticed_logged_once_and_survived(tmp_path, p
 
 
 def test_a_lock_taken_by_another_scheduler_while_ours_was_lost_exits_4(tmp_path, pg, daemon):
-    d = daemon(config(tmp_path, pg.url))
+    d = daemon(config(tmp_path, pg.url), "--wait", "5")  # the sole scheduler: it holds the lock
     engine = sa.create_engine(pg.url, poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
         # end the daemon's lock session, and take the lock the moment it is free

@@ -279,7 +279,10 @@ def _schema(url: str) -> dict[str, object]:
         if conn.dialect.name == "sqlite":  # the partial index's condition too
             sql = "SELECT sql FROM sqlite_master WHERE name = 'ix_entries_unclassified'"
         else:
-            sql = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_entries_unclassified'"
+            sql = (
+                "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_entries_unclassified'"
+                " AND schemaname = current_schema()"  # not another test's (or bench's) schema
+            )
         out["partial index"] = [r[0].split(" WHERE ")[-1] for r in conn.exec_driver_sql(sql)]
     engine.dispose()
     return out
@@ -360,3 +363,61 @@ def test_the_snapshot_of_feed_states_is_what_the_store_gives(tmp_path):
     assert snapshot.feed_states("postgresql+psycopg://u@h/db", configured, SCHEMA_REVISION) is None
     (tmp_path / "garbage.db").write_bytes(b"not a database at all" * 100)
     assert snapshot.feed_states(f"sqlite:///{tmp_path / 'garbage.db'}", configured, SCHEMA_REVISION) is None
+
+
+def test_upgrading_from_0006_keeps_the_ledger_never_reuses_ids_and_keeps_old_links_working(db_url):
+    """0007 rebuilds SQLite's subscribers table (AUTOINCREMENT): the rows that refer to it stay.
+    Links signed before salts existed keep working for the subscribers who had them."""
+    from alembic import command
+    from itsdangerous import URLSafeSerializer
+
+    from digest.store import _alembic_config, make_engine
+    from digest.subscribers import Subscriber
+    from digest.tokens import Signer
+
+    t = T0.replace(tzinfo=None)
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0006")
+        for i in (1, 2, 3):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO subscribers (id, email, topics, tags, cadence, send_time, timezone, format,"
+                    " max_stories, show_why, status, bounces, created_at, updated_at) VALUES (:i, :e, '[]',"
+                    " '[]', 'daily', '07:00', 'UTC', 'html', 10, false, 'active', 0, :t, :t)"
+                ),
+                {"i": i, "e": f"s{i}@example.org", "t": t},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO deliveries (subscriber_id, period, message_id, state, attempts,"
+                    " story_ids, assembled_at, sent_at)"
+                    " VALUES (:i, '2026-03-01', :m, 'sent', 1, '[7]', :t, :t)"
+                ),
+                {"i": i, "m": f"<m{i}@x>", "t": t},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO sent_stories (subscriber_id, story_id, delivery_id)"
+                    " SELECT :i, 7, id FROM deliveries WHERE subscriber_id = :i"
+                ),
+                {"i": i},
+            )
+        if conn.dialect.name == "postgresql":  # as if the ids had come from the sequence
+            conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('subscribers', 'id'), 3)")
+    engine.dispose()
+    with Store(db_url) as store:  # opening migrates to head
+        assert store.current_revision() == "0007"
+        assert store.last_digests([1, 2, 3]) == {1: T0, 2: T0, 3: T0}
+        assert store.sent_stories([1, 2, 3], [7]) == {1: {7}, 2: {7}, 3: {7}}
+        assert store.remove_subscriber("s3@example.org")
+        new_id, created = store.add_subscriber(Subscriber("s4@example.org"), T0)
+        assert created and new_id == 4  # not 3: the removed subscriber's id is not handed on
+        signer = Signer("k", lambda sid: store.subscriber_salts([sid]).get(sid))
+        old_link = URLSafeSerializer("k", salt="unsubscribe").dumps(1)  # signed before 0007
+        assert signer.verify(old_link, "unsubscribe") == 1
+        assert signer.verify(URLSafeSerializer("k", salt="unsubscribe").dumps(4), "unsubscribe") is None
+        assert signer.verify(signer.sign(4, "unsubscribe"), "unsubscribe") == 4
+        # claims work on the migrated ledger
+        assert store.claim_deliveries([(1, "2026-03-02", "<n1@x>", [8], T0)], "me", T0, 60) == [True]
+        assert store.claim_deliveries([(1, "2026-03-02", "<n1@x>", [8], T0)], "other", T0, 60) == [False]

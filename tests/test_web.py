@@ -134,7 +134,8 @@ def _signed_page(client, loaded, src, email: str, purpose: str):
     _active(client, src, email)
     store = Store(loaded.database_url)
     sub = store.list_subscribers(email=email)[0]
-    return store, sub, f"/{purpose}/{Signer('web-secret').sign(sub.id, purpose)}"
+    signer = Signer("web-secret", lambda sid: store.subscriber_salts([sid]).get(sid))
+    return store, sub, f"/{purpose}/{signer.sign(sub.id, purpose)}"
 
 
 def test_rfc8058_one_click_unsubscribes_at_once_and_is_idempotent(site):

@@ -98,6 +98,8 @@ EVENT = ("cue_event", "cue_relation", "cue_together")  # what happens between th
 PX = {
     "headline_joined": 3.0,  # both leaders in the headline, joined by "and", ",", "with" or an event
     "headline_both": 1.0,  # both in the headline, not joined ("Scholz urges Xi to press Putin")
+    "headline_both_call": 2.0,  # ... with a call word: the call is theirs ("Xi backs Putin … in video call")
+    "listed": -2.0,  # the headline lists them among others ("Trump, Xi and Putin among leaders arriving")
     "headline_one": 0.5,  # one of them in the headline
     "headline_event": 1.0,  # an event or relationship word in a headline that names one or both
     "headline_event_only": 0.5,  # ... in a headline that names neither ("pipeline memorandum")
@@ -186,9 +188,19 @@ def putin_xi_features(hits: Hits) -> list[Feature]:
     p, x, ev = hits.in_segment(0, *PUTIN), hits.in_segment(0, *XI), hits.in_segment(0, *EVENT)
     if p and x:
         joined = _joined(hits, 0, p, x)
+        call = hits.in_segment(0, "cue_call")
         if joined:
             out.append(
                 Feature("both leaders in the headline, joined", PX["headline_joined"], "title", joined)
+            )
+        elif call:
+            out.append(
+                Feature(
+                    "both leaders in the headline, with a call",
+                    PX["headline_both_call"],
+                    "title",
+                    _shown([*p, *x, *call]),
+                )
             )
         else:
             out.append(
@@ -228,6 +240,9 @@ def putin_xi_features(hits: Hits) -> list[Feature]:
                 _shown(hits.in_segment(0, "other_org")),
             )
         )
+    listed = hits.in_segment(0, "cue_listed")
+    if listed and p and x:
+        out.append(Feature("listed among others", PX["listed"], "title", _shown(listed)))
     absent = _absent(hits, 0)
     if absent and (p or x):
         out.append(Feature("absence stated", PX["absent"], "title", _shown(absent)))
@@ -239,7 +254,15 @@ def putin_xi_features(hits: Hits) -> list[Feature]:
         if not (sp and sx) or _absent(hits, seg):
             continue
         sev = hits.in_segment(seg, *EVENT)
-        if sev and hits.in_segment(seg, "cue_timeshift"):  # "since Putin and Xi declared…": background
+        listed = hits.in_segment(seg, "cue_listed")
+        if sev and listed:  # "leaders including Xi and Putin attended": a list of who came
+            f = Feature(
+                "both leaders in one sentence, listed among others",
+                PX["sentence_both"],
+                _where(seg),
+                _shown([*sp, *sx, *listed]),
+            )
+        elif sev and hits.in_segment(seg, "cue_timeshift"):  # "since Putin and Xi declared…": background
             f = Feature(
                 "both leaders in one sentence, at another time",
                 PX["sentence_both"],
@@ -262,9 +285,9 @@ def putin_xi_features(hits: Hits) -> list[Feature]:
 
 PUTIN_XI = Scorer(
     "putin-xi",
-    (*PUTIN, *XI, *EVENT, "cue_pair", "cue_absent", "cue_remote", "cue_call", "cue_talk", "cue_visit",
-     "other_leader", "other_org", "cue_timeshift", "country_china", "country_russia", "place_beijing",
-     "place_moscow"),
+    (*PUTIN, *XI, *EVENT, "cue_pair", "cue_listed", "cue_absent", "cue_remote", "cue_call", "cue_talk",
+     "cue_visit", "other_leader", "other_org", "cue_timeshift", "country_china", "country_russia",
+     "place_beijing", "place_moscow"),
     (*PUTIN, *XI),
     PX_THRESHOLD,
     putin_xi_features,
@@ -291,6 +314,8 @@ SC = {
     "named_elsewhen": -1.0,  # ... with a word putting it in another time
     "headline_meeting": 0.5,  # the headline reports a meeting, talks, a visit, a summit
     "headline_place": 1.0,  # the headline names an SCO host city or the place that sentence names
+    "described_at_host_summit": 1.0,  # a host city's summit in the headline, the summary describes
+    # the organisation without naming it ("the eight-member bloc", "the bloc founded in Shanghai")
     "headline_people": 0.5,  # the headline names a leader or minister
 }
 SC_THRESHOLD = 2.5
@@ -321,7 +346,7 @@ def sco_features(hits: Hits) -> list[Feature]:
     if named:
         out.append(Feature("named in the headline", SC["headline_named"], "title", _shown(named)))
         return out
-    gathering0 = hits.in_segment(0, "cue_gathering", "cue_visit")
+    gathering0 = hits.in_segment(0, "cue_gathering", "cue_visit", "cue_talk")
     host0 = hits.in_segment(0, "sco_host_city")
     best: tuple[float, list[Feature]] | None = None
     for seg in hits.segments():
@@ -372,6 +397,24 @@ def sco_features(hits: Hits) -> list[Feature]:
                 _shown([*host0, *hits.in_segment(0, "cue_gathering")]),
             )
         )
+    if best is None and host0 and hits.in_segment(0, "cue_gathering"):
+        described = next(
+            (
+                found
+                for seg in hits.segments()
+                if seg and (found := hits.in_segment(seg, "org_sco_described"))
+            ),
+            [],
+        )
+        if described:
+            out.append(
+                Feature(
+                    "described, at a host city's summit",
+                    SC["described_at_host_summit"],
+                    _where(described[0].segment),
+                    _shown(described),
+                )
+            )
     if best is None:
         return out
     out.extend(best[1])
@@ -390,13 +433,13 @@ def sco_features(hits: Hits) -> list[Feature]:
 
 SCO = Scorer(
     "sco",
-    (*NAMED, "org_sco_acronym", "cue_sco_context", "cue_sco_other", "cue_gathering", "cue_visit",
-     "cue_timeshift", "sco_host_city"),
+    (*NAMED, "org_sco_acronym", "org_sco_described", "cue_sco_context", "cue_sco_other", "cue_gathering",
+     "cue_visit", "cue_talk", "cue_timeshift", "sco_host_city"),
     (*NAMED, "org_sco_acronym", "sco_host_city"),
     SC_THRESHOLD,
     sco_features,
-    # 2.5 needs the organisation named: a host city's summit alone is 2
-    (((*NAMED, "org_sco_acronym"),),),
+    # 2.5 needs the organisation named or described: a host city's summit alone is 2
+    (((*NAMED, "org_sco_acronym", "org_sco_described"),),),
 )  # fmt: skip
 
 SCORERS: dict[str, Scorer] = {s.name: s for s in (SCO, PUTIN_XI)}

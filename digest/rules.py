@@ -85,6 +85,8 @@ def regex_hint(pattern: str) -> str | None:
     core = _LOOKAROUND.sub("", pattern)
     if "|" in re.sub(r"\(\?:[^()]*\)|\[[^\]]*\]", "", core):  # a top-level alternative: no single literal
         return None
+    # a group of alternatives ("(?:leaders|guests)") or an optional group holds no required literal
+    core = re.sub(r"\((?:\?:)?[^()]*\)(?:[?*]|\{0)|\((?:\?:)?[^()]*\|[^()]*\)", " ", core)
     runs = re.findall(
         r"(?<!\\)(?<![\[\\])[^\W\d_]{2,}",
         re.sub(r"\[[^\]]*\]|\\[a-zA-Z]|\(\?[a-zA-Z]+\)|\{[^}]*\}", " ", core),

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Hand weights against learned weights for the topics' evidence scores, across corpus parts.
 
-    python bench/learned_compare.py PART_A_ITEMS PART_A_LABELS PART_B_ITEMS PART_B_LABELS
+    python bench/learned_compare.py ITEMS_1 LABELS_1 ITEMS_2 LABELS_2 [ITEMS_3 LABELS_3 ...]
 
 For each topic with an evidence score, the same features (evidence.py) are weighed two ways:
 the shipped weights and threshold, and a logistic regression (L2, plain gradient descent, no
-dependency) trained on one part and tested on the other, both ways round. Cross-part results are
-the proxy for parts nobody has seen. Prints relevance precision/recall (an item is selected when
+dependency) trained on all parts but one and tested on the one left out, each part in turn
+(leave one part out). Cross-part results are the proxy for parts nobody has seen. Prints relevance precision/recall (an item is selected when
 any topic is) and topic-set accuracy on correctly selected items.
 """
 
@@ -82,29 +82,33 @@ def figures(pred: list[set[str]], data: list[Example]) -> tuple[float, float, fl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("a_items", type=Path)
-    ap.add_argument("a_labels", type=Path)
-    ap.add_argument("b_items", type=Path)
-    ap.add_argument("b_labels", type=Path)
+    ap.add_argument("parts", nargs="+", type=Path, help="ITEMS LABELS pairs, one per part (two or more)")
     ap.add_argument("--config", type=Path, default=Path("feeds.yaml"))
     a = ap.parse_args()
+    if len(a.parts) < 4 or len(a.parts) % 2:
+        ap.error("give ITEMS LABELS for two or more parts")
     data = yaml.safe_load(a.config.read_text(encoding="utf-8"))
     rules = compile_rules({k: data.get(k) or {} for k in ("terms", "topics", "tags")}, str(a.config))
     topics = [t.name for t in rules.topics if t.evidence]
-    parts = {"A": load(a.a_items, a.a_labels, rules), "B": load(a.b_items, a.b_labels, rules)}
-    print(f"{'weights':<26} {'tested on':<10} relevance P / R   topics")
+    parts = {
+        f"part {i // 2 + 1} ({a.parts[i].parent.name or a.parts[i].name})": load(a.parts[i], a.parts[i + 1], rules)
+        for i in range(0, len(a.parts), 2)
+    }
+    print(f"{'weights':<34} {'tested on':<22} relevance P / R   topics")
     for name, test in parts.items():
         hand = [{t for t in topics if ex[1][t] >= -1e-9} for ex in test]
         p, r, acc = figures(hand, test)
-        print(f"{'hand (shipped)':<26} {name:<10} {p:.3f} / {r:.3f}     {acc:.3f}")
-    for train_on, test_on in (("A", "B"), ("B", "A")):
+        print(f"{'hand (shipped)':<34} {name:<22} {p:.3f} / {r:.3f}     {acc:.3f}")
+    # leave one part out: trained on every other part, tested on the one it never saw
+    for test_on, test in parts.items():
+        train_rows = [ex for name, part in parts.items() if name != test_on for ex in part]
         models = {}
         for t in topics:
-            rows = [(ex[0][t], t in ex[2]) for ex in parts[train_on]]
+            rows = [(ex[0][t], t in ex[2]) for ex in train_rows]
             names = sorted({n for x, _ in rows for n in x})
             models[t] = train(rows, names)
         pred = []
-        for ex in parts[test_on]:
+        for ex in test:
             chosen = set()
             for t in topics:
                 w = models[t]
@@ -112,8 +116,8 @@ def main() -> None:
                 if z >= 0:
                     chosen.add(t)
             pred.append(chosen)
-        p, r, acc = figures(pred, parts[test_on])
-        print(f"{'learned on ' + train_on:<26} {test_on:<10} {p:.3f} / {r:.3f}     {acc:.3f}")
+        p, r, acc = figures(pred, test)
+        print(f"{'learned on the other parts':<34} {test_on:<22} {p:.3f} / {r:.3f}     {acc:.3f}")
 
 
 if __name__ == "__main__":

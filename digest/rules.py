@@ -25,7 +25,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import ahocorasick
 
@@ -74,24 +74,38 @@ class Term:
     stem: bool
     han: bool
     regex: re.Pattern[str] | None = None
-    hint: str | None = None  # for a regex: a lower-cased literal every match contains
+    hint: tuple[str, ...] | None = None  # for a regex: lower-cased literals, one of which every match contains
 
 
 _LOOKAROUND = re.compile(r"\(\?<?[=!](?:[^()\\]|\\.|\([^()]*\))*\)")
 
 
-def regex_hint(pattern: str) -> str | None:
-    """A literal that every match of `pattern` must contain, found cheaply, or None if unsure."""
+def _runs(text: str) -> list[str]:
+    """The runs of letters of a regex's text that are literal (not escapes, classes, flags)."""
+    return re.findall(
+        r"(?<!\\)(?<![\[\\])[^\W\d_]{2,}",
+        re.sub(r"\[[^\]]*\]|\\[a-zA-Z]|\(\?[a-zA-Z]+\)|\{[^}]*\}", " ", text),
+    )
+
+
+def regex_hint(pattern: str) -> tuple[str, ...] | None:
+    """Literals one of which every match of `pattern` must contain, found cheaply: the longest
+    required literal, or else the words of a required group of alternatives ("(?:join|joins)");
+    None if unsure. A regex then runs only on text holding one of them."""
     core = _LOOKAROUND.sub("", pattern)
     if "|" in re.sub(r"\(\?:[^()]*\)|\[[^\]]*\]", "", core):  # a top-level alternative: no single literal
         return None
-    # a group of alternatives ("(?:leaders|guests)") or an optional group holds no required literal
-    core = re.sub(r"\((?:\?:)?[^()]*\)(?:[?*]|\{0)|\((?:\?:)?[^()]*\|[^()]*\)", " ", core)
-    runs = re.findall(
-        r"(?<!\\)(?<![\[\\])[^\W\d_]{2,}",
-        re.sub(r"\[[^\]]*\]|\\[a-zA-Z]|\(\?[a-zA-Z]+\)|\{[^}]*\}", " ", core),
-    )
-    return max(runs, key=len).lower() if runs else None
+    optional = re.compile(r"\((?:\?:)?[^()]*\)(?:[?*]|\{0)")  # a group that may match nothing
+    alternatives = re.compile(r"\((?:\?:)?([^()]*\|[^()]*)\)")
+    core = optional.sub(" ", core)
+    runs = _runs(alternatives.sub(" ", core))
+    if runs:
+        return (max(runs, key=len).lower(),)
+    for group in alternatives.finditer(core):  # every alternative must hold a literal
+        words = [_runs(alt) for alt in group.group(1).split("|")]
+        if all(words):
+            return tuple(dict.fromkeys(max(w, key=len).lower() for w in words))
+    return None
 
 
 def parse_term(raw: str) -> Term:
@@ -116,9 +130,9 @@ def parse_term(raw: str) -> Term:
     return Term(raw, body if exact else body.lower(), exact, stem, han)
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """One occurrence of a term of a list in a field."""
+class Hit(NamedTuple):
+    """One occurrence of a term of a list in a field. (A named tuple: tens are made per entry,
+    and a frozen dataclass costs several times as much to make.)"""
 
     list_name: str
     term: str
@@ -137,12 +151,14 @@ class TermIndex:
         self._lists = lists
         self._cyrillic: TermIndex | None = None
         self._automaton = ahocorasick.Automaton()
-        self._regex: list[tuple[str, Term]] = []
+        regex: dict[str, tuple[Term, list[str]]] = {}  # a regex in several lists runs once for all
         keys: dict[str, list[tuple[str, Term]]] = {}
         for name, terms in lists.items():
             for term in terms:
                 if term.regex is not None:
-                    self._regex.append((name, term))
+                    found = regex.setdefault(term.text, (term, []))[1]
+                    if name not in found:
+                        found.append(name)
                 else:
                     keys.setdefault(term.words.lower(), []).append((name, term))
         for key, entries in keys.items():
@@ -154,6 +170,7 @@ class TermIndex:
                 by_term.setdefault(term, []).append(name)
             groups = tuple((term, tuple(dict.fromkeys(names))) for term, names in by_term.items())
             self._automaton.add_word(key, (len(key), groups, _is_word(key[0]), _is_word(key[-1]), han))
+        self._regex: list[tuple[Term, tuple[str, ...]]] = [(t, tuple(ns)) for t, ns in regex.values()]
         if keys:
             self._automaton.make_automaton()
         self._empty = not keys
@@ -174,14 +191,13 @@ class TermIndex:
             both = f"{title}\n{summary}"  # one pass per regex; the offset tells the field
             lower = both.lower()
             cut = len(title)
-            for name, term in self._regex:
+            for term, names in self._regex:
                 assert term.regex is not None
-                if term.hint is not None and term.hint not in lower:
-                    continue  # its literal is absent: it cannot match
+                if term.hint is not None and not any(h in lower for h in term.hint):
+                    continue  # its literals are absent: it cannot match
                 for found in term.regex.finditer(both):
-                    hits.append(
-                        Hit(name, term.text, "title" if found.start() < cut else "summary", found.group(0))
-                    )
+                    fld = "title" if found.start() < cut else "summary"
+                    hits.extend(Hit(name, term.text, fld, found.group(0)) for name in names)
         return hits
 
     def scan(
@@ -223,14 +239,15 @@ class TermIndex:
                         hits.append(
                             Hit(name, term.text, field, matched, segment, start, start + len(matched), lemma)
                         )
-        for name, term in self._regex if regex else ():
+        for term, names in self._regex if regex else ():
             assert term.regex is not None
-            if term.hint is not None and term.hint not in lower:
+            if term.hint is not None and not any(h in lower for h in term.hint):
                 continue
             found = term.regex.search(text)
             if found:
-                hits.append(
+                hits.extend(
                     Hit(name, term.text, field, found.group(0), segment, found.start(), found.end(), lemma)
+                    for name in names
                 )
         return hits
 

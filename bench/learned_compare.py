@@ -6,8 +6,9 @@
 For each topic with an evidence score, the same features (evidence.py) are weighed two ways:
 the shipped weights and threshold, and a logistic regression (L2, plain gradient descent, no
 dependency) trained on all parts but one and tested on the one left out, each part in turn
-(leave one part out). Cross-part results are the proxy for parts nobody has seen. Prints relevance precision/recall (an item is selected when
-any topic is) and topic-set accuracy on correctly selected items.
+(leave one part out). Cross-part results are the proxy for parts nobody has seen. Prints
+relevance precision/recall (an item is selected when any topic is) and topic-set accuracy on
+correctly selected items.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def main() -> None:
     rules = compile_rules({k: data.get(k) or {} for k in ("terms", "topics", "tags")}, str(a.config))
     topics = [t.name for t in rules.topics if t.evidence]
     parts = {
-        f"part {i // 2 + 1} ({a.parts[i].parent.name or a.parts[i].name})": load(a.parts[i], a.parts[i + 1], rules)
+        f"part {i // 2 + 1} ({a.parts[i].parent.name})": load(a.parts[i], a.parts[i + 1], rules)
         for i in range(0, len(a.parts), 2)
     }
     print(f"{'weights':<34} {'tested on':<22} relevance P / R   topics")

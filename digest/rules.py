@@ -74,7 +74,7 @@ class Term:
     stem: bool
     han: bool
     regex: re.Pattern[str] | None = None
-    hint: tuple[str, ...] | None = None  # for a regex: lower-cased literals, one of which every match contains
+    hint: tuple[str, ...] | None = None  # for a regex: lower-cased literals, one in every match
 
 
 _LOOKAROUND = re.compile(r"\(\?<?[=!](?:[^()\\]|\\.|\([^()]*\))*\)")

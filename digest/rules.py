@@ -161,19 +161,29 @@ class TermIndex:
                         found.append(name)
                 else:
                     keys.setdefault(term.words.lower(), []).append((name, term))
-        for key, entries in keys.items():
+        self._regex: list[tuple[Term, tuple[str, ...]]] = [(t, tuple(ns)) for t, ns in regex.values()]
+        # a regex's hints are keys of the automaton too: the one pass also says which regexes
+        # may match (their literal is in the text), so the others are not run
+        hinted: dict[str, list[int]] = {}
+        for i, (term, _names) in enumerate(self._regex):
+            for h in term.hint or ():
+                hinted.setdefault(h, []).append(i)
+        for key in keys.keys() | hinted.keys():
             # boundary needs are the same for every term sharing a key: decided once, not per hit;
             # a term in several lists ("summit*" in four) is checked once for all of them
+            entries = keys.get(key, [])
             han = all(t.han for _, t in entries)
             by_term: dict[Term, list[str]] = {}
             for name, term in entries:
                 by_term.setdefault(term, []).append(name)
             groups = tuple((term, tuple(dict.fromkeys(names))) for term, names in by_term.items())
-            self._automaton.add_word(key, (len(key), groups, _is_word(key[0]), _is_word(key[-1]), han))
-        self._regex: list[tuple[Term, tuple[str, ...]]] = [(t, tuple(ns)) for t, ns in regex.values()]
-        if keys:
+            self._automaton.add_word(
+                key,
+                (len(key), groups, _is_word(key[0]), _is_word(key[-1]), han, tuple(hinted.get(key, ()))),
+            )
+        if keys or hinted:
             self._automaton.make_automaton()
-        self._empty = not keys
+        self._empty = not (keys or hinted)
 
     @property
     def cyrillic(self) -> TermIndex:
@@ -186,14 +196,15 @@ class TermIndex:
 
     def scan_fields(self, title: str, summary: str) -> list[Hit]:
         """All hits in a normalised headline and summary."""
-        hits = self.scan(title, "title", regex=False) + self.scan(summary, "summary", regex=False)
+        hits, maybe = self._scan(title, "title", 0, False)
+        more, maybe2 = self._scan(summary, "summary", 0, False)
+        hits += more
         if self._regex:
             both = f"{title}\n{summary}"  # one pass per regex; the offset tells the field
-            lower = both.lower()
             cut = len(title)
-            for term, names in self._regex:
+            for i, (term, names) in enumerate(self._regex):
                 assert term.regex is not None
-                if term.hint is not None and not any(h in lower for h in term.hint):
+                if term.hint is not None and i not in maybe and i not in maybe2:
                     continue  # its literals are absent: it cannot match
                 for found in term.regex.finditer(both):
                     fld = "title" if found.start() < cut else "summary"
@@ -204,13 +215,31 @@ class TermIndex:
         self, text: str, field: str, *, regex: bool = True, segment: int = 0, lemma: bool = False
     ) -> list[Hit]:
         """All hits in normalised `text` (the first of each list)."""
+        hits, maybe = self._scan(text, field, segment, lemma)
+        for i, (term, names) in enumerate(self._regex if regex else ()):
+            assert term.regex is not None
+            if term.hint is not None and i not in maybe:
+                continue
+            found = term.regex.search(text)
+            if found:
+                hits.extend(
+                    Hit(name, term.text, field, found.group(0), segment, found.start(), found.end(), lemma)
+                    for name in names
+                )
+        return hits
+
+    def _scan(self, text: str, field: str, segment: int, lemma: bool) -> tuple[list[Hit], set[int]]:
+        """The automaton's hits in `text`, and the regexes whose literal it holds."""
         hits: list[Hit] = []
+        maybe: set[int] = set()
         lower = text.lower()
         if len(lower) != len(text):  # rare letters (İ) change length when lowered: keep offsets
             lower = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
         if not self._empty:
             n, seen = len(text), set()
-            for end, (size, groups, left_word, right_word, han) in self._automaton.iter(lower):
+            for end, (size, groups, left_word, right_word, han, regexes) in self._automaton.iter(lower):
+                if regexes:
+                    maybe.update(regexes)
                 start, stop = end - size + 1, end + 1
                 if (
                     not han
@@ -239,17 +268,7 @@ class TermIndex:
                         hits.append(
                             Hit(name, term.text, field, matched, segment, start, start + len(matched), lemma)
                         )
-        for term, names in self._regex if regex else ():
-            assert term.regex is not None
-            if term.hint is not None and not any(h in lower for h in term.hint):
-                continue
-            found = term.regex.search(text)
-            if found:
-                hits.extend(
-                    Hit(name, term.text, field, found.group(0), segment, found.start(), found.end(), lemma)
-                    for name in names
-                )
-        return hits
+        return hits, maybe
 
 
 # -- sentences and Russian lemmas ---------------------------------------------------------------

@@ -438,8 +438,8 @@ SCO = Scorer(
     (*NAMED, "org_sco_acronym", "sco_host_city"),
     SC_THRESHOLD,
     sco_features,
-    # 2.5 needs the organisation named or described: a host city's summit alone is 2
-    (((*NAMED, "org_sco_acronym", "org_sco_described"),),),
+    # 2.5 needs the organisation named, or described with a host city's summit: that alone is 2
+    (((*NAMED, "org_sco_acronym"),), (("org_sco_described",), ("sco_host_city",))),
 )  # fmt: skip
 
 SCORERS: dict[str, Scorer] = {s.name: s for s in (SCO, PUTIN_XI)}

@@ -188,7 +188,9 @@ def putin_xi_features(hits: Hits) -> list[Feature]:
     p, x, ev = hits.in_segment(0, *PUTIN), hits.in_segment(0, *XI), hits.in_segment(0, *EVENT)
     if p and x:
         joined = _joined(hits, 0, p, x)
-        call = hits.in_segment(0, "cue_call")
+        # a call naming both is theirs, unless a third leader is named: "Scholz, in call with Xi,
+        # urges pressure on Putin" is Scholz's call
+        call = hits.in_segment(0, "cue_call") if not hits.in_segment(0, "other_leader") else []
         if joined:
             out.append(
                 Feature("both leaders in the headline, joined", PX["headline_joined"], "title", joined)

@@ -212,6 +212,7 @@ def test_why_names_the_score_each_piece_of_evidence_and_where_it_was_found(rules
         ("Xi and Putin among leaders as Astana summit of the Shanghai bloc opens", "", {"sco"}),
         # a call that names both is theirs
         ("Xi voices support for Putin's stance in phone call", "The Kremlin said so.", {"putin-xi"}),
+        ("Scholz tells Xi in a phone call that Beijing must restrain Putin", "", set()),  # his call
         # talks in the headline, the organisation's meeting as their setting
         (
             "India and China agree to ease tensions after talks in Moscow",

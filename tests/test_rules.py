@@ -431,11 +431,8 @@ EVAL = next(
 )
 
 
-# the third development part (written blind), beside the checkout or a worktree's parent folder
-DEV3 = next(
-    (d / "devparts" / "dev3" for d in (ROOT.parent, ROOT.parent.parent) if (d / "devparts/dev3").is_dir()),
-    ROOT.parent / "devparts" / "dev3",
-)
+# the third development part, written blind, kept in the repository
+DEV3 = ROOT / "bench" / "eval" / "dev3"
 PARTS = {"dev1": EVAL, "dev2": EVAL / "dev2", "dev3": DEV3}
 
 

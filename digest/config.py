@@ -148,8 +148,12 @@ class SmtpSettings(_Model):
 
 
 class DeliverySettings(_Model):
-    transport: Literal["outbox", "smtp"] = "outbox"
+    transport: Literal["outbox", "smtp", "sendmail"] = "outbox"
     outbox: str = Field("outbox", description="Maildir folder for the outbox transport, beside feeds.yaml")
+    sendmail_command: str = Field(
+        "/usr/sbin/sendmail -oi",
+        description="for transport: sendmail; `-f SENDER -- RECIPIENT` are added, one message per run",
+    )
     smtp: SmtpSettings = SmtpSettings()
     sender: str = "SCO & Putin–Xi digest <digest@localhost>"
     list_name: str = "SCO & Putin–Xi digest"

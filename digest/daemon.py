@@ -248,10 +248,8 @@ class Daemon:
 
     def report_to_operator(self, store: Any, address: str) -> None:
         """A plain mail listing feeds failing for a day or more, and the last day's figures."""
-        from email.message import EmailMessage
-
         from .deliver import make_transport
-        from .render import POLICY
+        from .render import domain_of, plain_message
 
         now = utcnow()
         failing = [
@@ -274,10 +272,16 @@ class Daemon:
             for st in failing
         ]
         lines += ["", f"{len(recent)} digests sent in the last day."]
-        msg = EmailMessage(policy=POLICY)
         d = self.loaded.config.delivery
-        msg["From"], msg["To"], msg["Subject"] = d.sender, address, f"digest: {len(failing)} failing feeds"
-        msg.set_content("\n".join(lines))
+        msg_id = f"<operator.{now:%Y%m%d%H%M}@{domain_of(d.sender)}>"
+        data = plain_message(
+            sender=d.sender,
+            recipient=address,
+            subject=f"digest: {len(failing)} failing feeds",
+            text="\n".join(lines),
+            msg_id=msg_id,
+            date=now,
+        )
         transport = make_transport(d, self.loaded.base_dir)
 
         async def go() -> None:
@@ -288,8 +292,8 @@ class Daemon:
                 await transport.send(
                     email.utils.parseaddr(d.sender)[1],
                     address,
-                    msg.as_bytes(),
-                    f"<operator.{now:%Y%m%d%H%M}@digest>",
+                    data,
+                    msg_id,
                 )
             finally:
                 await transport.close()

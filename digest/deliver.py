@@ -19,6 +19,7 @@ from typing import Protocol
 
 from .config import DeliverySettings, SmtpSettings
 from .errors import DeliveryError, TransportSetupError
+from .subscribers import mail_address
 
 
 class Transport(Protocol):
@@ -214,6 +215,10 @@ class SmtpTransport:
 
         s = self.s
         last = "no attempt made"
+        rcpt = mail_address(recipient)
+        # a non-ASCII local part needs SMTPUTF8 (RFC 6531 §3.4); aiosmtplib refuses to send it
+        # to a server that does not offer it (SMTPNotSupported), before MAIL FROM
+        options = [] if rcpt.isascii() and sender.isascii() else ["SMTPUTF8"]
         for attempt in range(s.retries + 1):
             if attempt:
                 await asyncio.sleep(s.retry_delay * 2 ** (attempt - 1))
@@ -226,10 +231,21 @@ class SmtpTransport:
                 try:
                     conn = self._idle.get_nowait() if not self._idle.empty() else await self._connect()
                     await self._throttle()
-                    errors, _ = await conn.smtp.sendmail(sender, [recipient], data)  # type: ignore[attr-defined]
+                    errors, _ = await conn.smtp.sendmail(  # type: ignore[attr-defined]
+                        mail_address(sender), [rcpt], data, mail_options=options
+                    )
                     if errors:  # some servers report a refused recipient here rather than raising
                         code, text = next(iter(errors.values()))
                         raise aiosmtplib.SMTPRecipientRefused(code, text, recipient)
+                except aiosmtplib.SMTPNotSupported:
+                    # this subscriber alone, and not a bounce: the address is fine, the server
+                    # cannot carry it. Retrying the same server changes nothing.
+                    self._keep(conn)
+                    raise DeliveryError(
+                        f"{recipient}: not sent: {s.host}:{s.port} does not offer SMTPUTF8 "
+                        "(RFC 6531), which an address with a non-ASCII local part needs; use a "
+                        "server that does (Postfix: smtputf8_enable = yes), or ask for an ASCII address"
+                    ) from None
                 except aiosmtplib.SMTPRecipientsRefused as exc:
                     code, text = exc.recipients[0].code, exc.recipients[0].message
                     last = f"{code} {text}"
@@ -297,7 +313,88 @@ def _dropped() -> tuple[type[BaseException], ...]:
     )
 
 
+class SendmailTransport:
+    """A local MTA's sendmail program, one message per invocation (rss2email's default transport).
+
+    The command gets `-f SENDER -- RECIPIENT` appended, like rss2email's sendmail_send (which
+    passes `-f address recipient`): the envelope is the one the ledger records, not whatever the
+    headers say, which `-t` would use. `-oi` (in the default command) keeps a line holding a lone
+    "." from ending the message. The exit status is read as sysexits.h defines it, as sendmail
+    itself does (deliver.c): 75 EX_TEMPFAIL, 74 EX_IOERR and 71 EX_OSERR mean try later; 67
+    EX_NOUSER, 68 EX_NOHOST and 65 EX_DATAERR mean this message will never go (a bounce); a
+    command that cannot run or says it is misused or misconfigured stops the run, blaming nobody.
+    """
+
+    name = "sendmail"
+    idempotent = False  # each invocation queues a new message
+    TEMPORARY = frozenset({71, 74, 75})  # EX_OSERR, EX_IOERR, EX_TEMPFAIL
+    PERMANENT = frozenset({65, 67, 68})  # EX_DATAERR, EX_NOUSER, EX_NOHOST
+    # EX_USAGE, EX_UNAVAILABLE, EX_OSFILE, EX_NOPERM, EX_CONFIG; the shell's not executable, not found
+    SETUP = frozenset({64, 69, 72, 77, 78, 126, 127})
+    TIMEOUT = 120.0  # a local MTA queues in milliseconds; two minutes means it is stuck
+
+    def __init__(self, command: str) -> None:
+        import shlex
+
+        self.command = command
+        self.argv = shlex.split(command)
+
+    async def open(self) -> None:
+        if not self.argv:
+            raise TransportSetupError("delivery.sendmail_command is empty; write e.g. /usr/sbin/sendmail -oi")
+
+    async def close(self) -> None:
+        return None
+
+    async def send(self, sender: str, recipient: str, data: bytes, message_id: str) -> None:
+        argv = [*self.argv, "-f", mail_address(sender), "--", mail_address(recipient)]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:  # not found, not executable
+            raise TransportSetupError(
+                f"sendmail: cannot run {self.argv[0]!r} ({exc.strerror or exc}); install a local MTA "
+                "or fix delivery.sendmail_command"
+            ) from None
+        try:
+            # a message is a text file: LF line ends, as sendmail(8) reads its standard input
+            _, stderr = await asyncio.wait_for(proc.communicate(data.replace(b"\r\n", b"\n")), self.TIMEOUT)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise DeliveryError(
+                f"{recipient}: {self.argv[0]} took over {self.TIMEOUT:g} s and was stopped; "
+                "tried again next run"
+            ) from None
+        code = proc.returncode
+        if code == 0:
+            return
+        said = (stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1][:200]
+        if code is not None and code < 0:
+            raise DeliveryError(
+                f"{recipient}: {self.argv[0]} killed by signal {-code} ({said}); tried again next run"
+            )
+        if code in self.SETUP:
+            raise TransportSetupError(
+                f"sendmail: {self.command!r} failed (exit {code}: {said}); "
+                "fix delivery.sendmail_command or the MTA"
+            )
+        if code in self.PERMANENT:
+            raise DeliveryError(
+                f"{recipient}: refused (sendmail exit {code}: {said})", permanent=True, code=code
+            )
+        kind = "a temporary failure" if code in self.TEMPORARY else "not sent"
+        raise DeliveryError(f"{recipient}: {kind} (sendmail exit {code}: {said}); tried again next run")
+
+
 def make_transport(settings: DeliverySettings, base_dir: Path) -> Transport:
     if settings.transport == "smtp":
         return SmtpTransport(settings.smtp)
+    if settings.transport == "sendmail":
+        return SendmailTransport(settings.sendmail_command)
     return OutboxTransport((base_dir / settings.outbox).resolve())

@@ -334,9 +334,15 @@ def build_message(
     links: Links,
     date: datetime,
 ) -> bytes:
-    msg = EmailMessage(policy=POLICY)
+    from .subscribers import mail_address
+
+    to = mail_address(recipient)
+    # a non-ASCII local part goes into the header as UTF-8 (RFC 6532 §3.2): an encoded-word is
+    # not allowed in an addr-spec (RFC 2047 §5). Such a message needs an SMTPUTF8 server anyway.
+    policy = POLICY if to.isascii() else POLICY.clone(utf8=True)
+    msg = EmailMessage(policy=policy)
     msg["From"] = sender
-    msg["To"] = recipient
+    msg["To"] = to
     msg["Subject"] = rendered.subject
     msg["Date"] = email.utils.format_datetime(date)
     msg["Message-ID"] = msg_id
@@ -348,7 +354,26 @@ def build_message(
     msg.set_content(rendered.text, charset="utf-8")
     if rendered.html is not None:
         msg.add_alternative(rendered.html, subtype="html", charset="utf-8")
-    return msg.as_bytes(policy=POLICY)
+    return msg.as_bytes(policy=policy)
+
+
+def plain_message(
+    *, sender: str, recipient: str, subject: str, text: str, msg_id: str, date: datetime
+) -> bytes:
+    """A short text mail (a confirmation, the operator report) with the headers every mail needs:
+    Date is required and Message-ID expected (RFC 5322 §3.6); spam filters score their absence."""
+    from .subscribers import mail_address
+
+    to = mail_address(recipient)
+    # a non-ASCII local part is written as UTF-8 (RFC 6532 §3.2), never as an encoded-word
+    policy = POLICY if to.isascii() else POLICY.clone(utf8=True)
+    msg = EmailMessage(policy=policy)
+    msg["From"], msg["To"], msg["Subject"] = sender, to, subject
+    msg["Date"] = email.utils.format_datetime(date)
+    msg["Message-ID"] = msg_id
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(text)
+    return msg.as_bytes(policy=policy)
 
 
 # -- one message for many subscribers --------------------------------------------------------------

@@ -34,7 +34,7 @@ from .schema import (
     subscribers,
 )
 from .subscribers import FIELDS as SUBSCRIBER_FIELDS
-from .subscribers import Subscriber
+from .subscribers import Subscriber, address_key
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -543,13 +543,39 @@ class Store:
 
     # -- subscribers -----------------------------------------------------------------------------
 
+    @staticmethod
+    def _subscriber_id(conn: Connection, email: str) -> int | None:
+        """The subscriber with this address, its local part's case aside (`Reader@example.com`
+        is reader@example.com): the exact form first (the unique index), then the same key.
+
+        Until the table has a normalised key column, the second look-up compares in Python: SQL
+        lower() folds only ASCII on SQLite and follows the collation on PostgreSQL, so it would
+        not agree with address_key on both. Candidates are the rows of the same length whose
+        ASCII-lowered form matches (both engines lower ASCII alike)."""
+        c = subscribers.c
+        found = conn.execute(sa.select(c.id).where(c.email == email)).scalar()
+        if found is not None:
+            return int(found)
+        key = address_key(email)
+        ascii_lower = "".join(ch.lower() if ch.isascii() else ch for ch in email)
+        q = sa.select(c.id, c.email).where(sa.func.length(c.email) == len(email))
+        if email.isascii():
+            q = q.where(sa.func.lower(c.email) == ascii_lower)
+        else:
+            q = q.where(c.email.endswith("@" + email.rpartition("@")[2], autoescape=True))
+        for i, e in conn.execute(q.order_by(c.id)).tuples():
+            if address_key(e) == key:
+                return int(i)
+        return None
+
     def add_subscriber(self, sub: Subscriber, now: datetime, *, update: bool = True) -> tuple[int, bool]:
         """Insert, or (with update) replace the preferences of, the subscriber with that address.
         -> (id, created)."""
         values = _subscriber_row(sub)
         c = subscribers.c
         with self._safe(), self.engine.begin() as conn:
-            found = conn.execute(sa.select(c.id, c.status).where(c.email == sub.email)).first()
+            sid = self._subscriber_id(conn, sub.email)
+            found = None if sid is None else conn.execute(sa.select(c.id, c.status).where(c.id == sid)).first()
             if found is None:
                 result = conn.execute(
                     subscribers.insert().values(**values, created_at=now, updated_at=now, salt=new_salt())
@@ -578,18 +604,18 @@ class Store:
         q = sa.select(subscribers).order_by(subscribers.c.id)
         if status:
             q = q.where(subscribers.c.status == status)
-        if email:
-            q = q.where(subscribers.c.email == email)
         with self._safe(), self.engine.connect() as conn:
+            if email:
+                q = q.where(subscribers.c.id == self._subscriber_id(conn, email))
             return [_subscriber(r) for r in conn.execute(q).mappings()]
 
     def schedules(self, *, status: str = "active", email: str | None = None) -> list[Subscriber]:
         """Subscribers with only what deciding who is due needs (id, address, cadence, time, zone)."""
         c = subscribers.c
         q = sa.select(c.id, c.email, c.cadence, c.weekday, c.send_time, c.timezone).where(c.status == status)
-        if email:
-            q = q.where(c.email == email)
         with self._safe(), self.engine.connect() as conn:
+            if email:
+                q = q.where(c.id == self._subscriber_id(conn, email))
             return [
                 Subscriber(email=e, cadence=cad, weekday=wd, send_time=t, timezone=tz, id=i)
                 for i, e, cad, wd, t, tz in conn.execute(q.order_by(c.id)).tuples()
@@ -617,7 +643,8 @@ class Store:
 
     def remove_subscriber(self, email: str) -> bool:
         with self._safe(), self.engine.begin() as conn:
-            return bool(conn.execute(subscribers.delete().where(subscribers.c.email == email)).rowcount)
+            found = self._subscriber_id(conn, email)
+            return bool(conn.execute(subscribers.delete().where(subscribers.c.id == found)).rowcount)
 
     def set_status(self, subscriber_id: int, status: str, now: datetime) -> None:
         with self._safe(), self.engine.begin() as conn:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -39,17 +40,49 @@ class Subscriber:
 
 
 def normalise_email(address: str, *, where: str = "address") -> str:
-    """A deliverable-looking address, normalised; no DNS look-up."""
+    """A deliverable-looking address, normalised; no DNS look-up.
+
+    The domain is lower-cased (and NFC, as UTS #46 maps it); the local part is kept as written,
+    since RFC 5321 §2.4 lets its owner's server tell `Reader` from `reader`. Two addresses that
+    differ only in the local part's case are still one subscriber: see address_key.
+    """
     from email_validator import EmailNotValidError, validate_email
 
-    raw = (address or "").strip()
+    raw = unicodedata.normalize("NFC", (address or "").strip())
     try:
         info = validate_email(raw, check_deliverability=False, test_environment=True)
     except EmailNotValidError as exc:
         raise AddressError(
             f"{where}: {raw!r} is not a valid e-mail address ({exc}); fix or remove it"
         ) from None
-    return str(info.normalized)
+    written = raw.rpartition("@")[0]
+    # email-validator lower-cases some local parts (one with an internationalised domain): keep
+    # the case the person wrote, which is what their server may expect
+    local = written if written.casefold() == info.local_part.casefold() else info.local_part
+    return f"{local}@{info.domain}"
+
+
+def address_key(address: str) -> str:
+    """One subscriber per key: the normalised address with its local part case-folded."""
+    local, _, domain = address.rpartition("@")
+    return f"{local.casefold()}@{domain.lower()}"
+
+
+def mail_address(address: str) -> str:
+    """The address as it goes on the wire. An internationalised domain becomes IDNA A-labels
+    (RFC 5890), so every server takes an ASCII local part at it; a non-ASCII local part keeps
+    the UTF-8 form, which only a server offering SMTPUTF8 (RFC 6531) may be given."""
+    if address.isascii():
+        return address
+    import idna
+
+    local, _, domain = address.rpartition("@")
+    if not local.isascii():
+        return address
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except idna.IDNAError:  # normalise_email let it through, so this is a stored oddity: send as is
+        return address
 
 
 def _weekday(value: Any, where: str) -> int | None:

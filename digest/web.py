@@ -25,7 +25,6 @@ import time
 from collections import defaultdict, deque
 from dataclasses import asdict, replace
 from datetime import datetime
-from email.message import EmailMessage
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -42,7 +41,7 @@ from .config import LoadedConfig
 from .deliver import make_transport
 from .errors import AddressError, DigestError
 from .pipeline import open_store, utcnow
-from .render import POLICY, default_template_dir
+from .render import default_template_dir
 from .stories import topic_title
 from .subscribers import CONFIRM_MAX_AGE, PREFERENCE_FIELDS, WEEKDAYS, Subscriber, make_subscriber
 from .tokens import Signer, load_secret, store_salts
@@ -203,23 +202,21 @@ def create_app(loaded: LoadedConfig) -> Starlette:
         return sub
 
     async def mail(to: str, subject: str, text: str, tag: str) -> None:
-        msg = EmailMessage(policy=POLICY)
-        msg["From"], msg["To"], msg["Subject"] = d.sender, to, subject
-        msg["Auto-Submitted"] = "auto-generated"
-        msg.set_content(text)
+        import email.utils
+
+        from .render import domain_of, plain_message
+
+        msg_id = f"<{tag}.{secrets.token_hex(8)}@{domain_of(d.sender)}>"
+        data = plain_message(
+            sender=d.sender, recipient=to, subject=subject, text=text, msg_id=msg_id, date=utcnow()
+        )
         # someone is waiting for the page: one short try (SMTP down took 14.5 s with the retries)
         smtp = d.smtp.model_copy(update={"retries": 0, "timeout": min(d.smtp.timeout, FORM_MAIL_TIMEOUT)})
         transport = make_transport(d.model_copy(update={"smtp": smtp}), loaded.base_dir)
-        import email.utils
 
         await transport.open()
         try:
-            await transport.send(
-                email.utils.parseaddr(d.sender)[1] or d.sender,
-                to,
-                msg.as_bytes(policy=POLICY),
-                f"<{tag}.{secrets.token_hex(8)}@digest>",
-            )
+            await transport.send(email.utils.parseaddr(d.sender)[1] or d.sender, to, data, msg_id)
         finally:
             await transport.close()
 

@@ -125,7 +125,20 @@ class State:
 pass_state = click.make_pass_decorator(State)
 
 
-@click.group(help=__doc__, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+HELP = """Poll news feeds, pick the SCO and Putin–Xi stories, fold them into stories, and mail
+digests to subscribers. Start with `digest run --once` (fetch, then send what is due).
+
+\b
+Exit codes:
+  0  done
+  1  done, but the work failed (every feed failed; with --strict, any feed; a check found problems)
+  2  usage or configuration error (bad option, invalid feeds.yaml, template or address)
+  3  database error (cannot open, migrate or write)
+  4  another scheduler holds this database's lock
+"""
+
+
+@click.group(help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--config",
     "config_path",
@@ -406,6 +419,10 @@ def entries(state: State, feed: str | None, since: str | None, fmt: str, limit: 
     """Stored entries."""
     since_t = parse_since(since, utcnow())
     with open_store(state.loaded) as store:
+        configured = {f.name for f in state.loaded.config.feeds}
+        # a feed removed from the config keeps its entries: only a name unknown to both is an error
+        if feed is not None and feed not in configured and not store.entry_counts().get(feed):
+            state.loaded.config.feed(feed)  # exit 2, naming the feed and where to look
         rows = store.iter_entries(feed=feed, since=since_t, limit=limit, newest_first=limit is not None)
         if fmt == "jsonl":
             for s in rows:
@@ -515,12 +532,16 @@ def stories(state: State, fmt: str, include_all: bool) -> None:
             sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
         return
     table = new_table()
-    for col in ("story", "published", "topics", "tags", "outlet", "title"):
+    columns = ("story", "published", "topics", "tags", "outlet", "title")
+    for col in ("selected", *columns) if include_all else columns:
         table.add_column(col, overflow="fold")
+    # the same rows as --format jsonl: with --all, the entries not selected too
     for rec in sorted(
-        (r for r in records if r["relevant"]), key=lambda r: (r["story"] or "", r["published"])
+        (r for r in records if include_all or r["relevant"]),
+        key=lambda r: (not r["relevant"], r["story"] or "", r["published"]),
     ):
         table.add_row(
+            *(["yes" if rec["relevant"] else "no"] if include_all else []),
             rec["story"] or "",
             rec["published"][:16].replace("T", " "),
             ",".join(rec["topics"]),
@@ -665,7 +686,8 @@ def rules_test(state: State, source: str | None, since: str, selected_only: bool
     rows: list[tuple[str, Any, str]] = []  # (title, classification, note)
     if source:
         for e in _read_feed_for_test(loaded, source):
-            rows.append((e.title, classify(e.title, e.summary_text, rules_), e.feed))
+            c = classify(e.title, e.summary_text, rules_)
+            rows.append((e.title, c, _closest_score(c)))
     else:
         with open_store(loaded) as store:
             stored = {c.stored.id: c for c in store.classified_entries(relevant_only=False)}
@@ -693,6 +715,15 @@ def rules_test(state: State, source: str | None, since: str, selected_only: bool
         )
     out.print(table)
     out.print(f"{sum(c.relevant for _, c, _ in rows)} of {len(rows)} entries selected")
+
+
+def _closest_score(c: Any) -> str:
+    """For an entry of a feed tried with `rules test FILE`: the topic score nearest its threshold,
+    so a dropped entry says how far it fell short and a selected one by how much it passed."""
+    if not c.scores:
+        return "no topic's trigger terms found"
+    best = max(c.scores, key=lambda sc: sc.total - sc.threshold)
+    return f"{best.topic}: {best.line()}"
 
 
 def _read_feed_for_test(loaded: LoadedConfig, source: str) -> list[Any]:
@@ -725,58 +756,85 @@ def subscribers() -> None:
 
 @subscribers.command("add")
 @click.argument("email")
-@click.option("--topics", default="", help="comma-separated topics (default: all)")
-@click.option("--tags", default="", help="only stories with one of these tags")
-@click.option("--cadence", type=click.Choice(["daily", "weekly"]), default="daily", show_default=True)
-@click.option("--weekday", default=None, help="for weekly: monday ... sunday")
-@click.option("--time", "send_time", default="07:00", show_default=True, help="local send time")
-@click.option("--timezone", default="UTC", show_default=True, help="IANA zone, e.g. Europe/Berlin")
-@click.option("--format", "fmt", type=click.Choice(["html", "text"]), default="html", show_default=True)
-@click.option("--max-stories", type=int, default=20, show_default=True)
-@click.option("--why/--no-why", "show_why", default=False, help="show why each story was picked")
+@click.option("--topics", default=None, help="comma-separated topics  [new subscriber: all]")
+@click.option("--tags", default=None, help="only stories with one of these tags  [new subscriber: any]")
+@click.option(
+    "--cadence", type=click.Choice(["daily", "weekly"]), default=None, help="[new subscriber: daily]"
+)
+@click.option("--weekday", default=None, help="with --cadence weekly: monday ... sunday  [monday]")
+@click.option("--time", "send_time", default=None, help="local send time  [new subscriber: 07:00]")
+@click.option("--timezone", default=None, help="IANA zone, e.g. Europe/Berlin  [new subscriber: UTC]")
+@click.option(
+    "--format", "fmt", type=click.Choice(["html", "text"]), default=None, help="[new subscriber: html]"
+)
+@click.option("--max-stories", type=int, default=None, help="1..200  [new subscriber: 20]")
+@click.option("--why/--no-why", "show_why", default=None, help="show why each story was picked")
 @pass_state
 @handles_errors
 def subscribers_add(
     state: State,
     email: str,
-    topics: str,
-    tags: str,
-    cadence: str,
+    topics: str | None,
+    tags: str | None,
+    cadence: str | None,
     weekday: str | None,
-    send_time: str,
-    timezone: str,
-    fmt: str,
-    max_stories: int,
-    show_why: bool,
+    send_time: str | None,
+    timezone: str | None,
+    fmt: str | None,
+    max_stories: int | None,
+    show_why: bool | None,
 ) -> None:
-    """Add a subscriber, or replace the preferences of an existing one."""
-    from .subscribers import make_subscriber
+    """Add a subscriber, or change what is given of an existing one's preferences (the rest stay)."""
+    from .subscribers import PREFERENCE_FIELDS, make_subscriber, normalise_email
 
-    sub = make_subscriber(
-        {
-            "email": email,
-            "topics": topics,
-            "tags": tags,
-            "cadence": cadence,
-            "weekday": weekday,
-            "send_time": send_time,
-            "timezone": timezone,
-            "format": fmt,
-            "max_stories": max_stories,
-            "show_why": show_why,
-        },
-        where="subscriber",
-    )
+    given = {
+        "topics": topics,
+        "tags": tags,
+        "cadence": cadence,
+        "weekday": weekday,
+        "send_time": send_time,
+        "timezone": timezone,
+        "format": fmt,
+        "max_stories": max_stories,
+        "show_why": show_why,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    address = normalise_email(email, where="subscriber")
     loaded = state.loaded
-    unknown = set(sub.topics) - {t.name for t in loaded.rules.topics}
-    if unknown:
-        raise DigestError(
-            f"unknown topic(s) {', '.join(sorted(unknown))}; known: "
-            + ", ".join(t.name for t in loaded.rules.topics)
-        )
     with open_store(loaded) as store:
+        found = store.list_subscribers(email=address)
+        base: dict[str, Any] = {}
+        if found:
+            old = found[0]
+            base = {k: getattr(old, k) for k in ("name", "status", *PREFERENCE_FIELDS)}
+            address = old.email  # the address as first stored
+        data = {**base, **given, "email": address}
+        if weekday is not None and data.get("cadence") != "weekly":
+            raise AddressError(f"--weekday {weekday}: a weekday is for weekly digests; add --cadence weekly")
+        if data.get("cadence") != "weekly":
+            data["weekday"] = None
+        sub = make_subscriber(data, where="subscriber")
+        check_topics_and_tags(loaded, [sub], "subscriber")
         _, created = store.add_subscriber(sub, utcnow())
     out.print(f"{'added' if created else 'updated'} {sub.email}", markup=False)
+
+
+def check_topics_and_tags(loaded: LoadedConfig, subs: list[Any], where: str) -> None:
+    """Topics and tags named by a subscriber must exist: a tag that matches nothing would leave
+    them an empty digest for ever. Exit 2, naming the valid ones."""
+    known_topics = [t.name for t in loaded.rules.topics]
+    known_tags = [t.name for t in loaded.rules.tags]
+    for sub in subs:
+        bad = sorted(set(sub.topics) - set(known_topics))
+        if bad:
+            raise AddressError(
+                f"{where} {sub.email}: unknown topic(s) {', '.join(bad)}; known: {', '.join(known_topics)}"
+            )
+        bad = sorted(set(sub.tags) - set(known_tags))
+        if bad:
+            raise AddressError(
+                f"{where} {sub.email}: unknown tag(s) {', '.join(bad)}; known: {', '.join(known_tags)}"
+            )
 
 
 @subscribers.command("list")
@@ -844,6 +902,7 @@ def subscribers_import(state: State, csv_file: Path) -> None:
             "save it as UTF-8 (in a spreadsheet: CSV UTF-8) and import again"
         ) from None
     subs = read_csv(text, str(csv_file))
+    check_topics_and_tags(state.loaded, subs, str(csv_file) + ":")
     with open_store(state.loaded) as store:
         created = sum(store.add_subscriber(s, utcnow())[1] for s in subs)
     out.print(f"{created} added, {len(subs) - created} updated from {csv_file}", markup=False)
@@ -886,7 +945,11 @@ def print_send(reports: list[Any]) -> int:
 
 
 @main.command()
-@click.option("--dry-run", is_flag=True, help="assemble and render, send nothing, change nothing")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="assemble and render for stored subscribers; send nothing, write nothing to the database",
+)
 @click.option("--to", "only", metavar="EMAIL", help="only this subscriber")
 @pass_state
 @handles_errors
@@ -898,7 +961,8 @@ def send(state: State, dry_run: bool, only: str | None) -> None:
     loaded = state.loaded
     warn_base_url(loaded)
     with open_store(loaded) as store:
-        organise(loaded, store)
+        if not dry_run:  # a dry run writes nothing: it sends from the stories as last organised
+            organise(loaded, store)
         reports = asyncio.run(
             send_due(
                 loaded, store, now=utcnow(), dry_run=dry_run, only=normalise_email(only) if only else None
@@ -908,36 +972,72 @@ def send(state: State, dry_run: bool, only: str | None) -> None:
         sys.exit(1)
 
 
+PREVIEW_KINDS = {".html": "html", ".htm": "html", ".txt": "text", ".eml": "message"}
+
+
 @main.command()
 @click.option(
     "--subscriber", "email", metavar="EMAIL", help="render for this subscriber (default: the first)"
 )
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="write FILE.html or FILE.eml")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write FILE.html (the HTML part), FILE.txt (the text part) or FILE.eml (the message as sent)",
+)
 @pass_state
 @handles_errors
 def preview(state: State, email: str | None, output: Path | None) -> None:
     """Render a digest as it would be sent now, without sending or recording anything."""
+    from dataclasses import replace
+
     from .dispatch import Mailer
     from .schedule import current_period
-    from .subscribers import Subscriber, normalise_email
+    from .subscribers import Subscriber, address_key, make_subscriber, normalise_email
 
+    kind = None
+    if output is not None:
+        kind = PREVIEW_KINDS.get(output.suffix.lower())
+        if kind is None:
+            raise ConfigError(f"--output {output}: end the name in .html, .txt or .eml (what to write)")
+        if not output.parent.is_dir():
+            raise ConfigError(f"--output {output}: no folder {output.parent}; create it or write elsewhere")
     loaded = state.loaded
     now = utcnow()
+    address = normalise_email(email) if email else None
+    # subscribers from feeds.yaml not yet stored are previewed as they will be, and not stored
+    configured = [
+        make_subscriber(d, where=f"{loaded.source}: subscribers[{i}]")
+        for i, d in enumerate(loaded.config.subscribers)
+    ]
     with open_store(loaded) as store:
-        subs = store.list_subscribers(email=normalise_email(email) if email else None)
-        if email and not subs:
+        subs = store.list_subscribers(email=address)
+        if not subs:
+            subs = [
+                replace(c, id=0)
+                for c in configured
+                if not address or address_key(c.email) == address_key(address)
+            ]
+        if address and not subs:
             raise DigestError(f"no subscriber {email}; `digest subscribers list` shows them")
         sub = subs[0] if subs else Subscriber("preview@example.org", id=0)
+        if kind in ("html", "text"):  # the part asked for, whatever the subscriber reads
+            sub = replace(sub, format=kind)
         mailer = Mailer(loaded, store)
         period = current_period(sub, now)
         mailer.load_history([sub.id] if sub.id else [], now)
         prepared = mailer.prepare(sub, period, now, readable=True)
-    if output is None:
-        sys.stdout.write(f"Subject: {prepared.rendered.subject}\n\n{prepared.rendered.text}")
-    elif output.suffix.lower() == ".eml":
-        output.write_bytes(prepared.data)
-    else:
-        output.write_text(prepared.rendered.html or prepared.rendered.text, encoding="utf-8")
+    rendered = prepared.rendered
+    try:
+        if output is None:
+            sys.stdout.write(f"Subject: {rendered.subject}\n\n{rendered.text}")
+        elif kind == "message":
+            output.write_bytes(prepared.data)
+        elif kind == "html":
+            output.write_text(rendered.html or "", encoding="utf-8")
+        else:
+            output.write_text(rendered.text, encoding="utf-8")
+    except OSError as exc:
+        raise DigestError(f"--output {output}: cannot write it ({exc.strerror or exc})") from None
     if output is not None:
         out.print(f"wrote {output} ({prepared.digest.count} stories for {sub.email})", markup=False)
 
@@ -982,7 +1082,11 @@ def _run_once(loaded: LoadedConfig, dry_run: bool) -> None:
     print_fetch_summary(summary, out)
     out.print(organise_line(organised))
     failed = print_send(reports)
-    if failed:
+    feeds_failed = summary.count(FetchStatus.FAILED)
+    attempted = len(summary.reports) - summary.count(FetchStatus.DEFERRED)
+    if feeds_failed and feeds_failed == attempted:  # as `fetch`: nothing new could come in
+        err.print(f"digest: every feed failed ({feeds_failed}); `digest feeds check` shows why", markup=False)
+    if failed or (feeds_failed and feeds_failed == attempted):
         sys.exit(1)
 
 
@@ -1095,6 +1199,59 @@ def serve(state: State, host: str, port: int) -> None:
     warn_base_url(loaded)
     with open_store(loaded):
         pass  # migrate before serving
+    # The socket is bound here so that a port in use is one line (uvicorn logs it and exits 1
+    # after start-up); uvicorn serves on the socket it is given.
+    sock = _listen(host, port)
     # X-Forwarded-For is read by the app, from web.trusted_proxies only: uvicorn's own reading
     # trusts anyone on 127.0.0.1 by default (forwarded_allow_ips), a client could name any address
-    uvicorn.run(create_app(loaded), host=host, port=port, log_level="info", proxy_headers=False)
+    config = uvicorn.Config(create_app(loaded), host=host, port=port, log_level="info", proxy_headers=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _listen(host: str, port: int) -> Any:
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+            "stop what holds it, or choose another --port"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _late_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    state = ctx.find_object(State)
+    if value is not None and state is not None:  # parsed before the command runs
+        state.config_path, state._loaded = value, None
+
+
+def _accept_config_everywhere(group: click.Group) -> None:
+    """`digest status --config x` as well as `digest --config x status`: people type it after."""
+    for cmd in group.commands.values():
+        if isinstance(cmd, click.Group):
+            _accept_config_everywhere(cmd)
+        elif not any(p.name == "late_config" for p in cmd.params):
+            cmd.params.append(
+                click.Option(
+                    ["--config", "late_config"],
+                    type=click.Path(dir_okay=False),
+                    expose_value=False,
+                    is_eager=True,
+                    callback=_late_config,
+                    help="feeds.yaml to use (also accepted before the command)",
+                )
+            )
+
+
+_accept_config_everywhere(main)

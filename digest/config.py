@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from .defaults import embedded_text
-from .errors import ConfigError
+from .errors import ConfigError, DigestError
 from .records import HttpLimits, RulesSource
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -108,6 +108,8 @@ class FeedSettings(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
+        if any(c.isspace() for c in v):
+            raise ValueError(f"{v!r} contains a space; remove it, or write it as %20 if the address has one")
         scheme = urlsplit(v).scheme.lower()
         if scheme in ("http", "https"):
             if not urlsplit(v).netloc:
@@ -122,6 +124,25 @@ class FeedSettings(_Model):
         if v is not None:
             _check_zone(v)
         return v
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str | None) -> str | None:
+        # a BCP 47 tag (RFC 5646): its primary subtag picks the rules' stemmer and a date zone
+        if v is None or _LANGUAGE_TAG.fullmatch(v):
+            return v
+        code = _LANGUAGE_NAMES.get(v.strip().lower())
+        hint = f"write {code!r}" if code else "write a language code such as 'en', 'ru' or 'zh'"
+        raise ValueError(f"{v!r} is not a language code (BCP 47); {hint}")
+
+
+_LANGUAGE_TAG = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
+_LANGUAGE_NAMES = {
+    "english": "en", "russian": "ru", "русский": "ru", "chinese": "zh", "中文": "zh", "mandarin": "zh",
+    "german": "de", "french": "fr", "spanish": "es", "arabic": "ar", "hindi": "hi", "japanese": "ja",
+    "kazakh": "kk", "kyrgyz": "ky", "uzbek": "uz", "tajik": "tg", "persian": "fa", "farsi": "fa",
+    "urdu": "ur", "portuguese": "pt", "italian": "it", "turkish": "tr", "korean": "ko",
+}  # fmt: skip
 
 
 def _check_zone(v: str) -> None:
@@ -228,6 +249,9 @@ class WebSettings(_Model):
         return v
 
 
+SUPPORTED_DATABASES = "SQLite (sqlite:///digest.db) or PostgreSQL (postgresql+psycopg://user@host/db)"
+
+
 class Config(_Model):
     database: str = "sqlite:///digest.db"
     http: HttpSettings = HttpSettings()
@@ -246,6 +270,16 @@ class Config(_Model):
     daemon: DaemonSettings = DaemonSettings()
     web: WebSettings = WebSettings()
     subscribers: tuple[dict[str, Any], ...] = ()
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, v: str) -> str:
+        scheme = v.split(":", 1)[0].split("+", 1)[0].lower()
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(f"{v!r}: digest stores its data in {SUPPORTED_DATABASES}; use one of those")
+        if scheme == "postgres":  # SQLAlchemy 1.4 dropped the alias (Heroku-style URLs still use it)
+            raise ValueError(f"{v!r}: write postgresql+psycopg:// instead of postgres://")
+        return v
 
     @field_validator("feeds")
     @classmethod
@@ -413,10 +447,32 @@ def format_validation_error(err: ValidationError, source: str, prefix: tuple[str
             lines.append(f"{source}: {_loc(loc)}: unknown key; remove it or fix its spelling{hint}")
         elif e["type"] == "missing":
             lines.append(f"{source}: {_loc(loc)}: required key is missing; add it")
+        elif e["type"] in _EXPECTED:
+            lines.append(f"{source}: {_loc(loc)}: {e['input']!r} is not {_EXPECTED[e['type']]}")
         else:
             msg = str(e["msg"]).removeprefix("Value error, ")
+            if msg.startswith("Input should be"):  # pydantic's wording: say what was given, and the fix
+                msg = f"{e['input']!r} is not accepted: it should be{msg.removeprefix('Input should be')}"
             lines.append(f"{source}: {_loc(loc)}: {msg}")
     return "\n".join(lines)
+
+
+# pydantic error types, said as what the key needs
+_EXPECTED = {
+    "int_type": "a whole number; write e.g. 4",
+    "int_parsing": "a whole number; write e.g. 4",
+    "int_from_float": "a whole number; write e.g. 4",
+    "float_type": "a number; write e.g. 1.5",
+    "float_parsing": "a number; write e.g. 1.5",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "text; put it in quotes",
+    "tuple_type": "a list; write e.g. [a, b] or one item per line under the key, each with '- '",
+    "list_type": "a list; write e.g. [a, b] or one item per line under the key, each with '- '",
+    "dict_type": "a mapping; write key: value lines under it",
+    "model_type": "a mapping; write key: value lines under it",
+    "model_attributes_type": "a mapping; write key: value lines under it",
+}
 
 
 MAX_CONFIG_BYTES = 2**20
@@ -460,7 +516,10 @@ def parse_config(text: str, source: str, base_dir: Path) -> LoadedConfig:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{source}: {where}not valid YAML ({problem}); fix the syntax there") from None
     if data is None:
-        data = {}
+        raise ConfigError(
+            f"{source}: the file is empty; write at least `feeds:` with one feed (see the shipped "
+            "feeds.yaml), or remove the file to use the built-in one"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping (feeds:, http:, database: ...)")
     data = _expand(data, "", source)
@@ -474,6 +533,15 @@ def parse_config(text: str, source: str, base_dir: Path) -> LoadedConfig:
                 f"{source}: feeds[{f.name}].interval: polling more often than once a "
                 "minute is impolite; use 60 or more"
             )
+    # checked here, not at the first send: a bad address would otherwise pass `feeds list`,
+    # `status` and `fetch`, then fail every run
+    from .subscribers import make_subscriber
+
+    for i, sub in enumerate(config.subscribers):
+        try:
+            make_subscriber(sub, where=f"{source}: subscribers[{i}]")
+        except DigestError as exc:
+            raise ConfigError(str(exc)) from None
     return LoadedConfig(config, source, base_dir)
 
 

@@ -300,7 +300,8 @@ async def send_due(
     finish and are recorded; rows claimed but not sent are let go for the next run. A transport
     that cannot be used at all (login refused, the SMTP circuit breaker) stops the run the same
     way and is raised once the messages in flight are recorded."""
-    seed_subscribers(loaded, store, now)
+    if not dry_run:  # a dry run changes nothing, not even the subscriber table (issue 13)
+        seed_subscribers(loaded, store, now)
     d = loaded.config.delivery
     schedules, periods, due_ids = who_is_due(store, now, only=only)
     due = set(due_ids)

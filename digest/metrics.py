@@ -16,4 +16,12 @@ FAILING_FEEDS = Gauge("digest_failing_feeds", "Enabled feeds whose last poll fai
 
 
 def serve(port: int, host: str = "127.0.0.1") -> None:
-    start_http_server(port, addr=host)
+    from .errors import ConfigError
+
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:  # in use, or a port below 1024 without the right
+        raise ConfigError(
+            f"--metrics-port {port}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+            "choose a free port, or stop what holds it"
+        ) from None

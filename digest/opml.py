@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 from xml.etree.ElementTree import Element, SubElement, tostring
 
 from defusedxml import ElementTree as SafeET
@@ -55,27 +56,84 @@ def write_opml(feeds: Iterable[FeedSettings], title: str = "digest feeds") -> st
 
 
 def add_feeds_to_config(config_path: Path, new: list[tuple[str, str]]) -> list[str]:
-    """Append feeds to the `feeds:` list of a YAML file, keeping its comments. -> names added."""
+    """Add feeds to the `feeds:` list of a YAML file. -> names added.
+
+    The file is someone's: its comments, quoting, wrapping and trailing spaces stay byte for byte.
+    The new items are inserted as text after the last feed, indented like the first one; ruamel
+    only reads where that is (a round-trip dump would re-indent and rewrap the whole file). A file
+    with nothing new is not written at all.
+    """
     from ruamel.yaml import YAML
 
-    yaml = YAML()  # round-trip: comments and layout survive
-    yaml.preserve_quotes = True
-    data = yaml.load(config_path.read_text(encoding="utf-8")) or {}
-    feeds = data.setdefault("feeds", [])
-    names = {f.get("name") for f in feeds}
-    urls = {f.get("url") for f in feeds}
-    added = []
+    text = config_path.read_text(encoding="utf-8")
+    data = YAML().load(text) or {}
+    feeds = data.get("feeds") if hasattr(data, "get") else None
+    feeds = feeds or []
+    names = {f.get("name") for f in feeds if hasattr(f, "get")}
+    urls = {f.get("url") for f in feeds if hasattr(f, "get")}
+    added: list[tuple[str, str]] = []
     for name, url in new:
         if url in urls:
             continue
         base, n = name, 2
         while name in names:
             name, n = f"{base}-{n}", n + 1
-        feeds.append({"name": name, "url": url})
         names.add(name)
-        added.append(name)
+        urls.add(url)
+        added.append((name, url))
+    if not added:
+        return []
+    new_text = _insert_feeds(text, data, added)
     tmp = config_path.with_suffix(config_path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        yaml.dump(data, fh)
+    tmp.write_bytes(new_text.encode("utf-8"))
     tmp.replace(config_path)  # atomic: a crash never leaves half a config
-    return added
+    return [name for name, _ in added]
+
+
+def _insert_feeds(text: str, data: Any, added: list[tuple[str, str]]) -> str:
+    import json
+
+    newline = "\r\n" if "\r\n" in text else "\n"
+    lines = text.splitlines(keepends=True)
+    feeds = data.get("feeds") if hasattr(data, "get") else None
+
+    def items(dash: str) -> list[str]:
+        # JSON strings are YAML double-quoted scalars: any name or URL is written safely
+        return [
+            f"{dash}- name: {json.dumps(name, ensure_ascii=False)}{newline}"
+            f"{dash}  url: {json.dumps(url, ensure_ascii=False)}{newline}"
+            for name, url in added
+        ]
+
+    if not feeds or feeds.fa.flow_style():
+        if "feeds" in (data or {}):  # `feeds: []` or `feeds: [...]`: only a re-dump can extend it
+            return _redump(text, added)
+        tail = "" if not text or text.endswith(("\n", "\r")) else newline
+        return text + tail + f"feeds:{newline}" + "".join(items("  "))
+    last_line = feeds.lc.item(len(feeds) - 1)[0]
+    first_line, first_col = feeds.lc.item(0)
+    dash = lines[first_line][: lines[first_line].rfind("-", 0, first_col + 1)]
+    keys = list(data)
+    after = keys.index("feeds") + 1
+    at = data.lc.key(keys[after])[0] if after < len(keys) else len(lines)
+    # comments and blank lines at the left margin before the next key belong to it
+    while at - 1 > last_line and (not lines[at - 1].strip() or lines[at - 1].startswith("#")):
+        at -= 1
+    if at and not lines[at - 1].endswith(("\n", "\r")):
+        lines[at - 1] += newline
+    return "".join(lines[:at] + items(dash) + lines[at:])
+
+
+def _redump(text: str, added: list[tuple[str, str]]) -> str:
+    import io
+
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    data = yaml.load(text)
+    for name, url in added:
+        data["feeds"].append({"name": name, "url": url})
+    buf = io.StringIO()
+    yaml.dump(data, buf)
+    return buf.getvalue()

@@ -80,9 +80,14 @@ def make_engine(url: str) -> Engine:
             "'sqlite:///digest.db' or 'postgresql+psycopg://user@host/db'"
         ) from None
     except ModuleNotFoundError as exc:
-        raise StorageError(
-            f"database URL {url!r} needs the driver {exc.name!r}; install it (pip install 'digest[postgres]')"
-        ) from None
+        from .config import SUPPORTED_DATABASES
+
+        hint = (
+            "install it (pip install 'digest[postgres]')"
+            if url.startswith("postgres")
+            else f"digest stores its data in {SUPPORTED_DATABASES}"
+        )
+        raise StorageError(f"database URL {url!r} needs the driver {exc.name!r}; {hint}") from None
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         db = engine.url.database

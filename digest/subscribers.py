@@ -135,8 +135,10 @@ def make_subscriber(data: Mapping[str, Any], *, where: str = "subscriber") -> Su
     status = str(data.get("status") or "active").lower()
     if status not in STATUSES:
         raise AddressError(f"{where}.status: {status!r}; use one of {', '.join(STATUSES)}")
+    raw_max = data.get("max_stories")
     try:
-        max_stories = int(data.get("max_stories") or 20)
+        # 0 is a value, not "unset": refused below rather than silently made 20
+        max_stories = 20 if raw_max is None or raw_max == "" else int(raw_max)
     except (TypeError, ValueError):
         raise AddressError(f"{where}.max_stories: {data.get('max_stories')!r} is not a number") from None
     if not 1 <= max_stories <= 200:

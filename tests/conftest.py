@@ -66,3 +66,14 @@ def write_config(tmp_path: Path, db_url: str):
         return load_config(path)
 
     return make
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say so when the PostgreSQL half of the storage tests did not run: a green run on SQLite
+    alone is easy to mistake for a green run on both."""
+    if not PG_URL:
+        terminalreporter.write_line(
+            "digest: the PostgreSQL half of the storage tests did not run: DIGEST_TEST_DATABASE_URL "
+            "was unset (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)",
+            yellow=True,
+        )

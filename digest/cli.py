@@ -1092,7 +1092,12 @@ def _run_once(loaded: LoadedConfig, dry_run: bool) -> None:
 
 @main.command()
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--metrics-port", type=int, default=None, help="serve Prometheus metrics on 127.0.0.1:PORT")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="serve Prometheus metrics on 127.0.0.1:PORT",
+)
 @click.option(
     "--wait",
     type=float,
@@ -1184,7 +1189,7 @@ def status(state: State) -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @pass_state
 @handles_errors
 def serve(state: State, host: str, port: int) -> None:
@@ -1209,6 +1214,7 @@ def serve(state: State, host: str, port: int) -> None:
 
 
 def _listen(host: str, port: int) -> Any:
+    import errno
     import socket
 
     try:
@@ -1222,6 +1228,8 @@ def _listen(host: str, port: int) -> Any:
         sock.bind(address)
     except OSError as exc:
         sock.close()
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ConfigError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
         raise ConfigError(
             f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
             "stop what holds it, or choose another --port"

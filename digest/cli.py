@@ -968,8 +968,18 @@ def send(state: State, dry_run: bool, only: str | None) -> None:
                 loaded, store, now=utcnow(), dry_run=dry_run, only=normalise_email(only) if only else None
             )
         )
+        unstored = [
+            d["email"]
+            for d in (loaded.config.subscribers if dry_run else ())
+            if not store.list_subscribers(email=normalise_email(str(d.get("email", ""))))
+        ]
     if print_send(reports):
         sys.exit(1)
+    if unstored:  # said, so that an empty dry run is not mistaken for "nobody is due"
+        out.print(
+            f"not in this dry run: {', '.join(unstored)} (in feeds.yaml, stored at the first real send)",
+            markup=False,
+        )
 
 
 PREVIEW_KINDS = {".html": "html", ".htm": "html", ".txt": "text", ".eml": "message"}

@@ -226,7 +226,9 @@ def test_send_dry_run_and_preview_write_nothing_to_the_database(offline):
     assert digest("fetch", config=offline).exit_code == 0
     before = table_dump(offline)
     assert before["subscribers"] == []  # fetch seeds nobody either
-    assert digest("send", "--dry-run", config=offline).exit_code == 0
+    r = digest("send", "--dry-run", config=offline)
+    assert r.exit_code == 0
+    assert "not in this dry run: reader@example.org, analyst@example.org (in feeds.yaml" in r.output
     r = digest("preview", config=offline)
     assert r.exit_code == 0 and "Subject:" in r.output
     assert digest("preview", "--output", str(offline.parent / "p.eml"), config=offline).exit_code == 0

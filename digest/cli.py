@@ -904,7 +904,7 @@ def subscribers_import(state: State, csv_file: Path) -> None:
     subs = read_csv(text, str(csv_file))
     check_topics_and_tags(state.loaded, subs, str(csv_file) + ":")
     with open_store(state.loaded) as store:
-        created = sum(store.add_subscriber(s, utcnow())[1] for s in subs)
+        created = store.add_subscribers(subs, utcnow())
     out.print(f"{created} added, {len(subs) - created} updated from {csv_file}", markup=False)
 
 

@@ -346,7 +346,9 @@ class SendmailTransport:
     async def close(self) -> None:
         return None
 
-    async def send(self, sender: str, recipient: str, data: bytes, message_id: str) -> None:
+    async def send(
+        self, sender: str, recipient: str, data: bytes, message_id: str, accepted: Accepted | None = None
+    ) -> None:
         argv = [*self.argv, "-f", mail_address(sender), "--", mail_address(recipient)]
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -373,6 +375,8 @@ class SendmailTransport:
             ) from None
         code = proc.returncode
         if code == 0:
+            if accepted is not None:  # one message per run: marked sent before the next run starts
+                await accepted()
             return
         said = (stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1][:200]
         if code is not None and code < 0:

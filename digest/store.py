@@ -576,25 +576,29 @@ class Store:
     def add_subscriber(self, sub: Subscriber, now: datetime, *, update: bool = True) -> tuple[int, bool]:
         """Insert, or (with update) replace the preferences of, the subscriber with that address.
         -> (id, created)."""
+        with self._safe(), self.engine.begin() as conn:
+            return self._upsert(conn, sub, now, self._subscriber_id(conn, sub.email), update=update)
+
+    @staticmethod
+    def _upsert(
+        conn: Connection, sub: Subscriber, now: datetime, known: int | None, *, update: bool
+    ) -> tuple[int, bool]:
+        """Insert `sub`, or (with update) write its preferences over subscriber `known`."""
         values = _subscriber_row(sub)
         c = subscribers.c
-        with self._safe(), self.engine.begin() as conn:
-            sid = self._subscriber_id(conn, sub.email)
-            found = None if sid is None else conn.execute(sa.select(c.id, c.status).where(c.id == sid)).first()
-            if found is None:
-                result = conn.execute(
-                    subscribers.insert().values(**values, created_at=now, updated_at=now, salt=new_salt())
-                )
-                key = result.inserted_primary_key
-                assert key is not None
-                return int(key[0]), True
-            if update:
-                # subscribing again after leaving is a new subscription: the old one's links die
-                renewed = {"salt": new_salt()} if found.status == "unsubscribed" else {}
-                conn.execute(
-                    subscribers.update().where(c.id == found.id).values(**values, **renewed, updated_at=now)
-                )
-            return int(found.id), False
+        if known is None:
+            q = subscribers.insert().values(**values, created_at=now, updated_at=now, salt=new_salt())
+            key = conn.execute(q).inserted_primary_key
+            assert key is not None
+            return int(key[0]), True
+        if update:
+            values.pop("email")  # the address as first stored
+            # subscribing again after leaving is a new subscription: the old one's links die
+            renewed = sa.case((c.status == "unsubscribed", new_salt()), else_=c.salt)
+            conn.execute(
+                subscribers.update().where(c.id == known).values(**values, salt=renewed, updated_at=now)
+            )
+        return known, False
 
     def subscriber_salts(self, ids: Sequence[int]) -> dict[int, str]:
         """The salt of each of these subscriptions (signed into their links: tokens.py)."""
@@ -604,6 +608,21 @@ class Store:
             for chunk in _chunks(sorted(set(ids)), 500):
                 found.update(conn.execute(sa.select(c.id, c.salt).where(c.id.in_(chunk))).tuples().all())
         return found
+
+    def add_subscribers(self, subs: Sequence[Subscriber], now: datetime) -> int:
+        """Insert or update many (a CSV import) in one transaction. -> how many were new.
+        The addresses' keys are read once: a look-up per row would scan the table per row."""
+        with self._safe(), self.engine.begin() as conn:
+            known = {
+                address_key(e): int(i)
+                for i, e in conn.execute(sa.select(subscribers.c.id, subscribers.c.email)).tuples()
+            }
+            created = 0
+            for sub in subs:
+                key = address_key(sub.email)
+                known[key], new = self._upsert(conn, sub, now, known.get(key), update=True)
+                created += new
+            return created
 
     def list_subscribers(self, *, status: str | None = None, email: str | None = None) -> list[Subscriber]:
         q = sa.select(subscribers).order_by(subscribers.c.id)

@@ -113,6 +113,15 @@ def test_reader_at_example_com_is_the_same_subscriber_on_every_path(tmp_path, db
     assert store.add_subscriber(Subscriber("müller@example.com"), now) == (first[0], False)
     # but a different address is a different subscriber
     assert store.add_subscriber(Subscriber("reader2@example.com"), now)[1] is True
+    csv = tmp_path / "subs.csv"
+    csv.write_text(
+        "email,send_time\nREADER@example.com,10:00\nnew@example.com,10:00\nNEW@Example.com,11:00\n"
+    )
+    imported = runner.invoke(main, [*base, "import", str(csv)])
+    assert imported.exit_code == 0 and "1 added, 2 updated" in imported.output
+    keys = [s.email.lower() for s in store.list_subscribers()]
+    assert keys.count("reader@example.com") == 1 and keys.count("new@example.com") == 1
+    assert store.list_subscribers(email="new@example.com")[0].send_time == "11:00"
     removed = runner.invoke(main, [*base, "remove", "READER@example.com"])
     assert removed.exit_code == 0
     assert not [s for s in store.list_subscribers() if s.email.lower() == "reader@example.com"]

@@ -215,10 +215,10 @@ class SmtpTransport:
 
         s = self.s
         last = "no attempt made"
-        rcpt = mail_address(recipient)
+        rcpt, envelope_from = mail_address(recipient), mail_address(sender)
         # a non-ASCII local part needs SMTPUTF8 (RFC 6531 §3.4); aiosmtplib refuses to send it
         # to a server that does not offer it (SMTPNotSupported), before MAIL FROM
-        options = [] if rcpt.isascii() and sender.isascii() else ["SMTPUTF8"]
+        options = [] if rcpt.isascii() and envelope_from.isascii() else ["SMTPUTF8"]
         for attempt in range(s.retries + 1):
             if attempt:
                 await asyncio.sleep(s.retry_delay * 2 ** (attempt - 1))
@@ -232,7 +232,7 @@ class SmtpTransport:
                     conn = self._idle.get_nowait() if not self._idle.empty() else await self._connect()
                     await self._throttle()
                     errors, _ = await conn.smtp.sendmail(  # type: ignore[attr-defined]
-                        mail_address(sender), [rcpt], data, mail_options=options
+                        envelope_from, [rcpt], data, mail_options=options
                     )
                     if errors:  # some servers report a refused recipient here rather than raising
                         code, text = next(iter(errors.values()))

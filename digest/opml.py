@@ -65,7 +65,7 @@ def add_feeds_to_config(config_path: Path, new: list[tuple[str, str]]) -> list[s
     """
     from ruamel.yaml import YAML
 
-    text = config_path.read_text(encoding="utf-8")
+    text = config_path.read_bytes().decode("utf-8")  # as it is: read_text() would turn CRLF into LF
     data = YAML().load(text) or {}
     feeds = data.get("feeds") if hasattr(data, "get") else None
     feeds = feeds or []
@@ -106,8 +106,14 @@ def _insert_feeds(text: str, data: Any, added: list[tuple[str, str]]) -> str:
         ]
 
     if not feeds or feeds.fa.flow_style():
-        if "feeds" in (data or {}):  # `feeds: []` or `feeds: [...]`: only a re-dump can extend it
-            return _redump(text, added)
+        if "feeds" in (data or {}):
+            line = data.lc.key("feeds")[0]
+            empty = re.fullmatch(r"feeds:\s*(?:\[\s*\])?\s*(#.*)?", lines[line].rstrip("\r\n"))
+            if not empty:  # `feeds: [...]` with items: only a re-dump can extend it
+                return _redump(text, added)
+            comment = f"  {empty.group(1)}" if empty.group(1) else ""
+            lines[line] = f"feeds:{comment}{newline}"
+            return "".join(lines[: line + 1] + items("  ") + lines[line + 1 :])
         tail = "" if not text or text.endswith(("\n", "\r")) else newline
         return text + tail + f"feeds:{newline}" + "".join(items("  "))
     last_line = feeds.lc.item(len(feeds) - 1)[0]
@@ -131,6 +137,7 @@ def _redump(text: str, added: list[tuple[str, str]]) -> str:
 
     yaml = YAML()
     yaml.preserve_quotes = True
+    yaml.width = 4096  # a long URL stays on its line
     data = yaml.load(text)
     for name, url in added:
         data["feeds"].append({"name": name, "url": url})

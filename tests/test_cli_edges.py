@@ -170,6 +170,37 @@ def test_feeds_import_into_a_flow_style_list_and_a_file_without_a_final_newline(
     )
 
 
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (  # CRLF line ends stay CRLF
+            "database: sqlite:///x.db\r\nfeeds:\r\n  - name: a\r\n    url: https://a.example.org/\r\n",
+            "database: sqlite:///x.db\r\nfeeds:\r\n  - name: a\r\n    url: https://a.example.org/\r\n"
+            '  - name: "a-new-one"\r\n    url: "https://new.example.org/feed?a=1&b=2"\r\n',
+        ),
+        (  # an empty list
+            "feeds: []   # none yet\ndatabase: sqlite:///x.db\n",
+            "feeds:  # none yet\n"
+            '  - name: "a-new-one"\n    url: "https://new.example.org/feed?a=1&b=2"\n'
+            "database: sqlite:///x.db\n",
+        ),
+        (  # no feeds key at all
+            "database: sqlite:///x.db\n",
+            "database: sqlite:///x.db\nfeeds:\n"
+            '  - name: "a-new-one"\n    url: "https://new.example.org/feed?a=1&b=2"\n',
+        ),
+    ],
+    ids=["crlf", "empty-list", "no-feeds-key"],
+)
+def test_feeds_import_into_other_shapes_of_file(tmp_path, before, after):
+    cfg = tmp_path / "feeds.yaml"
+    cfg.write_bytes(before.encode())
+    opml = tmp_path / "in.opml"
+    opml.write_text(OPML.format(known="https://new.example.org/feed?a=1&amp;b=2"))  # listed twice, added once
+    assert digest("feeds", "import", str(opml), config=cfg).exit_code == 0
+    assert cfg.read_bytes().decode() == after
+
+
 # -- subscribers -------------------------------------------------------------------------------------
 
 

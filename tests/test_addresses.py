@@ -149,3 +149,16 @@ def test_a_send_to_the_ascii_only_server_reaches_everyone_else_in_the_same_run(t
     finally:
         controller.stop()
     assert sorted(r.state for r in reports) == ["failed", "sent", "sent", "sent"]
+
+
+def test_the_web_form_knows_an_address_whatever_the_case_of_its_local_part(site):  # noqa: F811
+    from digest.pipeline import utcnow
+
+    client, loaded, src = site
+    store = Store(loaded.database_url)
+    store.add_subscriber(Subscriber("bo@example.org"), utcnow())
+    assert subscribe(client, "BO@Example.ORG").status_code == 200
+    (eml,) = (src / "outbox" / "new").glob("*.eml")
+    msg = parse_utf8(eml.read_bytes())
+    assert "already subscribed" in msg.get_body(("plain",)).get_content()
+    assert [s.email for s in store.list_subscribers()] == ["bo@example.org"]

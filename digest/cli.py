@@ -519,13 +519,22 @@ def story_records(store: Any, loaded: LoadedConfig, *, include_all: bool) -> lis
 @click.option(
     "--all", "include_all", is_flag=True, help="every stored entry, with relevant: false on the rest"
 )
+@click.option(
+    "--search",
+    "words",
+    metavar="WORDS",
+    help="only the stories whose titles or summaries have all these words (any of English, "
+    "Russian, Chinese), best match first",
+)
 @pass_state
 @handles_errors
-def stories(state: State, fmt: str, include_all: bool) -> None:
+def stories(state: State, fmt: str, include_all: bool, words: str | None) -> None:
     """Selected entries and the stories they were folded into."""
     loaded = state.loaded
     with open_store(loaded) as store:
         organise(loaded, store)
+        if words is not None:
+            return _found_stories(loaded, store, words, fmt)
         records = story_records(store, loaded, include_all=include_all)
     if fmt == "jsonl":
         for rec in records:
@@ -552,6 +561,41 @@ def stories(state: State, fmt: str, include_all: bool) -> None:
     out.print(table)
     n_stories = len({r["story"] for r in records if r["relevant"]})
     out.print(f"{sum(r['relevant'] for r in records)} selected entries in {n_stories} stories")
+
+
+def _found_stories(loaded: LoadedConfig, store: Any, words: str, fmt: str) -> None:
+    from .lookup import search_stories
+    from .search import parse_query
+
+    if not parse_query(words):
+        raise DigestError(f"--search {words!r} has no words to look for; give one or more words")
+    views = search_stories(loaded, store, words)
+    if fmt == "jsonl":
+        for rank, v in enumerate(views, 1):
+            rep = v.representative.stored.entry
+            rec = {
+                "rank": rank,
+                "story": f"s{v.id}",
+                "title": rep.title,
+                "link": rep.link,
+                "language": rep.language,
+                "published": max(m.stored.entry.published for m in v.entries).isoformat(),
+                "outlets": list(v.outlets),
+                "topics": list(v.topics),
+                "tags": list(v.tags),
+            }
+            sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        return
+    table = new_table()
+    for col in ("story", "published", "tags", "outlets", "title"):
+        table.add_column(col, overflow="fold")
+    for v in views:
+        rep = v.representative.stored.entry
+        newest = max(m.stored.entry.published for m in v.entries)
+        when = newest.isoformat()[:16].replace("T", " ")
+        table.add_row(f"s{v.id}", when, ",".join(v.tags), ", ".join(v.outlets), rep.title)
+    out.print(table)
+    out.print(f"{len(views)} stories with {words!r}")
 
 
 def find_entry(store: Any, ref: str) -> Any:

@@ -184,3 +184,20 @@ sent_stories = sa.Table(
     sa.Column("story_id", sa.Integer, primary_key=True),
     sa.Column("delivery_id", sa.Integer, sa.ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False),
 )
+
+# The search index (migration 0007): titles and summaries as search.index_text writes them, kept
+# in step by store.py wherever entries are written or removed. Not a metadata table: each backend
+# has its own kind. SQLite: an FTS5 table whose rowid is entries.id (bm25 ranks it; FTS5 has no
+# foreign keys, so retention removes its rows too). PostgreSQL: a tsvector per entry (title
+# weighted A, summary B), GIN-indexed, removed with its entry by the foreign key.
+SEARCH_DDL = {
+    "sqlite": [
+        "CREATE VIRTUAL TABLE entry_search USING fts5("
+        "title, summary, tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3')"
+    ],
+    "postgresql": [
+        "CREATE TABLE entry_search (entry_id INTEGER NOT NULL PRIMARY KEY"
+        " REFERENCES entries (id) ON DELETE CASCADE, document TSVECTOR NOT NULL)",
+        "CREATE INDEX ix_entry_search_document ON entry_search USING gin (document)",
+    ],
+}

@@ -22,6 +22,7 @@ from .errors import StorageError
 from .records import FORGOTTEN_ON_NEW_URL, Entry, FeedState, FetchWrite, Verdict
 from .schema import (
     SCHEMA_REVISION,
+    SEARCH_DDL,
     UTCDateTime,
     classifications,
     deliveries,
@@ -33,6 +34,7 @@ from .schema import (
     stories,
     subscribers,
 )
+from .search import fts5_query, index_text, parse_query, tsquery
 from .subscribers import FIELDS as SUBSCRIBER_FIELDS
 from .subscribers import Subscriber, address_key
 
@@ -343,7 +345,13 @@ class Store:
             conn.execute(
                 entries.update().where(entries.c.feed == feed, entries.c.entry_id == e.entry_id).values(**row)
             )
-        marked = {i for i in (*fresh_ids, *(e.entry_id for e in changed)) if i in verdicts}
+        written = [*fresh_ids, *(e.entry_id for e in changed)]
+        for chunk in _chunks(written, 500):
+            row_ids = conn.execute(
+                sa.select(entries.c.id).where(entries.c.feed == feed, entries.c.entry_id.in_(chunk))
+            ).scalars()
+            _index_entries(conn, list(row_ids))
+        marked = {i for i in written if i in verdicts}
         return inserted, len(changed), marked
 
     def iter_entries(
@@ -957,6 +965,47 @@ class Store:
         with self._safe(), self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
+    # -- search and the stories as feeds ---------------------------------------------------------
+
+    def search(self, words: str, *, limit: int = 200) -> list[SearchHit]:
+        """Entries folded into stories whose title or summary has all the words (search.py),
+        best first (SQLite: bm25, the title weighing three times the summary; PostgreSQL:
+        ts_rank, title weight A), the newest first among equals."""
+        terms = parse_query(words)
+        if not terms:
+            return []
+        with self._safe(), self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                sql = (
+                    "SELECT s.rowid, c.story_id, -bm25(entry_search, 3.0, 1.0) AS score"
+                    " FROM entry_search s JOIN classifications c ON c.entry_id = s.rowid"
+                    " JOIN entries e ON e.id = s.rowid"
+                    " WHERE entry_search MATCH :q AND c.story_id IS NOT NULL"
+                    " ORDER BY score DESC, e.published DESC, s.rowid DESC LIMIT :n"
+                )
+                query = fts5_query(terms)
+            else:
+                sql = (
+                    "SELECT s.entry_id, c.story_id, ts_rank(s.document, q) AS score"
+                    " FROM entry_search s JOIN classifications c ON c.entry_id = s.entry_id"
+                    " JOIN entries e ON e.id = s.entry_id, to_tsquery('simple', :q) q"
+                    " WHERE s.document @@ q AND c.story_id IS NOT NULL"
+                    " ORDER BY score DESC, e.published DESC, s.entry_id DESC LIMIT :n"
+                )
+                query = tsquery(terms)
+            rows = conn.execute(sa.text(sql), {"q": query, "n": limit}).tuples()
+            return [SearchHit(int(i), int(story), float(score)) for i, story, score in rows]
+
+    def recent_stories(self, *, limit: int, story_ids: Iterable[int] | None = None) -> list[StoryTimes]:
+        """Stories, the most recently updated first (a feed's entries), with when each was first
+        seen and last changed (its Atom id and times); `story_ids`: only those."""
+        q = sa.select(stories.c.id, stories.c.first_seen, stories.c.updated_at)
+        if story_ids is not None:
+            q = q.where(stories.c.id.in_(sa.bindparam("ids", sorted(set(story_ids)), expanding=True)))
+        q = q.order_by(stories.c.updated_at.desc(), stories.c.id.desc()).limit(limit)
+        with self._safe(), self.engine.connect() as conn:
+            return [StoryTimes(i, first, updated) for i, first, updated in conn.execute(q).tuples()]
+
     # -- housekeeping ----------------------------------------------------------------------------
 
     def prune_entries(self, first_seen_before: datetime) -> int:
@@ -976,6 +1025,7 @@ class Store:
             doomed = [i for i, feed, entry_id in old if (feed, entry_id) not in served]
             for chunk in _chunks(doomed, 500):
                 conn.execute(classifications.delete().where(classifications.c.entry_id.in_(chunk)))
+                _unindex_entries(conn, chunk)
                 conn.execute(entries.delete().where(entries.c.id.in_(chunk)))
             n = len(doomed)
             conn.execute(
@@ -995,6 +1045,20 @@ class Store:
                 conn.exec_driver_sql("ANALYZE")
             else:
                 conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    entry_id: int
+    story_id: int
+    score: float  # higher is better; comparable within one search only
+
+
+@dataclass(frozen=True, slots=True)
+class StoryTimes:
+    id: int
+    first_seen: datetime
+    updated_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -1036,6 +1100,39 @@ def _classification_rows(verdicts: Mapping[int, Verdict], now: datetime) -> list
     ]
 
 
+def _index_entries(conn: Connection, ids: Sequence[int]) -> None:
+    """(Re)index these entries' titles and summaries in entry_search, in the same transaction."""
+    if not ids:
+        return
+    rows = conn.execute(
+        sa.select(entries.c.id, entries.c.title, entries.c.summary_text).where(entries.c.id.in_(list(ids)))
+    ).tuples()
+    docs = [{"id": i, "t": index_text(t), "s": index_text(s)} for i, t, s in rows]
+    if not docs:
+        return
+    if conn.dialect.name == "sqlite":
+        _unindex_entries(conn, ids)
+        conn.execute(sa.text("INSERT INTO entry_search (rowid, title, summary) VALUES (:id, :t, :s)"), docs)
+    else:
+        conn.execute(
+            sa.text(
+                "INSERT INTO entry_search (entry_id, document) VALUES (:id, "
+                "setweight(to_tsvector('simple', :t), 'A') || setweight(to_tsvector('simple', :s), 'B')) "
+                "ON CONFLICT (entry_id) DO UPDATE SET document = excluded.document"
+            ),
+            docs,
+        )
+
+
+def _unindex_entries(conn: Connection, ids: Sequence[int]) -> None:
+    key = "rowid" if conn.dialect.name == "sqlite" else "entry_id"
+    conn.execute(
+        sa.text(f"DELETE FROM entry_search WHERE {key} IN :ids").bindparams(
+            sa.bindparam("ids", list(ids), expanding=True)
+        )
+    )
+
+
 def _is_empty(conn: Connection) -> bool:
     """No table of ours and no migration history: a database never used by digest."""
     present = set(sa.inspect(conn).get_table_names())
@@ -1048,6 +1145,8 @@ def _create_schema(conn: Connection) -> None:
     # the partial index of migration 0004 (not in schema.py: see the note on entries.classified)
     false = "0" if conn.dialect.name == "sqlite" else "false"
     conn.exec_driver_sql(f"CREATE INDEX ix_entries_unclassified ON entries (id) WHERE classified = {false}")
+    for ddl in SEARCH_DDL[conn.dialect.name]:  # the search index (not a metadata table)
+        conn.exec_driver_sql(ddl)
     version = sa.Table(
         "alembic_version",
         sa.MetaData(),

@@ -5,6 +5,9 @@
     /unsubscribe/{token}    a page with one button; an RFC 8058 one-click POST unsubscribes at once
     /preferences/{token}    topics, tags, cadence, time, zone, format, pause
     /archive/{token}        the digests sent, each at a stable URL
+    /feeds/{topic}.atom     a topic's newest stories as Atom (public when delivery.archive is)
+    /feeds/subscriber/{token}.atom   a subscriber's own topics and tags as Atom (signed link)
+    /search, /search/{token}         stories by words in their titles and summaries (ranked)
 
 A GET never changes anything (mail scanners prefetch links). Every form carries a CSRF token that
 must match a cookie; the one-click POST carries none (mailbox providers send no cookies, RFC 8058
@@ -19,6 +22,8 @@ confirmation link, with the row's updated_at, so the link works once (issue 12).
 
 from __future__ import annotations
 
+import email.utils
+import hashlib
 import ipaddress
 import secrets
 import time
@@ -37,11 +42,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from .atom import FeedInfo, FeedStory, atom_feed, feed_updated
 from .config import LoadedConfig
 from .deliver import make_transport
 from .errors import AddressError, DigestError
+from .lookup import feed_stories, search_stories
+from .lookup import feed_titles as lookup_titles
 from .pipeline import open_store, utcnow
-from .render import default_template_dir
+from .render import default_template_dir, safe_href
 from .stories import topic_title
 from .subscribers import CONFIRM_MAX_AGE, PREFERENCE_FIELDS, WEEKDAYS, Subscriber, make_subscriber
 from .tokens import Signer, load_secret, store_salts
@@ -171,6 +179,7 @@ def create_app(loaded: LoadedConfig) -> Starlette:
         csrf = request.cookies.get("csrf") or secrets.token_urlsafe(24)
         ctx.setdefault("message", None)
         ctx.setdefault("errors", [])
+        ctx.setdefault("feeds", [])
         html = env.get_template(name).render(
             list_name=d.list_name, csrf=csrf, topics=topics, tags=tags, weekdays=WEEKDAYS, **ctx
         )
@@ -213,7 +222,6 @@ def create_app(loaded: LoadedConfig) -> Starlette:
         # someone is waiting for the page: one short try (SMTP down took 14.5 s with the retries)
         smtp = d.smtp.model_copy(update={"retries": 0, "timeout": min(d.smtp.timeout, FORM_MAIL_TIMEOUT)})
         transport = make_transport(d.model_copy(update={"smtp": smtp}), loaded.base_dir)
-
         await transport.open()
         try:
             await transport.send(email.utils.parseaddr(d.sender)[1] or d.sender, to, data, msg_id)
@@ -442,7 +450,14 @@ def create_app(loaded: LoadedConfig) -> Starlette:
             for r in rows[:ARCHIVE_PAGE]
         ]
         older = f"/archive/{token}?page={number + 1}" if len(rows) > ARCHIVE_PAGE else None
-        return page(request, "web/archive.html.j2", items=items, older=older)
+        return page(
+            request,
+            "web/archive.html.j2",
+            items=items,
+            older=older,
+            search=f"/search/{token}",
+            feeds=[*topic_feeds(), own_feed(sid)],
+        )
 
     async def archived(request: Request) -> Response:
         token, period = request.path_params["token"], request.path_params["period"]
@@ -490,6 +505,110 @@ def create_app(loaded: LoadedConfig) -> Starlette:
                 )
         return PlainTextResponse("not found", 404)
 
+    # -- the stories as Atom feeds, and search ----------------------------------------------------
+
+    public = d.archive == "public"  # the topic feeds and the open search follow the archive's rule
+    topic_names = [t["name"] for t in topics]
+
+    def topic_feeds() -> list[dict[str, str]]:
+        return [
+            {"title": f"{t['title']} (Atom)", "href": f"/feeds/{t['name']}.atom"} for t in topics if public
+        ]
+
+    def atom_response(request: Request, info: FeedInfo, stories: list[FeedStory], titles: Any) -> Response:
+        body = atom_feed(info, stories, titles)
+        # a strong validator of the bytes themselves (RFC 9110 §8.8.3), and the newest story's
+        # change as Last-Modified; If-None-Match wins over If-Modified-Since (§13.1.3)
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        modified = email.utils.format_datetime(feed_updated(stories), usegmt=True)
+        headers = {"ETag": etag, "Last-Modified": modified, "Cache-Control": "max-age=300"}
+        asked = request.headers.get("if-none-match")
+        since = request.headers.get("if-modified-since")
+        if asked is not None:
+            fresh = etag in {t.strip().removeprefix("W/") for t in asked.split(",")} or asked.strip() == "*"
+        elif since is not None:
+            try:
+                fresh = email.utils.parsedate_to_datetime(since) >= feed_updated(stories)
+            except (TypeError, ValueError):
+                fresh = False
+        else:
+            fresh = False
+        if fresh:
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type="application/atom+xml; charset=utf-8", headers=headers)
+
+    async def topic_feed(request: Request) -> Response:
+        topic = request.path_params["topic"]
+        if not public or topic not in topic_names:
+            return PlainTextResponse("no such feed\n", 404)
+        with open_store(loaded) as store:
+            stories = feed_stories(loaded, store, topics=[topic])
+            titles = lookup_titles(store)
+        info = FeedInfo(
+            site=base,
+            self_url=f"{base}/feeds/{topic}.atom",
+            key=f"topic/{topic}",
+            title=f"{d.list_name}: {topic_title(topic)}",
+            author=d.list_name,
+            alternate=f"{base}/subscribe",
+        )
+        return atom_response(request, info, stories, titles)
+
+    async def subscriber_feed(request: Request) -> Response:
+        token = request.path_params["token"]
+        sid = signer.verify(token, "feed")
+        with open_store(loaded) as store:
+            sub = store.subscriber(sid) if sid is not None else None
+            if sid is None or sub is None:
+                gone = "this feed link is not valid; use the one on your archive page\n"
+                return PlainTextResponse(gone, 404)
+            stories = feed_stories(loaded, store, topics=sub.topics, tags=sub.tags)
+            titles = lookup_titles(store)
+        info = FeedInfo(
+            site=base,
+            self_url=f"{base}/feeds/subscriber/{token}.atom",
+            key=f"subscriber/{sid}",
+            title=d.list_name,
+            author=d.list_name,
+            alternate=f"{base}/archive/{signer.sign(sid, 'archive')}",
+        )
+        return atom_response(request, info, stories, titles)
+
+    def search_page(request: Request, action: str, feeds: list[dict[str, str]]) -> Response:
+        words = request.query_params.get("q", "")[:200].strip()
+        found: list[dict[str, Any]] = []
+        if words:
+            with open_store(loaded) as store:
+                views = search_stories(loaded, store, words)
+            for v in views:
+                rep = v.representative.stored.entry
+                found.append(
+                    {
+                        "title": rep.title,
+                        "href": safe_href(rep.link),
+                        "when": max(m.stored.entry.published for m in v.entries).strftime("%Y-%m-%d"),
+                        "outlet": v.outlets[0] if v.outlets else "",
+                        "others": v.outlets[1:],
+                        "tags": v.tags,
+                    }
+                )
+        return page(request, "web/search.html.j2", words=words, found=found, action=action, feeds=feeds)
+
+    async def search_public(request: Request) -> Response:
+        if not public:
+            return simple(request, "No such page", "Search from your archive page.", 404)
+        return search_page(request, "/search", topic_feeds())
+
+    async def search_mine(request: Request) -> Response:
+        token = request.path_params["token"]
+        sid = signer.verify(token, "archive")
+        if sid is None:
+            return bad_link(request)
+        return search_page(request, f"/search/{token}", [*topic_feeds(), own_feed(sid)])
+
+    def own_feed(sid: int) -> dict[str, str]:
+        return {"title": "Your stories (Atom)", "href": f"/feeds/subscriber/{signer.sign(sid, 'feed')}.atom"}
+
     async def home(request: Request) -> Response:
         return RedirectResponse("/subscribe", 303)
 
@@ -512,6 +631,10 @@ def create_app(loaded: LoadedConfig) -> Starlette:
         Route("/archive/{token}", archive),
         Route("/archive/{token}/{period}", archived),
         Route("/static/{name}", static),
+        Route("/feeds/{topic}.atom", topic_feed),
+        Route("/feeds/subscriber/{token}.atom", subscriber_feed),
+        Route("/search", search_public),
+        Route("/search/{token}", search_mine),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(BodyCap), Middleware(SecurityHeaders)])
     return app

@@ -5,7 +5,7 @@ reported it, its tags as categories, published (its first report) and updated (t
 change). Ids are urn:uuid URIs (RFC 4122 name-based, version 5) of the site and the story's row
 and first sighting: the same on every run, and new if the rules change and the stories are
 folded again. Text that XML 1.0 cannot carry (control characters, lone surrogates; §2.2 of the
-XML spec) is dropped: a feed reader rejects the whole document for one such character.
+XML spec) and the C1 controls are dropped: a feed reader rejects the whole document for one such character.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from .stories import StoryView, outlet_of
 
 ATOM = "http://www.w3.org/2005/Atom"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
-_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# XML 1.0 Char, less the C1 controls (§2.2 "discouraged"; feed readers take them for cp1252)
+_NOT_XML = re.compile("[^\t\n\r\u0020-\u007e\u00a0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 SUMMARY_CHARS = 600
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -45,7 +46,8 @@ class FeedStory:
 
 
 def xml_text(text: str) -> str:
-    return _NOT_XML.sub("", text)
+    # a parser reads a raw CR as LF (XML 1.0 §2.11): say LF, so that what is read is what was written
+    return _NOT_XML.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
 def story_id(site: str, story: int, first_seen: datetime) -> str:

@@ -993,14 +993,17 @@ class Store:
                 )
                 query = fts5_query(terms)
             else:
+                # each hit's story and date looked up by key (subplans): a join hashed all
+                # 100,000 classifications rows for 2,000 hits (39 ms -> 14 ms for "sco")
                 sql = (
-                    "SELECT h.entry_id, c.story_id, ts_rank(h.document, to_tsquery('simple', :q)) AS score"
-                    " FROM ("
-                    "  SELECT entry_id, document FROM entry_search WHERE document @@ to_tsquery('simple', :q)"
-                    "  ORDER BY entry_id DESC LIMIT :window) h"
-                    " JOIN classifications c ON c.entry_id = h.entry_id JOIN entries e ON e.id = h.entry_id"
-                    " WHERE c.story_id IS NOT NULL"
-                    " ORDER BY score DESC, e.published DESC, h.entry_id DESC LIMIT :n"
+                    "SELECT entry_id, story_id, score FROM ("
+                    "  SELECT h.entry_id, ts_rank(h.document, to_tsquery('simple', :q)) AS score,"
+                    "   (SELECT c.story_id FROM classifications c WHERE c.entry_id = h.entry_id) AS story_id,"
+                    "   (SELECT e.published FROM entries e WHERE e.id = h.entry_id) AS published"
+                    "  FROM (SELECT entry_id, document FROM entry_search"
+                    "   WHERE document @@ to_tsquery('simple', :q) ORDER BY entry_id DESC LIMIT :window) h"
+                    " ) r WHERE story_id IS NOT NULL"
+                    " ORDER BY score DESC, published DESC, entry_id DESC LIMIT :n"
                 )
                 query = tsquery(terms)
             rows = conn.execute(sa.text(sql), {"q": query, "n": limit, "window": SEARCH_WINDOW}).tuples()

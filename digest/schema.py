@@ -193,7 +193,7 @@ sent_stories = sa.Table(
 SEARCH_DDL = {
     "sqlite": [
         "CREATE VIRTUAL TABLE entry_search USING fts5("
-        "title, summary, tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3')"
+        "title, summary, tokenize = 'unicode61 remove_diacritics 2')"
     ],
     "postgresql": [
         "CREATE TABLE entry_search (entry_id INTEGER NOT NULL PRIMARY KEY"

@@ -348,10 +348,13 @@ class Store:
             )
         written = [*fresh_ids, *(e.entry_id for e in changed)]
         for chunk in _chunks(written, 500):
-            row_ids = conn.execute(
-                sa.select(entries.c.id).where(entries.c.feed == feed, entries.c.entry_id.in_(chunk))
-            ).scalars()
-            _index_entries(conn, list(row_ids))
+            rows = conn.execute(
+                sa.select(entries.c.id, entries.c.entry_id).where(
+                    entries.c.feed == feed, entries.c.entry_id.in_(chunk)
+                )
+            ).tuples()
+            docs = [(i, by_id[entry_id].title, by_id[entry_id].summary_text) for i, entry_id in rows]
+            _index_entries(conn, docs, fresh=not changed)
         marked = {i for i in written if i in verdicts}
         return inserted, len(changed), marked
 
@@ -1113,19 +1116,16 @@ def _classification_rows(verdicts: Mapping[int, Verdict], now: datetime) -> list
     ]
 
 
-def _index_entries(conn: Connection, ids: Sequence[int]) -> None:
-    """(Re)index these entries' titles and summaries in entry_search, in the same transaction."""
-    if not ids:
-        return
-    rows = conn.execute(
-        sa.select(entries.c.id, entries.c.title, entries.c.summary_text).where(entries.c.id.in_(list(ids)))
-    ).tuples()
-    docs = [{"id": i, "t": index_text(t), "s": index_text(s)} for i, t, s in rows]
+def _index_entries(conn: Connection, docs: Sequence[tuple[int, str, str]], *, fresh: bool = False) -> None:
+    """(Re)index entries' (row id, title, summary) in entry_search, in the caller's transaction.
+    `fresh`: rows just inserted, with nothing indexed under their ids yet."""
     if not docs:
         return
+    rows = [{"id": i, "t": index_text(t), "s": index_text(s)} for i, t, s in docs]
     if conn.dialect.name == "sqlite":
-        _unindex_entries(conn, ids)
-        conn.execute(sa.text("INSERT INTO entry_search (rowid, title, summary) VALUES (:id, :t, :s)"), docs)
+        if not fresh:
+            _unindex_entries(conn, [i for i, _, _ in docs])
+        conn.execute(sa.text("INSERT INTO entry_search (rowid, title, summary) VALUES (:id, :t, :s)"), rows)
     else:
         conn.execute(
             sa.text(
@@ -1133,7 +1133,7 @@ def _index_entries(conn: Connection, ids: Sequence[int]) -> None:
                 "setweight(to_tsvector('simple', :t), 'A') || setweight(to_tsvector('simple', :s), 'B')) "
                 "ON CONFLICT (entry_id) DO UPDATE SET document = excluded.document"
             ),
-            docs,
+            rows,
         )
 
 

@@ -30,7 +30,7 @@ def upgrade() -> None:
     if conn.dialect.name == "sqlite":
         op.execute(
             "CREATE VIRTUAL TABLE entry_search USING fts5("
-            "title, summary, tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3')"
+            "title, summary, tokenize = 'unicode61 remove_diacritics 2')"
         )
         insert = "INSERT INTO entry_search (rowid, title, summary) VALUES (:id, :t, :s)"
     else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -28,10 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from digest.config import load_config  # noqa: E402
+from digest.dispatch import Mailer  # noqa: E402
 from digest.pipeline import utcnow  # noqa: E402
 from digest.store import Store  # noqa: E402
 from digest.subscribers import Subscriber  # noqa: E402
-from digest.tokens import Signer  # noqa: E402
 
 
 def free_port() -> int:
@@ -57,27 +58,32 @@ def main() -> None:
         digest = [sys.executable, "-m", "digest", "--config", str(cfg)]
         subprocess.run([*digest, "fetch"], check=True, capture_output=True)
         subprocess.run([*digest, "stories"], check=True, capture_output=True)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        cfg.write_text(cfg.read_text().replace("  archive: public", f"  archive: public\n  base_url: {base}"))
         loaded = load_config(cfg)
         with Store(loaded.database_url) as store:
             sid, _ = store.add_subscriber(Subscriber("feeds@example.org", topics=("putin-xi",)), utcnow())
-        port = free_port()
+            sub = store.subscriber(sid)
+            assert sub is not None
+            preferences = Mailer(loaded, store).links(sub).preferences  # the link in every digest
         server = subprocess.Popen(
             [*digest, "serve", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
-            base = f"http://127.0.0.1:{port}"
             for _ in range(100):
                 try:
                     httpx.get(f"{base}/subscribe", timeout=1)
                     break
                 except httpx.TransportError:
                     time.sleep(0.1)
-            paths = [
-                "/feeds/sco.atom",
-                "/feeds/putin-xi.atom",
-                f"/feeds/subscriber/{Signer('bench-secret').sign(sid, 'feed')}.atom",
-            ]
             with httpx.Client(base_url=base, timeout=5) as client:
+                # the subscriber's feed as they find it: preferences, past digests, the feed link
+                archive = re.search(r'href="(/archive/[^"]+)"', client.get(preferences).text)
+                assert archive, "no archive link on the preferences page"
+                own = re.search(r'href="(/feeds/subscriber/[^"]+)"', client.get(archive.group(1)).text)
+                assert own, "no feed link on the archive page"
+                paths = ["/feeds/sco.atom", "/feeds/putin-xi.atom", own.group(1)]
                 for path in paths:
                     r = client.get(path)
                     parsed = feedparser.parse(r.content)

@@ -17,7 +17,6 @@ from digest.lookup import feed_stories
 from digest.pipeline import FetchOptions, fetch_feeds, organise, utcnow
 from digest.store import Store
 from digest.subscribers import Subscriber
-from digest.tokens import Signer
 from digest.web import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +39,21 @@ def make_site(tmp_path: Path, db_url: str, archive: str):
     organise(loaded, store)
     client = TestClient(create_app(loaded), base_url="https://digest.example.org")
     return client, loaded, store
+
+
+def archive_of(client: TestClient, loaded, store: Store, sid: int) -> str:
+    """A subscriber's archive page, reached as they reach it: their digest's preferences link,
+    then "Past digests" (the links are signed however tokens.py signs them)."""
+    from digest.dispatch import Mailer
+
+    sub = store.subscriber(sid)
+    assert sub is not None
+    prefs = Mailer(loaded, store).links(sub).preferences.removeprefix("https://digest.example.org")
+    return re.search(r'href="(/archive/[^"]+)"', client.get(prefs).text).group(1)  # type: ignore[union-attr]
+
+
+def feed_of_page(client: TestClient, archive: str) -> str:
+    return re.search(r'href="(/feeds/subscriber/[^"]+)"', client.get(archive).text).group(1)  # type: ignore[union-attr]
 
 
 @pytest.fixture
@@ -99,35 +113,37 @@ def test_topic_feeds_are_private_when_the_archive_is(private):
 
 def test_a_subscriber_feed_needs_its_signed_link_and_has_their_topics_and_tags_only(private):
     client, loaded, store = private
-    signer = Signer("web-secret")
-
     made = iter(range(100))
 
-    def feed_of(**prefs: object) -> list[str]:
+    def feed_of(**prefs: object) -> tuple[list[str], str, str]:
         address = f"reader{next(made)}@example.org"
         sid, _ = store.add_subscriber(Subscriber(address, **prefs), utcnow())  # type: ignore[arg-type]
-        r = client.get(f"/feeds/subscriber/{signer.sign(sid, 'feed')}.atom")
+        archive = archive_of(client, loaded, store, sid)
+        url = feed_of_page(client, archive)
+        r = client.get(url)
         parsed = feedparser.parse(r.content)
         assert r.status_code == 200 and parsed.bozo == 0
-        return [e.title for e in parsed.entries]
+        return [e.title for e in parsed.entries], url, archive
 
-    everything = feed_of()
+    everything, url, archive = feed_of()
     assert len(everything) == 2  # the example's two stories
-    [putin_xi] = feed_of(topics=("putin-xi",))
+    [putin_xi] = feed_of(topics=("putin-xi",))[0]
     assert "Putin and Xi" in putin_xi
     other_tag = next(t.name for t in loaded.rules.tags if t.name != "summit")
-    assert feed_of(tags=(other_tag,)) == [] and len(feed_of(tags=("summit",))) == 2
-    sid = store.list_subscribers()[0].id
-    assert sid is not None
-    for forged in (signer.sign(sid, "archive"), Signer("other").sign(sid, "feed"), "x.y"):
+    assert feed_of(tags=(other_tag,))[0] == [] and len(feed_of(tags=("summit",))[0]) == 2
+    token = url.removeprefix("/feeds/subscriber/").removesuffix(".atom")
+    archive_token = archive.removeprefix("/archive/")
+    tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
+    for forged in (archive_token, tampered, "x.y"):  # another purpose's token is no feed token
         assert client.get(f"/feeds/subscriber/{forged}.atom").status_code == 404
 
 
 def test_the_archive_page_links_the_feeds_and_a_search_box(private):
-    client, _, store = private
+    client, loaded, store = private
     sid, _ = store.add_subscriber(Subscriber("arch@example.org"), utcnow())
-    token = Signer("web-secret").sign(sid, "archive")
-    page = client.get(f"/archive/{token}").text
+    archive = archive_of(client, loaded, store, sid)
+    token = archive.removeprefix("/archive/")
+    page = client.get(archive).text
     feeds = re.findall(
         r'<link rel="alternate" type="application/atom\+xml" title="[^"]*" href="([^"]+)"', page
     )
@@ -146,10 +162,10 @@ def test_the_search_page_finds_stories_in_each_language(public, words):
 
 
 def test_search_is_behind_the_archive_token_when_the_archive_is_private(private):
-    client, _, store = private
+    client, loaded, store = private
     assert client.get("/search", params={"q": "Tianjin"}).status_code == 404
     sid, _ = store.add_subscriber(Subscriber("s@example.org"), utcnow())
-    token = Signer("web-secret").sign(sid, "archive")
+    token = archive_of(client, loaded, store, sid).removeprefix("/archive/")
     assert "Tianjin" in client.get(f"/search/{token}", params={"q": "Tianjin"}).text
     assert client.get("/search/forged", params={"q": "Tianjin"}).status_code == 400
 

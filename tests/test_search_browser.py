@@ -6,19 +6,22 @@ import asyncio
 
 from digest.store import Store
 from digest.subscribers import Subscriber
-from digest.tokens import Signer
 from tests.test_web_browser import ARTIFACTS, CHROMIUM, playwright, pytestmark, served  # noqa: F401
 
 
 def test_the_search_box_finds_stories_in_chinese_and_russian(served):  # noqa: F811
     from digest.pipeline import FetchOptions, fetch_feeds, organise, utcnow
 
-    base, _, loaded = served
+    _, _, loaded = served
     store = Store(loaded.database_url)
     asyncio.run(fetch_feeds(loaded, store, FetchOptions()))
     organise(loaded, store)
+    from digest.dispatch import Mailer
+
     sid, _ = store.add_subscriber(Subscriber("finder@example.org"), utcnow())
-    token = Signer("browser").sign(sid, "archive")
+    sub = store.subscriber(sid)
+    assert sub is not None
+    preferences = Mailer(loaded, store).links(sub).preferences  # the link in every digest
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
@@ -30,7 +33,9 @@ def test_the_search_box_finds_stories_in_chinese_and_russian(served):  # noqa: F
         page.on(
             "response", lambda r: missing.append(r.url) if r.status >= 400 and "favicon" not in r.url else 0
         )
-        page.goto(f"{base}/archive/{token}")
+        page.goto(preferences)
+        page.click("text=Past digests")
+        page.wait_for_url("**/archive/**")
         page.fill("input[name=q]", "普京")
         page.press("input[name=q]", "Enter")
         page.wait_for_url("**/search/**")

@@ -402,6 +402,7 @@ def create_app(loaded: LoadedConfig) -> Starlette:
             "action": f"/preferences/{token}",
             "archive": f"/archive/{signer.sign(sid, 'archive')}",
             "unsubscribe": f"/unsubscribe/{signer.sign(sid, 'unsubscribe')}",
+            "feeds": [own_feed(sid)],
         }
         if request.method == "GET":
             return page(request, "web/preferences.html.j2", sub=sub, **links)

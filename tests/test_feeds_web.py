@@ -150,6 +150,13 @@ def test_the_archive_page_links_the_feeds_and_a_search_box(private):
     assert feeds and all(f.startswith("/feeds/subscriber/") for f in feeds)  # private: no topic feeds
     assert client.get(feeds[0]).status_code == 200
     assert f'<form method="get" action="/search/{token}"' in page
+    # and the preferences page, where every digest's footer leads, names the same feed
+    from digest.dispatch import Mailer
+
+    sub = store.subscriber(sid)
+    assert sub is not None
+    prefs = Mailer(loaded, store).links(sub).preferences.removeprefix("https://digest.example.org")
+    assert f'href="{feeds[0]}"' in client.get(prefs).text
 
 
 @pytest.mark.parametrize("words", ["Tianjin", "普京", "ШОС"])

@@ -568,7 +568,7 @@ def _found_stories(loaded: LoadedConfig, store: Any, words: str, fmt: str) -> No
     from .search import parse_query
 
     if not parse_query(words):
-        raise DigestError(f"--search {words!r} has no words to look for; give one or more words")
+        _fail(f"--search {words!r} has no words to look for; give one or more words", 2)  # usage
     views = search_stories(loaded, store, words)
     if fmt == "jsonl":
         for rank, v in enumerate(views, 1):

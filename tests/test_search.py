@@ -183,3 +183,27 @@ def test_parsed_queries():
 def test_any_words_are_a_valid_query_on_either_backend(store: Store, words: str):
     """Whatever is typed in the box: an answer (perhaps empty), never a syntax error."""
     assert isinstance(store.search(words), list)
+
+
+def test_stories_search_on_the_command_line(offline):
+    import json
+
+    from click.testing import CliRunner
+
+    from digest.cli import main
+
+    def digest(*args: str):
+        return CliRunner().invoke(main, ["--config", str(offline), *args])
+
+    assert digest("fetch").exit_code == 0
+    r = digest("stories", "--search", "普京", "--format", "jsonl")
+    assert r.exit_code == 0, r.output
+    [story] = [json.loads(line) for line in r.output.splitlines()]
+    assert story["rank"] == 1 and "Putin" in story["title"] and len(story["outlets"]) == 3
+    table = digest("stories", "--search", "Tianjin summit")
+    assert table.exit_code == 0 and "stories with 'Tianjin summit'" in table.output
+    bad = digest("stories", "--search", "?!")
+    assert bad.exit_code == 2  # a usage error
+    assert [line for line in bad.output.splitlines() if line.strip()] == [
+        "digest: error: --search '?!' has no words to look for; give one or more words"
+    ]

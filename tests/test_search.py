@@ -109,6 +109,17 @@ def test_a_title_outranks_a_summary_and_the_newest_comes_first_among_equals(stor
     assert found(store, "summit") == ["newer", "older", "summary-only"]
 
 
+def test_a_search_ranks_the_newest_reports_with_its_words(store: Store):
+    """The documented window: a common word is ranked among the newest SEARCH_WINDOW reports
+    that have it; an older report is found by words more specific to it."""
+    from digest.store import SEARCH_WINDOW
+
+    old = entry("old", "Summit summit summit in Bishkek")  # the best match for "summit", but oldest
+    put(store, [old, *(entry(f"n{i}", f"Summit report {i}", hours=1) for i in range(SEARCH_WINDOW))])
+    assert "old" not in found(store, "summit")
+    assert found(store, "summit Bishkek") == ["old"]
+
+
 def test_the_index_follows_updates_and_retention(store: Store):
     put(store, [entry("a", "SCO summit opens"), entry("b", "Putin visits Tianjin")])
     changed = entry("a", "SCO summit closes")

@@ -185,7 +185,7 @@ sent_stories = sa.Table(
     sa.Column("delivery_id", sa.Integer, sa.ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False),
 )
 
-# The search index (migration 0007): titles and summaries as search.index_text writes them, kept
+# The search index (migration 0008): titles and summaries as search.index_text writes them, kept
 # in step by store.py wherever entries are written or removed. Not a metadata table: each backend
 # has its own kind. SQLite: an FTS5 table whose rowid is entries.id (bm25 ranks it; FTS5 has no
 # foreign keys, so retention removes its rows too). PostgreSQL: a tsvector per entry (title

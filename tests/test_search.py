@@ -137,14 +137,14 @@ def test_the_index_follows_updates_and_retention(store: Store):
     assert indexed == {s.id for s in store.iter_entries()}  # no row for a removed entry
 
 
-def test_upgrading_from_0006_indexes_the_entries_already_stored(db_url):
+def test_upgrading_from_0007_indexes_the_entries_already_stored(db_url):
     from alembic import command
 
     from digest.store import _alembic_config, make_engine
 
     engine = make_engine(db_url)
     with engine.begin() as conn:
-        command.upgrade(_alembic_config(conn), "0006")
+        command.upgrade(_alembic_config(conn), "0007")
         conn.execute(sa.text("INSERT INTO feeds (name, url, error_count) VALUES ('f', 'https://e/feed', 0)"))
         cols = "feed, entry_id, title, summary_html, summary_text, published, content_hash, first_seen, "
         cols += "updated_at, classified"

@@ -407,7 +407,7 @@ def test_upgrading_from_0006_keeps_the_ledger_never_reuses_ids_and_keeps_old_lin
             conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('subscribers', 'id'), 3)")
     engine.dispose()
     with Store(db_url) as store:  # opening migrates to head
-        assert store.current_revision() == "0007"
+        assert store.current_revision() == Store.head_revision()  # 0007 and what came after
         assert store.last_digests([1, 2, 3]) == {1: T0, 2: T0, 3: T0}
         assert store.sent_stories([1, 2, 3], [7]) == {1: {7}, 2: {7}, 3: {7}}
         assert store.remove_subscriber("s3@example.org")

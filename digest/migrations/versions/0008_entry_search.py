@@ -4,8 +4,8 @@ SQLite: an FTS5 table (rowid = entries.id, unicode61 tokenizer; Chinese is index
 a word, see digest/search.py). PostgreSQL: a tsvector per entry with a GIN index. Entries
 stored before this revision are indexed here, in batches.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 """
 
 import re
@@ -13,8 +13,8 @@ import re
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

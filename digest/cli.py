@@ -240,6 +240,16 @@ def run_fetch(
         raise
 
 
+# daemon and run --once: the claims keep several schedulers correct; the lock is only asked for
+wait_option = click.option(
+    "--wait",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="be the only scheduler: hold the database's scheduler lock, waiting this long for it",
+)
+
+
 @main.command()
 @click.option("--feed", "only", metavar="NAME", help="fetch this feed only (even if disabled)")
 @click.option("--force", is_flag=True, help="ignore back-off and Retry-After (be careful)")
@@ -1099,13 +1109,7 @@ def preview(state: State, email: str | None, output: Path | None) -> None:
 @main.command()
 @click.option("--once", is_flag=True, required=True, help="one run: fetch due feeds, then send due digests")
 @click.option("--dry-run", is_flag=True, help="fetch, but send nothing and record no delivery")
-@click.option(
-    "--wait",
-    type=float,
-    default=None,
-    metavar="SECONDS",
-    help="be the only scheduler: hold the database's scheduler lock, waiting this long for it",
-)
+@wait_option
 @pass_state
 @handles_errors
 def run(state: State, once: bool, dry_run: bool, wait: float | None) -> None:
@@ -1152,13 +1156,7 @@ def _run_once(loaded: LoadedConfig, dry_run: bool) -> None:
     default=None,
     help="serve Prometheus metrics on 127.0.0.1:PORT",
 )
-@click.option(
-    "--wait",
-    type=float,
-    default=None,
-    metavar="SECONDS",
-    help="be the only scheduler: hold the database's scheduler lock, waiting this long for it",
-)
+@wait_option
 @click.option("--verbose", "-v", is_flag=True, help="debug logging")
 @pass_state
 @handles_errors

@@ -1,6 +1,6 @@
 """Fold the same story from many outlets into one. Pure: entries and features in, story ids out.
 
-A story is one event told from one angle (issue 11). Layers, cheapest and surest first (notes §5):
+A story is one event told from one angle (issue 11). Layers, cheapest and surest first:
   1. the same article: canonical URL (tracking parameters, scheme, `www.`/`m.`, AMP forms,
      trailing slash and fragment normalised; old-style Google News ids decoded), or the same GUID;
   2. the same headline once an aggregator's " - Outlet" suffix is dropped;
@@ -46,7 +46,8 @@ def decode_google_news(url: str) -> str | None:
     """The publisher URL inside an old-style Google News article id, if it carries one.
 
     Ids before mid-2024 are base64 of a small protobuf holding the URL; newer ones are opaque
-    and need Google's RPC, which we do not call (notes §5.1): those stay None.
+    and need Google's RPC, which we do not call (SSujitX/google-news-url-decoder#2): those
+    stay None.
     """
     m = _GOOGLE_NEWS.match(url)
     if not m:

@@ -4,14 +4,15 @@
     every tick:         send the digests that are due (schedule.current_period per subscriber)
     every housekeeping: prune old entries, tidy the database, mail the operator report
 
-Why this shape (notes §1): BlockingScheduler with a thread pool, each job calling asyncio.run, so
-every run gets a fresh event loop and clients and shutdown(wait=True) finishes what is in flight;
-an in-memory job store, because send times live in the database (a job store re-added at start
-would silently drop a run missed during downtime, and a shared one double-fires). Several daemons
-may share a database (on one machine or several on PostgreSQL): each feed's poll and each
-digest is claimed by one of them under a lease (store.claim_feeds, store.claim_deliveries), so
-they split the work, and when one dies the others take its share once its leases run out. With
-`--wait` a daemon is instead the only scheduler, holding digest.lock (a standby waits for it).
+Why this shape (the APScheduler 3.x user guide): BlockingScheduler with a thread pool, each job
+calling asyncio.run, so every run gets a fresh event loop and clients and shutdown(wait=True)
+finishes what is in flight; an in-memory job store, because send times live in the database (a job
+store re-added at start would silently drop a run missed during downtime, and a shared one
+double-fires). Several daemons may share a database (on one machine or several on PostgreSQL):
+each feed's poll and each digest is claimed by one of them under a lease (store.claim_feeds,
+store.claim_deliveries), so they split the work, and when one dies the others take its share once
+its leases run out. With `--wait` a daemon is instead the only scheduler, holding digest.lock (a
+standby waits for it).
 
 Faults (issue 12): with `--wait`, every tick first asks whether the lock is still held (a
 PostgreSQL restart ends the session that held it). If not, nothing is scheduled until it is taken
@@ -348,7 +349,8 @@ class Daemon:
 
                 serve(self.metrics_port)
             d = self.loaded.config.daemon
-            grace = int(max(60, d.tick * 5))  # a late tick still runs (the 1 s default drops it: notes §1.2)
+            # a late tick still runs (APScheduler's misfire_grace_time: its 1 s default drops it)
+            grace = int(max(60, d.tick * 5))
             self.scheduler = BlockingScheduler(
                 timezone=UTC,
                 executors={"default": ThreadPoolExecutor(3)},

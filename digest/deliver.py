@@ -104,9 +104,9 @@ class _Connection:
 class SmtpTransport:
     """aiosmtplib with a small pool of reused connections, a rate limit and retries.
 
-    SMTP is sequential per connection, so parallelism comes from several connections (notes §4.3);
+    SMTP is sequential per connection, so parallelism comes from several connections (RFC 5321);
     each is renewed after `per_connection` messages. Bytes are sent with sendmail() because
-    send_message() re-serialises with the default policy and folds List-Unsubscribe (notes §4.1).
+    send_message() re-serialises with the default policy and folds List-Unsubscribe (email.policy).
     """
 
     name = "smtp"
@@ -294,7 +294,7 @@ class SmtpTransport:
         )
 
     def _keep(self, conn: _Connection | None) -> None:
-        # a refused recipient leaves the session usable (notes §4.3)
+        # a refused recipient leaves the session usable (RFC 5321 §4.2: RCPT is answered alone)
         if conn is not None:
             self._idle.put_nowait(conn)
 

@@ -1,7 +1,7 @@
 """Fetch feeds politely and concurrently: the network edge of the pipeline.
 
 One small httpx pool per host (a per-host limit is where politeness belongs, and small pools
-cost far less CPU than one big one: notes §3, "one big pool is CPU-bound"), a global cap on
+cost far less CPU than one big one: measured in bench/RESULTS.md), a global cap on
 requests in flight, a total deadline per feed (httpx's read timeout is per chunk, so a
 slow drip would never trip it), conditional GET, and our own bounded decompression
 (httpx inflates a whole chunk at once, so a gzip bomb would be in memory before any cap).

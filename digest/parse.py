@@ -22,7 +22,8 @@ import nh3
 from .records import Entry, ParsedFeed
 
 # Markup kept in summaries. No <img>: feed images are tracking pixels as often as not,
-# and feedparser's own sanitizer keeps them (notes §2.1).
+# and feedparser's own sanitizer keeps them
+# (https://feedparser.readthedocs.io/en/latest/html-sanitization.html).
 _ALLOWED_TAGS = {
     "a",
     "b",
@@ -133,7 +134,8 @@ def _zone_for(language: str | None, timezone: str | None) -> ZoneInfo | None:
 def parse_published(
     raw: str | None, parsed: Any, *, language: str | None, timezone: str | None
 ) -> datetime | None:
-    """The entry's date in UTC, fixing feedparser's known traps (notes §2.3)."""
+    """The entry's date in UTC, fixing feedparser's known traps
+    (https://feedparser.readthedocs.io/en/latest/date-parsing.html)."""
     zone = _zone_for(language, timezone)
     if raw:
         m = _ABBR.search(raw)
@@ -205,7 +207,8 @@ def _summary(e: Any) -> tuple[str, str | None]:
         detail = e["content"][0]
         value = detail.get("value") or ""
     if detail.get("type") == "text/plain":
-        value = html.escape(value)  # plain text is not sanitized by anyone: escape it (notes §2.1)
+        # plain text is not sanitized by anyone (feedparser's HTML sanitization docs): escape it
+        value = html.escape(value)
     return value, detail.get("base") or None
 
 
@@ -220,7 +223,8 @@ def _title(e: Any) -> str:
 
 
 def _entry_ids(raw_entries: list[Any]) -> list[str | None]:
-    """GUIDs, except those a feed reuses for different items: those are broken (notes §5.1)."""
+    """GUIDs, except those a feed reuses for different items: those are broken (a
+    guid is only meant to be unique within a feed: https://www.rssboard.org/rss-specification)."""
     guids = [_get(e, "id") or None for e in raw_entries]
     counts = Counter(g for g in guids if g)
     return [g if g and counts[g] == 1 else None for g in guids]
@@ -287,7 +291,8 @@ def parse_feed(
         content_type = "application/xml"
     headers = {}
     if content_type:
-        headers["content-type"] = content_type  # lower-case keys: feedparser ignores others (notes §2.4)
+        # lower-case keys: feedparser ignores others (kurtmckee/feedparser#423)
+        headers["content-type"] = content_type
     # No content-location: with a base URI feedparser joins URLs at every element (a third
     # of its time); the few relative links a feed has are made absolute below instead.
     # Except where xml:base is used: feedparser composes a relative xml:base correctly only
@@ -298,7 +303,8 @@ def parse_feed(
         headers["content-language"] = content_language
     import feedparser  # here, not at the top: a run where nothing changed never pays for it
 
-    # BytesIO, never bytes: feedparser opens a path or URL given as bytes (notes §2.4).
+    # BytesIO, never bytes: feedparser opens a path or URL given as bytes (its parse() docstring:
+    # "Do not pass untrusted strings").
     # Our own sanitizer (nh3) runs below, so feedparser's slower one is skipped, and so is its
     # relative-URI pass over every summary (15% of parse time): sanitize_html resolves the
     # links it keeps.
@@ -393,7 +399,7 @@ def _entries_of(
                 title=title,
                 summary_html=summary_html,
                 summary_text=summary_text,
-                # a missing or future date becomes the fetch time, flagged (notes §2.3)
+                # a missing or future date becomes the fetch time, flagged (as reader does)
                 published=fetched_at if fallback or published is None else published,
                 published_fallback=fallback,
                 author=html_to_text(_get(raw, "author", "")) or None,

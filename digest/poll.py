@@ -67,7 +67,7 @@ def next_state(
         next_poll=now + timedelta(seconds=interval * spread),
     )
     if result.status is FetchStatus.OK:
-        # validators from a 200 only; a server that drops them resets ours (notes §3)
+        # validators from a 200 only; a server that drops them resets ours (RFC 9110 §13.1)
         new = replace(
             new, etag=result.etag, last_modified=result.last_modified, body_hash=body_hash or state.body_hash
         )

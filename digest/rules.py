@@ -13,7 +13,7 @@ A condition is `[title:|summary:]TERM` or `[field:]$list` (field defaults to tit
 A rule matches when one of its `any` conditions holds (or it has none), all of its `all`
 conditions hold, and none of its `none` conditions. A topic or tag matches when any rule does.
 
-Text is normalised first (notes §6): NFKC (full-width letters, NBSP), format characters
+Text is normalised first (Unicode UAX #15): NFKC (full-width letters, NBSP), format characters
 dropped (soft hyphen, zero-width space), typographic quotes and dashes made plain.
 """
 
@@ -43,7 +43,7 @@ _QUOTES = str.maketrans(
 )  # fmt: skip
 
 
-# Unicode format characters (category Cf) that turn up in news text; NFKC keeps them (notes §6).
+# Unicode format characters (category Cf) that turn up in news text; NFKC keeps them (UAX #15).
 _FORMAT = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]")
 
 

@@ -25,8 +25,8 @@ data = sys.stdin.buffer.read()
 if code:
     sys.stderr.write("fake sendmail: refusing " + recipient + "\\n")
     sys.exit(code)
-n = len(list(spool.glob("*.json")))
-(spool / f"{{n}}.json").write_text(json.dumps({{"argv": argv, "data": data.decode("utf-8")}}))
+# one file per run, named by its pid: runs for different subscribers may overlap
+(spool / f"{{os.getpid()}}.json").write_text(json.dumps({{"argv": argv, "data": data.decode("utf-8")}}))
 """
 
 

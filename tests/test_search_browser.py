@@ -6,7 +6,8 @@ import asyncio
 
 from digest.store import Store
 from digest.subscribers import Subscriber
-from tests.test_web_browser import ARTIFACTS, CHROMIUM, playwright, pytestmark, served  # noqa: F401
+from tests.support.browser import launch
+from tests.test_web_browser import ARTIFACTS, playwright, pytestmark, served  # noqa: F401
 
 
 def test_the_search_box_finds_stories_in_chinese_and_russian(served):  # noqa: F811
@@ -24,7 +25,7 @@ def test_the_search_box_finds_stories_in_chinese_and_russian(served):  # noqa: F
     preferences = Mailer(loaded, store).links(sub).preferences  # the link in every digest
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 375, "height": 800})
         complaints: list[str] = []  # a CSP violation is reported on the console
         csp = "Content Security Policy"

@@ -18,10 +18,10 @@ from aiosmtpd.controller import Controller
 
 from digest.config import load_config
 from digest.store import Store
+from tests.support.browser import CHROMIUM, launch
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = shutil.which("chromium")
 playwright = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
 )
@@ -100,15 +100,7 @@ def test_subscribe_confirm_adjust_receive_and_leave_in_a_browser(served, tmp_pat
     base, inbox, loaded = served
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-            ],
-        )
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 375, "height": 900})
         page.goto(f"{base}/subscribe")
         assert page.evaluate("document.documentElement.scrollWidth") <= 375  # usable on a phone

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from digest.parse import html_to_text
-from digest.rules import compile_rules, normalise
+from digest.feeds.parse import html_to_text
+from digest.model.rules import compile_rules, normalise
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--config", type=Path, default=Path("feeds.yaml"))
     a = ap.parse_args()
-    from digest.select import classify
+    from digest.model.judge import classify
 
     data = yaml.safe_load(a.config.read_text(encoding="utf-8"))
     rules = compile_rules({k: data.get(k) or {} for k in ("terms", "topics", "tags")}, str(a.config))

@@ -32,9 +32,9 @@ from common import digest_venv, in_project_env  # noqa: E402
 in_project_env()
 
 from digest.config import load_config  # noqa: E402
-from digest.dispatch import send_due  # noqa: E402
-from digest.store import Store  # noqa: E402
-from digest.subscribers import make_subscriber  # noqa: E402
+from digest.model.subscribers import make_subscriber  # noqa: E402
+from digest.service.sending import send_due  # noqa: E402
+from digest.storage.store import Store  # noqa: E402
 from tests.support.feedserver import make_items, rss  # noqa: E402
 
 

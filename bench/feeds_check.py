@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from digest.config import load_config  # noqa: E402
-from digest.dispatch import Mailer  # noqa: E402
-from digest.pipeline import utcnow  # noqa: E402
-from digest.store import Store  # noqa: E402
-from digest.subscribers import Subscriber  # noqa: E402
+from digest.model.subscribers import Subscriber  # noqa: E402
+from digest.service.pipeline import utcnow  # noqa: E402
+from digest.service.sending import Mailer  # noqa: E402
+from digest.storage.store import Store  # noqa: E402
 
 
 def free_port() -> int:

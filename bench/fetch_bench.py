@@ -99,7 +99,7 @@ def feedparser_cpu(bodies: list[bytes], runs: int = 3) -> tuple[float, float]:
     calls it, and digest's parse."""
     import feedparser
 
-    from digest.parse import parse_feed
+    from digest.feeds.parse import parse_feed
 
     now = datetime.now(UTC)
     plain, ours = [], []
@@ -173,7 +173,7 @@ def main() -> None:
     plain, ours = feedparser_cpu(bodies, runs=min(3, a.runs))
     entries = a.feeds * a.items
     print(f"{'single-core parse, feedparser alone':<34} cpu {plain:7.2f} s  ({entries} entries)")
-    print(f"{'single-core parse, digest.parse':<34} cpu {ours:7.2f} s")
+    print(f"{'single-core parse, digest.feeds.parse':<34} cpu {ours:7.2f} s")
     cold, warm = med("digest cold"), med("digest warm")
     print(f"cold wall / feedparser single-core CPU: {cold.wall / plain:.2f}")
     if results["r2e cold"]:

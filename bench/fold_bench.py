@@ -23,11 +23,11 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from digest.cluster import cluster, conflict
 from digest.config import load_config
-from digest.parse import parse_feed
-from digest.pipeline import _features
-from digest.select import classify
+from digest.feeds.parse import parse_feed
+from digest.model.fold import cluster, conflict
+from digest.model.judge import classify
+from digest.service.pipeline import _features
 
 ROOT = Path(__file__).resolve().parent.parent
 

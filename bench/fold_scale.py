@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from digest.cluster import DEFAULT_SETTINGS, Clusterer, processing_order, story_entry
+from digest.model.fold import DEFAULT_SETTINGS, Clusterer, processing_order, story_entry
 
 TOPICS = ["summit", "bank", "energy", "Kashmir", "Iran", "roadmap", "observer", "forum", "grid", "water"]
 CITIES = ["place_tianjin", "place_astana", "place_bishkek", "place_tashkent"]

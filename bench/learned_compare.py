@@ -21,9 +21,9 @@ from pathlib import Path
 
 import yaml
 
-from digest.parse import html_to_text
-from digest.rules import compile_rules
-from digest.select import classify
+from digest.feeds.parse import html_to_text
+from digest.model.judge import classify
+from digest.model.rules import compile_rules
 
 Example = tuple[
     dict[str, set[str]], dict[str, float], set[str], bool

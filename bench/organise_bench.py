@@ -33,13 +33,13 @@ from common import in_project_env  # noqa: E402
 
 in_project_env()
 
-from digest.cluster import cluster, story_entry  # noqa: E402
 from digest.config import load_config  # noqa: E402
-from digest.parse import html_to_text  # noqa: E402
-from digest.pipeline import organise  # noqa: E402
-from digest.records import Entry  # noqa: E402
-from digest.select import classify  # noqa: E402
-from digest.store import FetchWrite, Store  # noqa: E402
+from digest.feeds.parse import html_to_text  # noqa: E402
+from digest.model.fold import cluster, story_entry  # noqa: E402
+from digest.model.judge import classify  # noqa: E402
+from digest.model.records import Entry  # noqa: E402
+from digest.service.pipeline import organise  # noqa: E402
+from digest.storage.store import FetchWrite, Store  # noqa: E402
 
 EVAL = ROOT.parent / "shared" / "eval" / "items.jsonl"
 

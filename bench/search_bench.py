@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sqlalchemy as sa
 
 from digest.config import load_config
-from digest.lookup import search_stories
-from digest.records import Entry, FeedState, FetchWrite, Verdict
-from digest.store import Store
+from digest.model.records import Entry, FeedState, FetchWrite, Verdict
+from digest.service.lookup import search_stories
+from digest.storage.store import Store
 
 EN = [
     "SCO",

@@ -29,9 +29,9 @@ from typing import Any
 
 import yaml
 
-from digest.parse import html_to_text
-from digest.rules import compile_rules
-from digest.select import classify
+from digest.feeds.parse import html_to_text
+from digest.model.judge import classify
+from digest.model.rules import compile_rules
 
 
 def load(path: Path) -> list[dict]:

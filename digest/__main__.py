@@ -1,3 +1,3 @@
-from .launch import main
+from digest.apps.cli import main
 
 main()

@@ -18,9 +18,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from .defaults import embedded_text
-from .errors import ConfigError, DigestError
-from .records import HttpLimits, RulesSource
+from digest.defaults import embedded_text
+from digest.errors import ConfigError, DigestError
+from digest.model.records import HttpLimits, RulesSource
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _SIZE_UNITS = {
@@ -318,9 +318,9 @@ class LoadedConfig:
 
     @property
     def rules(self) -> Any:
-        """The compiled topic and tag rules (digest.rules.CompiledRules), built on first use."""
+        """The compiled topic and tag rules (digest.model.rules.CompiledRules), built on first use."""
         if self._rules is None:
-            from .rules import compile_source
+            from digest.model.rules import compile_source
 
             self._rules = compile_source(self.rules_source())
         return self._rules
@@ -334,9 +334,9 @@ class LoadedConfig:
 
     @property
     def clustering(self) -> Any:
-        """The `clustering:` settings (digest.cluster.ClusteringSettings)."""
+        """The `clustering:` settings (digest.model.fold.ClusteringSettings)."""
         if self._clustering is None:
-            from .cluster import ClusteringSettings
+            from digest.model.fold import ClusteringSettings
 
             try:
                 self._clustering = ClusteringSettings.model_validate(self.config.clustering or {})
@@ -535,7 +535,7 @@ def parse_config(text: str, source: str, base_dir: Path) -> LoadedConfig:
             )
     # checked here, not at the first send: a bad address would otherwise pass `feeds list`,
     # `status` and `fetch`, then fail every run
-    from .subscribers import make_subscriber
+    from digest.model.subscribers import make_subscriber
 
     for i, sub in enumerate(config.subscribers):
         try:

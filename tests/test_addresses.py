@@ -12,10 +12,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 
-from digest.cli import main
+from digest.apps.cli import main
 from digest.config import load_config
-from digest.store import Store
-from digest.subscribers import Subscriber, mail_address, normalise_email
+from digest.model.subscribers import Subscriber, mail_address, normalise_email
+from digest.storage.store import Store
 from tests.test_delivery import NOW, fetch_and_send, free_port, make_config
 from tests.test_web import site, subscribe  # noqa: F401 (site is a fixture)
 
@@ -152,7 +152,7 @@ def test_a_send_to_the_ascii_only_server_reaches_everyone_else_in_the_same_run(t
 
 
 def test_the_web_form_knows_an_address_whatever_the_case_of_its_local_part(site):  # noqa: F811
-    from digest.pipeline import utcnow
+    from digest.service.pipeline import utcnow
 
     client, loaded, src = site
     store = Store(loaded.database_url)

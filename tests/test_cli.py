@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 from defusedxml import ElementTree
 
-from digest.cli import main
+from digest.apps.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,16 +68,11 @@ def test_a_database_that_cannot_be_opened_stops_the_fetch_with_one_line(tmp_path
 
 
 def test_the_command_entry_fetches_and_selects_with_workers_and_without(tmp_path: Path):
-    """Through the command's own entry point (launch.py, which forks the workers first), a
-    fetch of many feeds (workers: their orders are plain data) and of one (they are dismissed)
-    stores, selects and folds stories; the subcommand is found past --config's value."""
+    """Through the command's own entry point, a fetch of many feeds (in worker processes: their
+    orders are plain data) and of one (in the process itself) stores, selects and folds stories."""
     import subprocess
     import sys
 
-    from digest.launch import command_of
-
-    assert command_of(["--config", "fetch", "run", "--once"]) == "run"  # a config file named fetch
-    assert command_of(["-h"]) is None and command_of(["--config=x.yaml", "fetch"]) == "fetch"
     wire = ROOT / "examples" / "offline" / "wire.xml"
     for n, ok in ((24, "24 ok"), (1, "1 ok")):
         cfg = tmp_path / f"feeds{n}.yaml"

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from digest.cli import main
+from digest.apps.cli import main
 from digest.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -404,8 +404,8 @@ def test_the_readme_points_at_nothing_outside_the_repository():
 
 
 def test_the_operator_report_has_a_date_and_a_message_id(offline):
-    from digest.daemon import Daemon
-    from digest.pipeline import open_store
+    from digest.apps.daemon import Daemon
+    from digest.service.pipeline import open_store
 
     daemon = Daemon(str(offline))
     with open_store(daemon.loaded) as store:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from digest.cluster import (
+from digest.model.fold import (
     ClusteringSettings,
     StoryEntry,
     canonical_url,
@@ -168,7 +168,7 @@ def test_the_stories_do_not_depend_on_the_order_reports_arrive_in(reports):
 
 
 def test_a_report_that_bridges_two_stories_merges_them():
-    from digest.cluster import Clusterer, Story
+    from digest.model.fold import Clusterer, Story
 
     en = entry(1, "Putin and Xi meet", "In Samarkand.", entities=PUTIN_XI, title_entities=PUTIN_XI[:2])
     zh = entry(
@@ -306,7 +306,7 @@ def test_ten_thousand_entries_of_nine_feeds_are_not_one_story():
 
 def test_candidate_generation_never_compares_all_pairs():
     # issue 11: 10,000 distinct SCO items took 1,999,000 same_story calls per 2,000 items
-    from digest.cluster import Clusterer
+    from digest.model.fold import Clusterer
 
     n = 10_000
     reports = [

@@ -99,7 +99,7 @@ def test_top_level_must_be_a_mapping(tmp_path):
 def test_commands_that_mail_links_warn_once_when_base_url_is_not_https(offline: Path):
     from click.testing import CliRunner
 
-    from digest.cli import main
+    from digest.apps.cli import main
 
     runner = CliRunner()
     sent = runner.invoke(main, ["--config", str(offline), "send", "--dry-run"])

@@ -21,13 +21,13 @@ import pytest
 from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 
-from digest.cli import main
+from digest.apps.cli import main
 from digest.config import load_config
-from digest.dispatch import send_due
-from digest.lock import SchedulerLock
-from digest.pipeline import organise
-from digest.records import Entry
-from digest.store import Store
+from digest.model.records import Entry
+from digest.service.pipeline import organise
+from digest.service.sending import send_due
+from digest.storage.lock import SchedulerLock
+from digest.storage.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGEST = shutil.which("digest") or f"{sys.executable} -m digest"

@@ -22,10 +22,10 @@ import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 
-from digest.lock import ADVISORY_KEY
-from digest.pipeline import utcnow
-from digest.store import Store
-from digest.subscribers import Subscriber
+from digest.model.subscribers import Subscriber
+from digest.service.pipeline import utcnow
+from digest.storage.lock import ADVISORY_KEY
+from digest.storage.store import Store
 from tests.support.pgcluster import PgCluster
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,11 +14,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 
-from digest.cli import main
+from digest.apps.cli import main
 from digest.config import load_config
-from digest.dispatch import send_due
-from digest.pipeline import FetchOptions, fetch_feeds, organise
-from digest.store import Store
+from digest.service.pipeline import FetchOptions, fetch_feeds, organise
+from digest.service.sending import send_due
+from digest.storage.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -231,7 +231,7 @@ def test_a_crlf_title_injects_no_header_and_script_never_reaches_the_mail(tmp_pa
 
 
 def test_the_outbox_keeps_one_file_per_digest_even_when_sent_twice(tmp_path):
-    from digest.deliver import OutboxTransport
+    from digest.mail.transports import OutboxTransport
 
     box = OutboxTransport(tmp_path / "box")
 
@@ -394,7 +394,7 @@ def test_starttls_and_auth_with_the_password_from_the_environment(
 
 @pytest.mark.parametrize("fmt", ["html", "text"])
 def test_the_fast_personalised_message_parses_exactly_like_the_email_package_one(fmt):
-    from digest.render import (
+    from digest.mail.render import (
         PLACEHOLDER_EMAIL,
         PLACEHOLDER_LINKS,
         Links,

@@ -9,7 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from digest.cli import main
+from digest.apps.cli import main
 
 # What each command needs on its command line to get as far as reading the config
 ARGUMENTS = {

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from digest.config import load_config
-from digest.dispatch import send_due
-from digest.lease import wall_clock
-from digest.store import Store
+from digest.service.sending import send_due
+from digest.storage.lease import wall_clock
+from digest.storage.store import Store
 from tests.support.feedserver import FeedServer, Reply
 from tests.support.mailfaults import (
     Faults,

@@ -12,12 +12,12 @@ import feedparser
 import pytest
 from starlette.testclient import TestClient
 
+from digest.apps.web import create_app
 from digest.config import load_config
-from digest.lookup import feed_stories
-from digest.pipeline import FetchOptions, fetch_feeds, organise, utcnow
-from digest.store import Store
-from digest.subscribers import Subscriber
-from digest.web import create_app
+from digest.model.subscribers import Subscriber
+from digest.service.lookup import feed_stories
+from digest.service.pipeline import FetchOptions, fetch_feeds, organise, utcnow
+from digest.storage.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,7 +44,7 @@ def make_site(tmp_path: Path, db_url: str, archive: str):
 def archive_of(client: TestClient, loaded, store: Store, sid: int) -> str:
     """A subscriber's archive page, reached as they reach it: their digest's preferences link,
     then "Past digests" (the links are signed however tokens.py signs them)."""
-    from digest.dispatch import Mailer
+    from digest.service.sending import Mailer
 
     sub = store.subscriber(sid)
     assert sub is not None
@@ -154,7 +154,7 @@ def test_the_archive_page_links_the_feeds_and_a_search_box(private):
     assert client.get(feeds[0]).status_code == 200
     assert f'<form method="get" action="/search/{token}"' in page
     # and the preferences page, where every digest's footer leads, names the same feed
-    from digest.dispatch import Mailer
+    from digest.service.sending import Mailer
 
     sub = store.subscriber(sid)
     assert sub is not None

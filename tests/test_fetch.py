@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from digest.pipeline import FetchOptions, fetch_feeds
-from digest.records import FetchStatus, FetchSummary
-from digest.store import Store
+from digest.model.records import FetchStatus, FetchSummary
+from digest.service.pipeline import FetchOptions, fetch_feeds, open_store
+from digest.storage.store import Store
 from tests.support.feedserver import FeedServer, Reply, atom, etag_of, gzip_bomb, rss
 
 ITEMS = [
@@ -295,8 +295,8 @@ def test_worker_processes_share_the_work_and_keep_per_host_limits(write_config):
 
 
 def test_shards_never_split_a_host():
-    from digest.records import FeedState
-    from digest.workers import FeedJob, host_of, shard_by_host
+    from digest.feeds.workers import FeedJob, host_of, shard_by_host
+    from digest.model.records import FeedState
 
     jobs = [
         FeedJob(f"f{i}", f"https://h{i % 7}.example/f{i}.xml", None, None, 60, FeedState(f"f{i}", "u"))
@@ -318,31 +318,23 @@ def _many_feeds(srv: FeedServer, n: int) -> dict[str, str]:
     return urls
 
 
-def test_workers_forked_before_the_store_run_the_shards_or_are_dismissed(write_config):
-    from digest.pipeline import open_store, start_workers
+def test_many_feeds_are_fetched_by_worker_processes_that_end_with_the_run(write_config):
+    import multiprocessing
 
     with FeedServer() as srv:
         loaded = write_config(feeds_yaml(**_many_feeds(srv, 20)), http={"workers": 2})
-        workers = start_workers(loaded)  # as `digest fetch` does: before the database is opened
-        assert workers is not None and workers.count == 2
-        procs = [p for _, p in workers.procs]
         with open_store(loaded) as store:
-            summary = asyncio.run(fetch_feeds(loaded, store, workers=workers))
+            summary = asyncio.run(fetch_feeds(loaded, store))
             assert summary.count(FetchStatus.OK) == 20 and store.count_entries() == 40
-            assert not any(p.is_alive() for p in procs)
-            # nothing is due now: the workers forked for 20 feeds are sent away, none left behind
-            workers = start_workers(loaded, FetchOptions(due_only=True))
-            assert workers is not None
-            procs = [p for _, p in workers.procs]
-            idle = asyncio.run(fetch_feeds(loaded, store, FetchOptions(due_only=True), workers=workers))
-            assert idle.reports == ()
-            assert not any(p.is_alive() for p in procs) and workers.procs == []
+            assert multiprocessing.active_children() == []
+            idle = asyncio.run(fetch_feeds(loaded, store, FetchOptions(due_only=True)))
+            assert idle.reports == ()  # nothing is due yet
 
 
 def test_rules_that_do_not_compile_leave_entries_unclassified_until_fixed(write_config, tmp_path):
     from digest.config import load_config
     from digest.errors import ConfigError
-    from digest.pipeline import open_store, organise
+    from digest.service.pipeline import open_store, organise
 
     with FeedServer() as srv:
         feeds = feeds_yaml(**_many_feeds(srv, 20))
@@ -364,16 +356,16 @@ def test_rules_that_do_not_compile_leave_entries_unclassified_until_fixed(write_
 def test_a_worker_that_dies_fails_only_its_own_feeds(write_config, monkeypatch):
     import os
 
-    import digest.parse
+    import digest.feeds.parse
 
-    real = digest.parse.parse_feed
+    real = digest.feeds.parse.parse_feed
 
     def parse_or_die(feed, *args, **kwargs):  # runs in the forked worker
         if feed == "w3":
             os._exit(3)
         return real(feed, *args, **kwargs)
 
-    monkeypatch.setattr(digest.parse, "parse_feed", parse_or_die)
+    monkeypatch.setattr(digest.feeds.parse, "parse_feed", parse_or_die)
     with FeedServer() as srv:
         loaded = write_config(feeds_yaml(**_many_feeds(srv, 20)), http={"workers": 2})
         summary, store = run(loaded)
@@ -387,7 +379,7 @@ def test_a_worker_that_dies_fails_only_its_own_feeds(write_config, monkeypatch):
 
 def test_changing_the_rules_classifies_everything_again_and_nothing_else_does(offline):
     from digest.config import load_config
-    from digest.pipeline import open_store, organise
+    from digest.service.pipeline import open_store, organise
 
     loaded = load_config(offline)
     with open_store(loaded) as store:
@@ -403,16 +395,16 @@ def test_changing_the_rules_classifies_everything_again_and_nothing_else_does(of
 def test_a_stuck_worker_is_stopped_and_its_feeds_reported(write_config, monkeypatch):
     import time as _time
 
-    import digest.parse
+    import digest.feeds.parse
 
-    real = digest.parse.parse_feed
+    real = digest.feeds.parse.parse_feed
 
     def parse_or_hang(feed, *args, **kwargs):  # runs in the forked worker: a parser spinning forever
         if feed == "w3":
             _time.sleep(3600)
         return real(feed, *args, **kwargs)
 
-    monkeypatch.setattr(digest.parse, "parse_feed", parse_or_hang)
+    monkeypatch.setattr(digest.feeds.parse, "parse_feed", parse_or_hang)
     with FeedServer() as srv:
         loaded = write_config(feeds_yaml(**_many_feeds(srv, 20)), http={"workers": 2, "deadline": "1s"})
         started = _time.monotonic()
@@ -428,9 +420,9 @@ def test_an_isolated_poll_of_one_feed_survives_a_stuck_parser(write_config, monk
     costs that poll 2 x deadline + 5 s, not the daemon."""
     import time as _time
 
-    import digest.parse
+    import digest.feeds.parse
 
-    monkeypatch.setattr(digest.parse, "parse_feed", lambda *a, **k: _time.sleep(3600))
+    monkeypatch.setattr(digest.feeds.parse, "parse_feed", lambda *a, **k: _time.sleep(3600))
     with FeedServer() as srv:
         loaded = write_config(feeds_yaml(**_many_feeds(srv, 1)), http={"deadline": "1s"})
         summary, _ = run(loaded, FetchOptions(isolate=True))
@@ -440,9 +432,9 @@ def test_an_isolated_poll_of_one_feed_survives_a_stuck_parser(write_config, monk
 def test_outcomes_arriving_close_together_share_a_transaction(db_url):
     """The writer lingers a moment for more outcomes (a transaction has a fixed cost), and every
     outcome is written and answered."""
-    from digest.pipeline import _Writer
-    from digest.records import FeedState
-    from digest.store import FetchWrite
+    from digest.model.records import FeedState
+    from digest.service.pipeline import _Writer
+    from digest.storage.store import FetchWrite
 
     class CountingStore(Store):
         def __init__(self, url: str) -> None:
@@ -478,9 +470,9 @@ def test_outcomes_arriving_close_together_share_a_transaction(db_url):
 
 def test_the_last_outcome_is_written_at_once(db_url):
     """The writer knows how many outcomes a run expects: the last is not held back for company."""
-    from digest.pipeline import _Writer
-    from digest.records import FeedState
-    from digest.store import FetchWrite
+    from digest.model.records import FeedState
+    from digest.service.pipeline import _Writer
+    from digest.storage.store import FetchWrite
 
     class PatientWriter(_Writer):
         LINGER = 1.0

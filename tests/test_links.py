@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from digest.cli import main
-from digest.render import SAFE_SCHEMES, safe_href
+from digest.apps.cli import main
+from digest.mail.render import SAFE_SCHEMES, safe_href
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = [
@@ -123,10 +123,10 @@ def hostile_site(tmp_path: Path, db_url: str) -> Path:
 def test_no_hostile_link_reaches_the_mail_the_preview_or_the_archive(hostile_site: Path, tmp_path: Path):
     from starlette.testclient import TestClient
 
+    from digest.apps.web import create_app
     from digest.config import load_config
-    from digest.store import Store
-    from digest.tokens import Signer
-    from digest.web import create_app
+    from digest.mail.tokens import Signer
+    from digest.storage.store import Store
 
     runner = CliRunner()
     cfg = str(hostile_site)

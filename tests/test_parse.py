@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest.parse import html_to_text, parse_feed
+from digest.feeds.parse import html_to_text, parse_feed
 from tests.support.feedserver import rss
 
 FETCHED = datetime(2025, 9, 2, 12, 0, tzinfo=UTC)
@@ -151,7 +151,7 @@ def test_relative_entry_and_source_links_are_made_absolute_against_the_feed_url(
 
 
 def test_an_overlong_summary_is_cut_without_leaving_half_a_tag():
-    from digest.parse import MAX_SUMMARY
+    from digest.feeds.parse import MAX_SUMMARY
 
     para = '<p>SCO talks <a href="https://example.org/a-long-link">link</a></p>'
     for shift in range(0, 100, 7):  # the cut falls at every point of the paragraph, tags included
@@ -175,7 +175,7 @@ _markup = st.lists(
 @given(_markup)
 @settings(max_examples=400, deadline=None, database=None)
 def test_summary_text_is_what_html_to_text_gives_for_the_sanitised_summary(markup):
-    from digest.parse import _sanitised_to_text, sanitize_html
+    from digest.feeds.parse import _sanitised_to_text, sanitize_html
 
     clean = sanitize_html(markup, base="https://example.org/")
     assert _sanitised_to_text(clean) == html_to_text(clean)

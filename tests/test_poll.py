@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from digest.poll import backoff, held_back, next_state
-from digest.records import FeedState, FetchResult, FetchStatus, ParsedFeed
+from digest.model.poll import backoff, held_back, next_state
+from digest.model.records import FeedState, FetchResult, FetchStatus, ParsedFeed
 
 NOW = datetime(2025, 9, 1, 12, 0, tzinfo=UTC)
 OK = FetchResult(

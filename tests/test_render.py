@@ -14,9 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from digest.compose import Digest, DigestStory, Section
-from digest.locales import Words, words_for
-from digest.render import (
+from digest.mail.render import (
     HTML_LIMIT,
     MAX_MARKS,
     PLACEHOLDER_LINKS,
@@ -27,8 +25,10 @@ from digest.render import (
     make_template,
     personalise,
 )
-from digest.schedule import Period
-from digest.subscribers import Subscriber
+from digest.model.assemble import Digest, DigestStory, Section
+from digest.model.locales import Words, words_for
+from digest.model.schedule import Period
+from digest.model.subscribers import Subscriber
 
 NOW = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 LINKS = Links(
@@ -240,7 +240,7 @@ def test_russian_plurals_follow_cldr(n, word):
 def test_weekly_periods_are_localised():
     d = digest([story(1)])
     weekly = Digest(d.subscriber, Period("2026-W10", NOW), d.sections, 0, d.story_ids)
-    from digest.render import period_label
+    from digest.mail.render import period_label
 
     assert period_label(weekly, Words("en")) == "week 10, 2026"
     assert period_label(weekly, Words("ru")) == "10-я неделя 2026 года"

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from digest.cli import main
+from digest.apps.cli import main
 from tests.support.browser import CHROMIUM, launch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,8 +148,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
     import uvicorn
 
+    from digest.apps.web import create_app
     from digest.config import load_config
-    from digest.web import create_app
 
     tmp = tmp_path_factory.mktemp("site")
     shutil.copytree(ROOT / "examples" / "offline", tmp / "offline")
@@ -221,7 +221,7 @@ def test_view_in_browser_has_the_same_look_under_a_strict_csp(browser, site, wid
 
 
 def rendered_page(tmp_path: Path, stories: list[Any], name: str, locale: str = "auto") -> str:
-    from digest.render import Renderer
+    from digest.mail.render import Renderer
     from tests.test_render import LINKS, digest
 
     html = Renderer(list_name="SCO & Putin–Xi digest", locale=locale).render(digest(stories), LINKS).html

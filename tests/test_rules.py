@@ -11,8 +11,8 @@ import pytest
 
 from digest.config import load_config
 from digest.errors import ConfigError
-from digest.rules import compile_rules, normalise
-from digest.select import classify
+from digest.model.judge import classify
+from digest.model.rules import compile_rules, normalise
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -356,7 +356,7 @@ def test_a_config_without_rule_sections_uses_the_shipped_rules(tmp_path):
     ],
 )
 def test_a_regex_runs_only_where_its_literal_appears(pattern, hint):
-    from digest.rules import regex_hint
+    from digest.model.rules import regex_hint
 
     assert regex_hint(pattern) == hint
 
@@ -377,12 +377,12 @@ def test_the_trigger_scan_never_changes_a_verdict(rules):
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from digest.select import classify_hits
+    from digest.model.judge import classify_hits
 
     vocab = _vocabulary(rules)
     phrase = st.lists(st.sampled_from(vocab), max_size=6).map(" ".join)
     # and as a fetch worker compiles them, without pydantic's validation
-    from digest.rules import compile_source
+    from digest.model.rules import compile_source
 
     plain = compile_source(load_config(ROOT / "feeds.yaml").rules_source(), validate=False)
 

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from digest.schedule import current_period, local_instant
-from digest.subscribers import Subscriber
+from digest.model.schedule import current_period, local_instant
+from digest.model.subscribers import Subscriber
 
 
 @pytest.mark.parametrize(

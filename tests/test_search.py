@@ -10,9 +10,9 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from digest.records import Entry, Verdict
-from digest.search import Term, fts5_query, parse_query, tsquery
-from digest.store import Store
+from digest.model.records import Entry, Verdict
+from digest.model.search import Term, fts5_query, parse_query, tsquery
+from digest.storage.store import Store
 
 T0 = datetime(2025, 9, 1, 12, 0, tzinfo=UTC)
 
@@ -112,7 +112,7 @@ def test_a_title_outranks_a_summary_and_the_newest_comes_first_among_equals(stor
 def test_a_search_ranks_the_newest_reports_with_its_words(store: Store):
     """The documented window: a common word is ranked among the newest SEARCH_WINDOW reports
     that have it; an older report is found by words more specific to it."""
-    from digest.store import SEARCH_WINDOW
+    from digest.storage.store import SEARCH_WINDOW
 
     old = entry("old", "Summit summit summit in Bishkek")  # the best match for "summit", but oldest
     put(store, [old, *(entry(f"n{i}", f"Summit report {i}", hours=1) for i in range(SEARCH_WINDOW))])
@@ -140,7 +140,7 @@ def test_the_index_follows_updates_and_retention(store: Store):
 def test_upgrading_from_0007_indexes_the_entries_already_stored(db_url):
     from alembic import command
 
-    from digest.store import _alembic_config, make_engine
+    from digest.storage.store import _alembic_config, make_engine
 
     engine = make_engine(db_url)
     with engine.begin() as conn:
@@ -201,7 +201,7 @@ def test_stories_search_on_the_command_line(offline):
 
     from click.testing import CliRunner
 
-    from digest.cli import main
+    from digest.apps.cli import main
 
     def digest(*args: str):
         return CliRunner().invoke(main, ["--config", str(offline), *args])

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import asyncio
 
-from digest.store import Store
-from digest.subscribers import Subscriber
+from digest.model.subscribers import Subscriber
+from digest.storage.store import Store
 from tests.support.browser import launch
 from tests.test_web_browser import ARTIFACTS, playwright, pytestmark, served  # noqa: F401
 
 
 def test_the_search_box_finds_stories_in_chinese_and_russian(served):  # noqa: F811
-    from digest.pipeline import FetchOptions, fetch_feeds, organise, utcnow
+    from digest.service.pipeline import FetchOptions, fetch_feeds, organise, utcnow
 
     _, _, loaded = served
     store = Store(loaded.database_url)
     asyncio.run(fetch_feeds(loaded, store, FetchOptions()))
     organise(loaded, store)
-    from digest.dispatch import Mailer
+    from digest.service.sending import Mailer
 
     sid, _ = store.add_subscriber(Subscriber("finder@example.org"), utcnow())
     sub = store.subscriber(sid)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from digest.store import Store
+from digest.storage.store import Store
 from tests.test_delivery import fetch_and_send, make_config
 
 FAKE = """#!{python}
@@ -95,7 +95,7 @@ def test_exit_codes_are_temporary_or_permanent_failures_of_that_subscriber_alone
 def test_a_missing_program_stops_the_run_with_one_line_and_blames_nobody(tmp_path, db_url):
     from click.testing import CliRunner
 
-    from digest.cli import main
+    from digest.apps.cli import main
 
     cfg = config(tmp_path, db_url, str(tmp_path / "no-such-sendmail"))
     assert CliRunner().invoke(main, ["--config", str(cfg), "fetch"]).exit_code == 0

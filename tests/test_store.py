@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from digest.errors import StorageError
-from digest.records import Entry, FeedState, Verdict
-from digest.store import Store
+from digest.model.records import Entry, FeedState, Verdict
+from digest.storage.store import Store
 
 T0 = datetime(2025, 9, 1, 12, 0, tzinfo=UTC)
 
@@ -92,7 +92,7 @@ def test_unusable_database_url_is_one_clear_line():
 
 
 def test_the_code_expects_the_newest_migration():
-    from digest.schema import SCHEMA_REVISION
+    from digest.storage.schema import SCHEMA_REVISION
 
     assert Store.head_revision() == SCHEMA_REVISION
 
@@ -101,7 +101,7 @@ def test_upgrading_from_0003_marks_what_was_already_classified(db_url):
     """0004 adds entries.classified: entries classified before the upgrade are not done twice."""
     from alembic import command
 
-    from digest.store import _alembic_config, make_engine
+    from digest.storage.store import _alembic_config, make_engine
 
     engine = make_engine(db_url)
     with engine.begin() as conn:
@@ -178,7 +178,7 @@ def test_retention_removes_old_entries_but_never_what_the_feed_still_serves(stor
 def test_verdicts_arriving_for_entries_stored_unclassified_mark_them(store: Store):
     """Entries stored while the rules did not compile are classified by the next fetch that
     brings verdicts for them, whether or not their content changed."""
-    from digest.store import FetchWrite
+    from digest.storage.store import FetchWrite
 
     state = store.feed_states()["f"]
     store.record_fetch(state, [entry("a"), entry("b")], T0)  # no verdicts
@@ -195,7 +195,7 @@ def _classification_rows(store: Store) -> int:
 
 
 def test_entries_judged_not_relevant_are_marked_without_a_row_and_still_listed(store: Store):
-    from digest.store import FetchWrite
+    from digest.storage.store import FetchWrite
 
     state = store.feed_states()["f"]
     batch = [entry("in"), entry("out", title="Oil prices fall")]
@@ -208,7 +208,7 @@ def test_entries_judged_not_relevant_are_marked_without_a_row_and_still_listed(s
 
 
 def test_verdicts_of_other_rules_than_the_stores_are_not_kept(store: Store):
-    from digest.store import FetchWrite
+    from digest.storage.store import FetchWrite
 
     state = store.feed_states()["f"]
     store.record_fetches([FetchWrite(state, [entry("a")], T0, 200, {"a": verdict()})])  # rules "h"
@@ -226,7 +226,7 @@ def test_upgrading_from_0005_records_the_rules_and_drops_rows_of_unselected_entr
 ):
     from alembic import command
 
-    from digest.store import _alembic_config, make_engine
+    from digest.storage.store import _alembic_config, make_engine
 
     engine = make_engine(db_url)
     with engine.begin() as conn:
@@ -293,7 +293,7 @@ def test_a_new_database_gets_the_schema_the_migrations_build(db_url, tmp_path):
     every migration in turn (which is what an existing database goes through)."""
     from alembic import command
 
-    from digest.store import _alembic_config, make_engine
+    from digest.storage.store import _alembic_config, make_engine
 
     if db_url.startswith("sqlite"):
         migrated_url = f"sqlite:///{tmp_path / 'migrated.db'}"
@@ -321,59 +321,15 @@ def test_a_new_database_gets_the_schema_the_migrations_build(db_url, tmp_path):
             admin.dispose()
 
 
-def test_the_snapshot_of_feed_states_is_what_the_store_gives(tmp_path):
-    """snapshot.feed_states reads a SQLite file without SQLAlchemy: it must answer exactly as
-    Store.sync_feeds followed by Store.feed_states."""
-    from digest import snapshot
-    from digest.schema import SCHEMA_REVISION
-
-    url = f"sqlite:///{tmp_path / 'states.db'}"
-    configured = [("kept", "https://e/kept"), ("moved", "https://e/new-url"), ("added", "https://e/added")]
-    assert snapshot.feed_states(url, configured, SCHEMA_REVISION) == {
-        name: FeedState(name, feed_url) for name, feed_url in configured
-    }  # no file yet: every feed starts afresh
-    with Store(url) as store:
-        store.sync_feeds(
-            [("kept", "https://e/kept"), ("moved", "https://e/old-url"), ("gone", "https://e/g")]
-        )
-        for name in ("kept", "moved"):
-            state = replace(
-                store.feed_states()[name],
-                fetch_url=f"https://e/{name}/redirected",
-                title="Títle",
-                etag='W/"1"',
-                last_modified="Mon, 01 Sep 2025 09:00:00 GMT",
-                body_hash="ab" * 32,
-                status="failed",
-                last_error="HTTP 500",
-                error_count=3,
-                last_fetched=T0,
-                last_ok=T0 - timedelta(days=1, microseconds=7),
-                next_poll=T0 + timedelta(minutes=30),
-            )
-            store.save_feed_state(state, http_status=500)
-    peeked = snapshot.feed_states(url, configured, SCHEMA_REVISION)
-    with Store(url) as store:
-        store.sync_feeds(configured)
-        assert peeked == store.feed_states()
-    assert peeked is not None and peeked["kept"].etag == 'W/"1"' and peeked["moved"].etag is None
-    # what it cannot read the same way, it leaves to the store
-    assert snapshot.feed_states(url, configured, "0001") is None  # another schema revision
-    assert snapshot.feed_states(url + "?timeout=5", configured, SCHEMA_REVISION) is None
-    assert snapshot.feed_states("postgresql+psycopg://u@h/db", configured, SCHEMA_REVISION) is None
-    (tmp_path / "garbage.db").write_bytes(b"not a database at all" * 100)
-    assert snapshot.feed_states(f"sqlite:///{tmp_path / 'garbage.db'}", configured, SCHEMA_REVISION) is None
-
-
 def test_upgrading_from_0006_keeps_the_ledger_never_reuses_ids_and_keeps_old_links_working(db_url):
     """0007 rebuilds SQLite's subscribers table (AUTOINCREMENT): the rows that refer to it stay.
     Links signed before salts existed keep working for the subscribers who had them."""
     from alembic import command
     from itsdangerous import URLSafeSerializer
 
-    from digest.store import _alembic_config, make_engine
-    from digest.subscribers import Subscriber
-    from digest.tokens import Signer
+    from digest.mail.tokens import Signer
+    from digest.model.subscribers import Subscriber
+    from digest.storage.store import _alembic_config, make_engine
 
     t = T0.replace(tzinfo=None)
     engine = make_engine(db_url)

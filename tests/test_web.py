@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from digest.apps.web import create_app
 from digest.config import load_config
-from digest.store import Store
-from digest.web import create_app
+from digest.storage.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,8 +86,8 @@ def test_double_opt_in_only_a_post_confirms(site):
 
 
 def test_a_known_address_gets_a_mail_and_the_page_reveals_nothing(site):
-    from digest.pipeline import utcnow
-    from digest.subscribers import Subscriber
+    from digest.model.subscribers import Subscriber
+    from digest.service.pipeline import utcnow
 
     client, loaded, src = site
     Store(loaded.database_url).add_subscriber(Subscriber("bo@example.org"), utcnow())
@@ -129,7 +129,7 @@ def _active(client: TestClient, src: Path, address: str) -> None:
 
 def _signed_page(client, loaded, src, email: str, purpose: str):
     """An active subscriber, and the signed link to one of their pages -> (store, subscriber, url)."""
-    from digest.tokens import Signer
+    from digest.mail.tokens import Signer
 
     _active(client, src, email)
     store = Store(loaded.database_url)
@@ -199,8 +199,8 @@ def test_pages_send_a_strict_content_security_policy(site):
 def test_a_sent_digest_is_in_the_archive_at_a_stable_url(site):
     import asyncio
 
-    from digest.dispatch import send_due
-    from digest.pipeline import FetchOptions, fetch_feeds, organise, utcnow
+    from digest.service.pipeline import FetchOptions, fetch_feeds, organise, utcnow
+    from digest.service.sending import send_due
 
     client, loaded, src = site
     _active(client, src, "ed@example.org")
@@ -221,8 +221,8 @@ def test_a_sent_digest_is_in_the_archive_at_a_stable_url(site):
 def test_whether_the_archive_needs_the_token_is_a_setting(site, archive):
     import asyncio
 
-    from digest.dispatch import send_due
-    from digest.pipeline import FetchOptions, fetch_feeds, organise, utcnow
+    from digest.service.pipeline import FetchOptions, fetch_feeds, organise, utcnow
+    from digest.service.sending import send_due
 
     _, _, src = site
     cfg = src / "feeds.yaml"
@@ -232,7 +232,7 @@ def test_whether_the_archive_needs_the_token_is_a_setting(site, archive):
     loaded = load_config(cfg)
     client = TestClient(create_app(loaded), base_url="https://digest.example.org")
     store = Store(loaded.database_url)
-    from digest.subscribers import Subscriber
+    from digest.model.subscribers import Subscriber
 
     sid, _ = store.add_subscriber(Subscriber("fi@example.org"), utcnow())
     asyncio.run(fetch_feeds(loaded, store, FetchOptions()))

@@ -17,7 +17,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from digest.config import load_config
-from digest.store import Store
+from digest.storage.store import Store
 from tests.support.browser import CHROMIUM, launch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +61,7 @@ def link(msg: email.message.EmailMessage, kind: str) -> str:
 def served(tmp_path: Path, db_url: str):
     import uvicorn
 
-    from digest.web import create_app
+    from digest.apps.web import create_app
 
     inbox = Inbox()
     smtp = Controller(inbox, hostname="127.0.0.1", port=_port())
@@ -94,8 +94,8 @@ def served(tmp_path: Path, db_url: str):
 
 
 def test_subscribe_confirm_adjust_receive_and_leave_in_a_browser(served, tmp_path: Path):
-    from digest.dispatch import send_due
-    from digest.pipeline import FetchOptions, fetch_feeds, organise, utcnow
+    from digest.service.pipeline import FetchOptions, fetch_feeds, organise, utcnow
+    from digest.service.sending import send_due
 
     base, inbox, loaded = served
     ARTIFACTS.mkdir(exist_ok=True)

@@ -14,12 +14,12 @@ import pytest
 from aiosmtpd.controller import Controller
 from starlette.testclient import TestClient
 
+from digest.apps.web import MAX_BODY, create_app
 from digest.config import load_config
-from digest.pipeline import FetchOptions, fetch_feeds, organise, utcnow
-from digest.store import Store
-from digest.subscribers import Subscriber
-from digest.tokens import Signer
-from digest.web import MAX_BODY, create_app
+from digest.mail.tokens import Signer
+from digest.model.subscribers import Subscriber
+from digest.service.pipeline import FetchOptions, fetch_feeds, organise, utcnow
+from digest.storage.store import Store
 from tests.test_web import csrf, link_in, mails, site, subscribe  # noqa: F401  (site: a fixture)
 
 BASE = "https://digest.example.org"
@@ -193,7 +193,7 @@ def test_a_bad_trusted_proxy_is_one_config_line(tmp_path):
 
 
 def test_pending_sign_ups_are_deleted_once_their_link_has_expired(site):  # noqa: F811
-    from digest.daemon import Daemon
+    from digest.apps.daemon import Daemon
 
     client, loaded, src = site
     store = Store(loaded.database_url)
@@ -210,7 +210,7 @@ def test_pending_sign_ups_are_deleted_once_their_link_has_expired(site):  # noqa
 
 
 def test_the_archive_finds_the_oldest_subscriber_among_600_digests(site):  # noqa: F811
-    from digest.dispatch import send_due
+    from digest.service.sending import send_due
 
     client, loaded, _ = site
     store = Store(loaded.database_url)
@@ -233,8 +233,8 @@ def test_the_archive_finds_the_oldest_subscriber_among_600_digests(site):  # noq
 
 
 def test_the_archive_pages_through_a_long_history(site):  # noqa: F811
-    from digest.dispatch import send_due
-    from digest.web import ARCHIVE_PAGE
+    from digest.apps.web import ARCHIVE_PAGE
+    from digest.service.sending import send_due
 
     _, _, src = site
     client = with_settings(src, "  send_empty: true")

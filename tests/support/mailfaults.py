@@ -189,9 +189,9 @@ def build_world(
     """A feeds.yaml and a database with `subscribers` subscribers, each with a digest due now
     (the offline example feeds, fetched now) -> (config path, their addresses)."""
     from digest.config import load_config
-    from digest.pipeline import FetchOptions, fetch_feeds, organise
-    from digest.store import Store
-    from digest.subscribers import make_subscriber
+    from digest.model.subscribers import make_subscriber
+    from digest.service.pipeline import FetchOptions, fetch_feeds, organise
+    from digest.storage.store import Store
 
     src = work / "feeds"
     if not src.exists():

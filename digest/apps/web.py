@@ -513,46 +513,61 @@ async def preferences(request: Request) -> Response:
     return page(request, "web/preferences.html.j2", sub=saved, message=message, **links)
 
 
+def archive_listing(
+    site: Site, token: str, number: int
+) -> tuple[list[archive.SentDigest], bool, dict[str, str]] | None:
+    """Page `number` of the digests sent to whom the link names, whether an older page exists,
+    and the link to their own feed; None: not a valid link (worker thread: one hop per page)."""
+    sid = site.signer.verify(token, "archive")
+    if sid is None:
+        return None
+    sent, more = archive.sent_digests(site.store, sid, page=number, per_page=ARCHIVE_PAGE)
+    return sent, more, own_feed(site, sid)
+
+
 async def archive_list(request: Request) -> Response:
     site = site_of(request)
     token = request.path_params["token"]
     asked = request.query_params.get("page", "1")
     number = int(asked) if asked.isdigit() and 0 < int(asked) < 10**6 else 1
-    sid = await site.verify(token, "archive")
-    if sid is None:
+    found = await site.run(archive_listing, site, token, number)
+    if found is None:
         return bad_link(request)
-    sent, more = await site.run(archive.sent_digests, site.store, sid, page=number, per_page=ARCHIVE_PAGE)
+    sent, more, feed = found
     items = [{"period": s.period, "count": s.stories, "url": f"/archive/{token}/{s.period}"} for s in sent]
-    feeds = [*topic_feeds(site), await site.run(own_feed, site, sid)]
     older = f"/archive/{token}?page={number + 1}" if more else None
+    feeds = [*topic_feeds(site), feed]
     return page(
         request, "web/archive.html.j2", items=items, older=older, search=f"/search/{token}", feeds=feeds
     )
 
 
+def digest_page(site: Site, token: str | None, sid: int | None, period: str) -> tuple[bool, str | None]:
+    """(whether the link is valid, the sent digest as HTML or None: no such digest), for a signed
+    link's `token` or, in a public archive, a bare `sid` (worker thread)."""
+    if token is not None:
+        sid = site.signer.verify(token, "archive")
+    if sid is None:
+        return False, None
+    return True, archive.archived_digest(site.loaded, site.store, site.renderer, site.signer, sid, period)
+
+
 async def archived(request: Request) -> Response:
     site = site_of(request)
-    sid = await site.verify(request.path_params["token"], "archive")
-    if sid is None:
+    params = request.path_params
+    valid, html = await site.run(digest_page, site, params["token"], None, params["period"])
+    if not valid:
         return bad_link(request)
-    return await archived_page(request, sid, request.path_params["period"])
+    return simple(request, "No such digest", "", 404) if html is None else HTMLResponse(html)
 
 
 async def archived_public(request: Request) -> Response:
     # delivery.archive: public -> a digest's web copy needs no secret
-    if not site_of(request).public or not request.path_params["sid"].isdigit():
-        return simple(request, "No such digest", "", 404)
-    return await archived_page(request, int(request.path_params["sid"]), request.path_params["period"])
-
-
-async def archived_page(request: Request, sid: int, period: str) -> Response:
-    site = site_of(request)
-    html = await site.run(
-        archive.archived_digest, site.loaded, site.store, site.renderer, site.signer, sid, period
-    )
-    if html is None:
-        return simple(request, "No such digest", "", 404)
-    return HTMLResponse(html)
+    site, params = site_of(request), request.path_params
+    html = None
+    if site.public and params["sid"].isdigit():
+        _, html = await site.run(digest_page, site, None, int(params["sid"]), params["period"])
+    return simple(request, "No such digest", "", 404) if html is None else HTMLResponse(html)
 
 
 async def static(request: Request) -> Response:

@@ -69,7 +69,9 @@ def archived_digest(
         topic_titles={t.name: topic_title(t.name) for t in rules.topics},
         feed_titles=feed_titles,
     )
-    rendered = renderer.render(digest, digest_links(loaded.config.delivery, signer, subscriber_id), web=True)
+    salt = store.subscriber_salts([subscriber_id]).get(subscriber_id)  # once, for both signed links
+    links = digest_links(loaded.config.delivery, signer, subscriber_id, salt=salt)
+    rendered = renderer.render(digest, links, web=True)
     if rendered.html is not None:
         return rendered.html
     return f"<!DOCTYPE html><meta charset='utf-8'><pre>{html.escape(rendered.text)}</pre>"

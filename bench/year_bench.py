@@ -225,8 +225,9 @@ def main() -> None:
     # one more day: a 53rd week's copy of a seventh of the items, stored, then organise() alone
     from digest.config import load_config
     from digest.feeds.parse import parse_feed
+    from digest.model.records import FetchWrite
     from digest.service.pipeline import organise
-    from digest.storage.store import FetchWrite, Store
+    from digest.storage.store import Store
 
     day_items = week_copy(items[::7], a.weeks)
     day_files = render(day_items, work / "day", make_feeds)

@@ -7,9 +7,9 @@ __version__ = "0.1.0"
 
 from digest.config import Config, LoadedConfig, load_config
 from digest.errors import ConfigError, DigestError, FeedError, StorageError
-from digest.model.records import Entry, FeedState, FetchStatus, FetchSummary
+from digest.model.records import Entry, FeedState, FetchStatus, FetchSummary, StoredEntry
 from digest.service.pipeline import FetchOptions, fetch_feeds, open_store
-from digest.storage.store import Store, StoredEntry
+from digest.storage.store import Store
 
 __all__ = [
     "Config",

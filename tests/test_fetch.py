@@ -432,9 +432,8 @@ def test_an_isolated_poll_of_one_feed_survives_a_stuck_parser(write_config, monk
 def test_outcomes_arriving_close_together_share_a_transaction(db_url):
     """The writer lingers a moment for more outcomes (a transaction has a fixed cost), and every
     outcome is written and answered."""
-    from digest.model.records import FeedState
+    from digest.model.records import FeedState, FetchWrite
     from digest.service.pipeline import _Writer
-    from digest.storage.store import FetchWrite
 
     class CountingStore(Store):
         def __init__(self, url: str) -> None:
@@ -470,9 +469,8 @@ def test_outcomes_arriving_close_together_share_a_transaction(db_url):
 
 def test_the_last_outcome_is_written_at_once(db_url):
     """The writer knows how many outcomes a run expects: the last is not held back for company."""
-    from digest.model.records import FeedState
+    from digest.model.records import FeedState, FetchWrite
     from digest.service.pipeline import _Writer
-    from digest.storage.store import FetchWrite
 
     class PatientWriter(_Writer):
         LINGER = 1.0

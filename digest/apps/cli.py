@@ -27,9 +27,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from digest import __version__
-from digest.config import LoadedConfig, _duration, load_config
+from digest.config import LoadedConfig, load_config
 from digest.errors import AddressError, ConfigError, DigestError
-from digest.model.records import FeedReport, FetchStatus, FetchSummary
+from digest.model.records import FeedReport, FetchStatus, FetchSummary, StoredEntry
+from digest.model.settings import parse_duration
 from digest.service.pipeline import (
     FetchOptions,
     OrganiseSummary,
@@ -38,7 +39,6 @@ from digest.service.pipeline import (
     organise,
     utcnow,
 )
-from digest.storage.store import StoredEntry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -342,7 +342,7 @@ def parse_since(value: str | None, now: datetime) -> datetime | None:
             raise click.BadParameter(f"{value!r} is not an ISO date; write e.g. 2025-09-01") from None
         return t if t.tzinfo else t.replace(tzinfo=UTC)
     try:
-        return now - timedelta(seconds=_duration(value))
+        return now - timedelta(seconds=parse_duration(value))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -558,7 +558,7 @@ def _found_stories(loaded: LoadedConfig, store: Any, words: str, fmt: str) -> No
 
 def find_entry(store: Any, ref: str) -> Any:
     """An entry by row id, entry id, GUID or link."""
-    from digest.storage.store import StoredEntry
+    from digest.model.records import StoredEntry
 
     if ref.isdigit():
         found = list(store.iter_entries(ids=[int(ref)]))

@@ -44,10 +44,11 @@ from starlette.routing import Route
 
 from digest.config import LoadedConfig
 from digest.errors import AddressError, DigestError
-from digest.mail.render import default_template_dir, safe_href
+from digest.mail.render import default_template_dir
 from digest.mail.tokens import Signer, load_secret, store_salts
 from digest.mail.transports import make_transport
 from digest.model.atom import FeedInfo, FeedStory, atom_feed, feed_updated
+from digest.model.links import safe_href
 from digest.model.stories import topic_title
 from digest.model.subscribers import CONFIRM_MAX_AGE, PREFERENCE_FIELDS, WEEKDAYS, Subscriber, make_subscriber
 from digest.service.lookup import feed_stories, search_stories

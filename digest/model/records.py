@@ -207,3 +207,47 @@ class RulesSource:
     own: Mapping[str, Any]
     source: str
     rules_hash: str
+
+
+# -- as stored: what the storage gives back ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """An entry as stored: the row id and when it was first seen, plus the entry itself."""
+
+    id: int
+    first_seen: datetime
+    entry: Entry
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    entry_id: int
+    story_id: int
+    score: float  # higher is better; comparable within one search only
+
+
+@dataclass(frozen=True, slots=True)
+class StoryTimes:
+    id: int
+    first_seen: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterMember:
+    stored: StoredEntry
+    story_id: int | None
+    entities: tuple[str, ...]
+    title_entities: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifiedEntry:
+    stored: StoredEntry
+    relevant: bool
+    topics: tuple[str, ...]
+    tags: tuple[str, ...]
+    why: list[dict[str, Any]]
+    story_id: int | None

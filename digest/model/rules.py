@@ -637,7 +637,7 @@ def compile_rules(
         try:
             spec = RulesSpec.model_validate(data)
         except ValidationError as err:
-            from digest.config import format_validation_error
+            from digest.model.settings import format_validation_error
 
             raise ConfigError(format_validation_error(err, source)) from None
     else:

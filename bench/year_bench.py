@@ -226,7 +226,7 @@ def main() -> None:
     from digest.config import load_config
     from digest.feeds.parse import parse_feed
     from digest.model.records import FetchWrite
-    from digest.service.pipeline import organise
+    from digest.service.organising import organise
     from digest.storage.store import Store
 
     day_items = week_copy(items[::7], a.weeks)

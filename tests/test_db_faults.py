@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 
 from digest.model.subscribers import Subscriber
-from digest.service.pipeline import utcnow
+from digest.service.fetching import utcnow
 from digest.storage.lock import ADVISORY_KEY
 from digest.storage.store import Store
 from tests.support.pgcluster import PgCluster

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from digest.model.records import FetchStatus, FetchSummary
-from digest.service.pipeline import FetchOptions, fetch_feeds, open_store
+from digest.service.fetching import FetchOptions, fetch_feeds, open_store
 from digest.storage.store import Store
 from tests.support.feedserver import FeedServer, Reply, atom, etag_of, gzip_bomb, rss
 
@@ -334,7 +334,8 @@ def test_many_feeds_are_fetched_by_worker_processes_that_end_with_the_run(write_
 def test_rules_that_do_not_compile_leave_entries_unclassified_until_fixed(write_config, tmp_path):
     from digest.config import load_config
     from digest.errors import ConfigError
-    from digest.service.pipeline import open_store, organise
+    from digest.service.fetching import open_store
+    from digest.service.organising import organise
 
     with FeedServer() as srv:
         feeds = feeds_yaml(**_many_feeds(srv, 20))
@@ -379,7 +380,8 @@ def test_a_worker_that_dies_fails_only_its_own_feeds(write_config, monkeypatch):
 
 def test_changing_the_rules_classifies_everything_again_and_nothing_else_does(offline):
     from digest.config import load_config
-    from digest.service.pipeline import open_store, organise
+    from digest.service.fetching import open_store
+    from digest.service.organising import organise
 
     loaded = load_config(offline)
     with open_store(loaded) as store:
@@ -433,7 +435,7 @@ def test_outcomes_arriving_close_together_share_a_transaction(db_url):
     """The writer lingers a moment for more outcomes (a transaction has a fixed cost), and every
     outcome is written and answered."""
     from digest.model.records import FeedState, FetchWrite
-    from digest.service.pipeline import _Writer
+    from digest.service.fetching import _Writer
 
     class CountingStore(Store):
         def __init__(self, url: str) -> None:
@@ -470,7 +472,7 @@ def test_outcomes_arriving_close_together_share_a_transaction(db_url):
 def test_the_last_outcome_is_written_at_once(db_url):
     """The writer knows how many outcomes a run expects: the last is not held back for company."""
     from digest.model.records import FeedState, FetchWrite
-    from digest.service.pipeline import _Writer
+    from digest.service.fetching import _Writer
 
     class PatientWriter(_Writer):
         LINGER = 1.0

@@ -28,17 +28,14 @@ from rich.table import Table
 
 from digest import __version__
 from digest.config import LoadedConfig, load_config
-from digest.errors import AddressError, ConfigError, DigestError
+from digest.errors import ConfigError, DigestError
 from digest.model.records import FeedReport, FetchStatus, FetchSummary, StoredEntry
+from digest.model.search import parse_query
 from digest.model.settings import parse_duration
-from digest.service.pipeline import (
-    FetchOptions,
-    OrganiseSummary,
-    fetch_feeds,
-    open_store,
-    organise,
-    utcnow,
-)
+from digest.model.subscribers import normalise_email, write_csv
+from digest.service.api import Digest
+from digest.service.fetching import FetchOptions, open_store, utcnow
+from digest.service.organising import OrganiseSummary
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,15 +71,28 @@ def handles_errors(fn: F) -> F:
 
 
 class State:
+    """The command's config and service, made on first use and closed when the command ends."""
+
     def __init__(self, config_path: str | None) -> None:
         self.config_path = config_path
         self._loaded: LoadedConfig | None = None
+        self._digest: Digest | None = None
 
     @property
     def loaded(self) -> LoadedConfig:
         if self._loaded is None:
             self._loaded = load_config(self.config_path)
         return self._loaded
+
+    @property
+    def digest(self) -> Digest:
+        if self._digest is None:
+            self._digest = Digest(self.loaded)
+        return self._digest
+
+    def close(self) -> None:
+        if self._digest is not None:
+            self._digest.close()
 
 
 pass_state = click.make_pass_decorator(State)
@@ -113,6 +123,7 @@ Exit codes:
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = State(config_path)
+    ctx.call_on_close(ctx.obj.close)
 
 
 # -- fetch -------------------------------------------------------------------------------------
@@ -167,28 +178,28 @@ def organise_line(o: OrganiseSummary) -> str:
     return f"{o.selected} newly selected, {o.new_stories} new stories{redo}"
 
 
-def run_fetch(loaded: LoadedConfig, options: FetchOptions, console: Console) -> FetchSummary:
-    with open_store(loaded) as store:
-        if not console.is_terminal:
-            return asyncio.run(fetch_feeds(loaded, store, options))
-        with Progress(
-            TextColumn("fetching"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}"),
-            console=console,
-            transient=True,
-        ) as progress:
-            task = progress.add_task("", total=None)
+def run_fetch(d: Digest, options: FetchOptions, console: Console) -> FetchSummary:
+    """A fetch, with a progress bar on a terminal."""
+    if not console.is_terminal:
+        return d.fetch(options)
+    with Progress(
+        TextColumn("fetching"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("", total=None)
 
-            def started(n: int) -> None:
-                progress.update(task, total=n)
+        def started(n: int) -> None:
+            progress.update(task, total=n)
 
-            def done(r: FeedReport) -> None:
-                progress.update(task, advance=1, description=r.feed)
+        def done(r: FeedReport) -> None:
+            progress.update(task, advance=1, description=r.feed)
 
-            return asyncio.run(fetch_feeds(loaded, store, options, on_report=done, on_start=started))
+        return d.fetch(options, on_report=done, on_start=started)
 
 
 # daemon and run --once: the claims keep several schedulers correct; the lock is only asked for
@@ -215,14 +226,13 @@ def fetch(state: State, only: str | None, force: bool, due_only: bool, strict: b
     if only is not None:
         loaded.config.feed(only)  # a clear error for an unknown name
     options = FetchOptions(only=only, force=force, due_only=due_only)
-    summary = run_fetch(loaded, options, out)
-    with open_store(loaded) as store:
-        try:
-            organised = organise(loaded, store)
-        except ConfigError:  # what was fetched is stored; say so, then the rules error
-            if not quiet:
-                print_fetch_summary(summary, out)
-            raise
+    summary = run_fetch(state.digest, options, out)
+    try:
+        organised = state.digest.organise()
+    except ConfigError:  # what was fetched is stored; say so, then the rules error
+        if not quiet:
+            print_fetch_summary(summary, out)
+        raise
     if quiet:
         for r in summary.reports:
             if r.status is FetchStatus.FAILED:
@@ -375,30 +385,24 @@ def entry_json(s: StoredEntry) -> dict[str, Any]:
 @handles_errors
 def entries(state: State, feed: str | None, since: str | None, fmt: str, limit: int | None) -> None:
     """Stored entries."""
-    since_t = parse_since(since, utcnow())
-    with open_store(state.loaded) as store:
-        configured = {f.name for f in state.loaded.config.feeds}
-        # a feed removed from the config keeps its entries: only a name unknown to both is an error
-        if feed is not None and feed not in configured and not store.entry_counts().get(feed):
-            state.loaded.config.feed(feed)  # exit 2, naming the feed and where to look
-        rows = store.iter_entries(feed=feed, since=since_t, limit=limit, newest_first=limit is not None)
-        if fmt == "jsonl":
-            for s in rows:
-                sys.stdout.write(json.dumps(entry_json(s), ensure_ascii=False) + "\n")
-            return
-        table = Table()
-        for col in ("id", "feed", "published", "lang", "title"):
-            table.add_column(col, overflow="fold")
+    rows = state.digest.entries(feed=feed, since=parse_since(since, utcnow()), limit=limit)
+    if fmt == "jsonl":
         for s in rows:
-            e = s.entry
-            table.add_row(
-                str(s.id),
-                e.feed,
-                _fmt_time(e.published) + ("*" if e.published_fallback else ""),
-                e.language or "",
-                e.title,
-            )
-        out.print(table)
+            sys.stdout.write(json.dumps(entry_json(s), ensure_ascii=False) + "\n")
+        return
+    table = Table()
+    for col in ("id", "feed", "published", "lang", "title"):
+        table.add_column(col, overflow="fold")
+    for s in rows:
+        e = s.entry
+        table.add_row(
+            str(s.id),
+            e.feed,
+            _fmt_time(e.published) + ("*" if e.published_fallback else ""),
+            e.language or "",
+            e.title,
+        )
+    out.print(table)
 
 
 # -- db ----------------------------------------------------------------------------------------
@@ -414,62 +418,14 @@ def db() -> None:
 @handles_errors
 def db_upgrade(state: State) -> None:
     """Apply schema migrations (also done on every start)."""
-    from digest.storage.store import Store
-
-    store = Store(state.loaded.database_url, migrate=False)
-    try:
-        before = store.current_revision()
-        applied = store.upgrade()
-        out.print(
-            f"database at revision {store.current_revision()}"
-            + (f" (was {before or 'empty'})" if applied else " (already current)")
-        )
-    finally:
-        store.close()
+    before, after = state.digest.upgrade_database()
+    out.print(
+        f"database at revision {after}"
+        + (f" (was {before or 'empty'})" if before != after else " (already current)")
+    )
 
 
 # -- stories, explain, rules ---------------------------------------------------------------------
-
-
-def story_records(store: Any, loaded: LoadedConfig, *, include_all: bool) -> list[dict[str, Any]]:
-    """One JSON object per stored entry that was selected (with include_all: every entry)."""
-    from digest.model.fold import canonical_url
-    from digest.model.stories import build_stories
-
-    titles = {name: st.title for name, st in store.feed_states().items()}
-    order = [t.name for t in (*loaded.rules.topics, *loaded.rules.tags)]
-    classified = store.classified_entries(relevant_only=not include_all)
-    views = {v.id: v for v in build_stories(classified, titles, order, loaded.clustering.tag_share)}
-    records = []
-    for c in classified:
-        e = c.stored.entry
-        view = views.get(c.story_id) if c.story_id is not None else None
-        outlet = e.source_title or titles.get(e.feed) or e.feed
-        rec: dict[str, Any] = {
-            "feed": e.feed,
-            "entry_id": e.entry_id,
-            "guid": e.guid,
-            "link": e.link,
-            "canonical_url": canonical_url(e.link),
-            "title": e.title,
-            "published": e.published.isoformat(),
-            "published_is_fetch_time": e.published_fallback,
-            "language": e.language,
-            "relevant": c.relevant,
-            # topics decide who gets an entry: its own; tags say what the news is: its story's,
-            # voted by the reports (what a digest shows). The other of each beside them.
-            "topics": list(c.topics),
-            "tags": list(view.tags if view else c.tags),
-            "story_topics": list(view.topics if view else c.topics),
-            "entry_tags": list(c.tags),
-            "story": f"s{c.story_id}" if c.story_id is not None else None,
-            "outlet": outlet,
-            "also_reported_by": [o for o in view.outlets if o != outlet] if view else [],
-            "why": c.why,
-            "id": c.stored.id,
-        }
-        records.append(rec)
-    return records
 
 
 @main.command()
@@ -488,12 +444,9 @@ def story_records(store: Any, loaded: LoadedConfig, *, include_all: bool) -> lis
 @handles_errors
 def stories(state: State, fmt: str, include_all: bool, words: str | None) -> None:
     """Selected entries and the stories they were folded into."""
-    loaded = state.loaded
-    with open_store(loaded) as store:
-        organise(loaded, store)
-        if words is not None:
-            return _found_stories(loaded, store, words, fmt)
-        records = story_records(store, loaded, include_all=include_all)
+    if words is not None:
+        return _found_stories(state.digest, words, fmt)
+    records = state.digest.stories(include_all=include_all)
     if fmt == "jsonl":
         for rec in records:
             sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
@@ -521,13 +474,10 @@ def stories(state: State, fmt: str, include_all: bool, words: str | None) -> Non
     out.print(f"{sum(r['relevant'] for r in records)} selected entries in {n_stories} stories")
 
 
-def _found_stories(loaded: LoadedConfig, store: Any, words: str, fmt: str) -> None:
-    from digest.model.search import parse_query
-    from digest.service.lookup import search_stories
-
+def _found_stories(d: Digest, words: str, fmt: str) -> None:
     if not parse_query(words):
         _fail(f"--search {words!r} has no words to look for; give one or more words", 2)  # usage
-    views = search_stories(loaded, store, words)
+    views = d.search(words)
     if fmt == "jsonl":
         for rank, v in enumerate(views, 1):
             rep = v.representative.stored.entry
@@ -556,48 +506,15 @@ def _found_stories(loaded: LoadedConfig, store: Any, words: str, fmt: str) -> No
     out.print(f"{len(views)} stories with {words!r}")
 
 
-def find_entry(store: Any, ref: str) -> Any:
-    """An entry by row id, entry id, GUID or link."""
-    from digest.model.records import StoredEntry
-
-    if ref.isdigit():
-        found = list(store.iter_entries(ids=[int(ref)]))
-        if found:
-            return found[0]
-    for s in store.iter_entries():
-        assert isinstance(s, StoredEntry)
-        if ref in (s.entry.entry_id, s.entry.guid, s.entry.link):
-            return s
-    raise DigestError(
-        f"no stored entry {ref!r}; give the id from `digest entries` or `digest stories`, "
-        "or the entry's link or GUID"
-    )
-
-
 @main.command()
 @click.argument("entry")
 @pass_state
 @handles_errors
 def explain(state: State, entry: str) -> None:
     """Why ENTRY (an id, link or GUID) was selected or not, and which story it is in."""
-    from digest.model.judge import classify_hits
-    from digest.model.rules import explain_rules
-    from digest.model.stories import age_at_first_sight, old_news
-
     loaded = state.loaded
-    rules = loaded.rules
-    with open_store(loaded) as store:
-        organise(loaded, store)
-        s = find_entry(store, entry)
-        e = s.entry
-        hits = rules.scan(e.title, e.summary_text)
-        c = classify_hits(hits, rules)
-        mates = []
-        stored = store.classified_entries(relevant_only=False, entry_ids=[s.id])
-        story_id = stored[0].story_id if stored else None
-        if story_id is not None:
-            titles = {n: st.title for n, st in store.feed_states().items()}
-            mates = [m for m in store.classified_entries() if m.story_id == story_id and m.stored.id != s.id]
+    x = state.digest.explain(entry)
+    s, e, c = x.stored, x.stored.entry, x.judged
     out.print(f"[bold]{e.title}[/]", markup=True)
     when = _fmt_time(e.published) + (" (no date in the feed: first seen)" if e.published_fallback else "")
     out.print(f"entry {s.id} · {e.feed} · {when} · {e.language or '?'}\n{e.link or ''}", markup=False)
@@ -610,7 +527,7 @@ def explain(state: State, entry: str) -> None:
         )
     # every topic, selected or not: its score and each piece of evidence, or its rules' conditions
     scores = {sc.topic: sc for sc in c.scores}
-    for topic in rules.topics:
+    for topic in loaded.rules.topics:
         sc = scores.get(topic.name)
         if sc is not None:
             verdict = "selects" if sc.selects else "does not select"
@@ -619,43 +536,34 @@ def explain(state: State, entry: str) -> None:
                 out.print(f"    {f.weight:+5g}  {f.name}: {f.field} “{f.shown}”", markup=False)
             if not sc.features:
                 out.print("    (no evidence found)", markup=False)
-        fired = [
-            r
-            for r in c.why
-            if (r.kind, r.name) == ("topic", topic.name) and r.fired.rule != (sc and sc.line())
-        ]
-        for r in fired:  # a rule that selected it
-            ev = "; ".join(f"{fld}: “{matched}” ({cond})" for cond, fld, _term, matched in r.fired.evidence)
-            out.print(f"  topic {topic.name} ← {r.fired.rule}: {ev}", markup=False)
-        if topic.rules and not fired and topic.name not in c.topics:  # the closest rules, for a fix
-            for rule_name, conds in explain_rules(topic, hits):
-                parts = [
-                    f"{'✓' if (not held if g == 'none' else held) else '✗'} {g} {cond}"
-                    for g, cond, held in conds
-                ]
-                out.print(f"  topic {topic.name} / {rule_name}: " + "; ".join(parts), markup=False)
+        for r in c.why:  # a rule that selected it
+            if (r.kind, r.name) == ("topic", topic.name) and r.fired.rule != (sc and sc.line()):
+                ev = "; ".join(
+                    f"{fld}: “{matched}” ({cond})" for cond, fld, _term, matched in r.fired.evidence
+                )
+                out.print(f"  topic {topic.name} ← {r.fired.rule}: {ev}", markup=False)
+        for rule_name, conds in x.near_misses.get(topic.name, []):  # the closest rules, for a fix
+            parts = [
+                f"{'✓' if (not held if g == 'none' else held) else '✗'} {g} {cond}" for g, cond, held in conds
+            ]
+            out.print(f"  topic {topic.name} / {rule_name}: " + "; ".join(parts), markup=False)
     for r in c.why:
         if r.kind != "tag":
             continue
         ev = "; ".join(f"{field}: “{matched}” ({cond})" for cond, field, _term, matched in r.fired.evidence)
         out.print(f"  tag {r.name} ← {r.fired.rule}: {ev}", markup=False)
-    if old_news(s, loaded.config.max_age):
-        age = age_at_first_sight(s)
+    if x.old_news_age is not None:
         out.print(
-            f"\n[yellow]not mailed[/]: old news, published {_fmt_age(age)} before it was first seen"
-            f" ({_fmt_time(s.first_seen)}); max_age in the config is"
+            f"\n[yellow]not mailed[/]: old news, published {_fmt_age(x.old_news_age)} before it was"
+            f" first seen ({_fmt_time(s.first_seen)}); max_age in the config is"
             f" {_fmt_age(timedelta(seconds=loaded.config.max_age))}",
             markup=True,
         )
-    if story_id is not None:
-        others = f"{len(mates)} other reports" if mates else "no other reports yet"
-        out.print(f"\nstory s{story_id}: {others}", markup=False)
-        for m in mates[:10]:
-            me = m.stored.entry
-            out.print(
-                f"  {m.stored.id} · {me.source_title or titles.get(me.feed) or me.feed} · {me.title}",
-                markup=False,
-            )
+    if x.story_id is not None:
+        others = f"{len(x.mates)} other reports" if x.mates else "no other reports yet"
+        out.print(f"\nstory s{x.story_id}: {others}", markup=False)
+        for mate_id, outlet, title in x.mates[:10]:
+            out.print(f"  {mate_id} · {outlet} · {title}", markup=False)
 
 
 @main.group()
@@ -681,25 +589,12 @@ def rules_test(state: State, source: str | None, since: str, selected_only: bool
     Nothing is stored or changed. For stored entries, the last column says where the
     current rules disagree with what is stored (after you edit feeds.yaml).
     """
-    from digest.model.judge import classify
-
-    loaded = state.loaded
-    rules_ = loaded.rules
-    rows: list[tuple[str, Any, str]] = []  # (title, classification, note)
+    d = state.digest
     if source:
-        for e in _read_feed_for_test(loaded, source):
-            c = classify(e.title, e.summary_text, rules_)
-            rows.append((e.title, c, _closest_score(c)))
+        trials = d.try_rules(_read_feed_for_test(state.loaded, source))
     else:
-        with open_store(loaded) as store:
-            stored = {c.stored.id: c for c in store.classified_entries(relevant_only=False)}
-            for s in store.iter_entries(since=parse_since(since, utcnow())):
-                c = classify(s.entry.title, s.entry.summary_text, rules_)
-                before = stored.get(s.id)
-                note = ""
-                if before is not None and before.relevant != c.relevant:
-                    note = "newly selected" if c.relevant else "newly dropped"
-                rows.append((s.entry.title, c, note))
+        trials = d.try_rules(since=parse_since(since, utcnow()))
+    rows = [(r.title, r.judged, r.note) for r in trials]
     table = Table()
     for col in ("", "topics", "tags", "rule", "title", "note"):
         table.add_column(col, overflow="fold")
@@ -717,15 +612,6 @@ def rules_test(state: State, source: str | None, since: str, selected_only: bool
         )
     out.print(table)
     out.print(f"{sum(c.relevant for _, c, _ in rows)} of {len(rows)} entries selected")
-
-
-def _closest_score(c: Any) -> str:
-    """For an entry of a feed tried with `rules test FILE`: the topic score nearest its threshold,
-    so a dropped entry says how far it fell short and a selected one by how much it passed."""
-    if not c.scores:
-        return "no topic's trigger terms found"
-    best = max(c.scores, key=lambda sc: sc.total - sc.threshold)
-    return f"{best.topic}: {best.line()}"
 
 
 def _read_feed_for_test(loaded: LoadedConfig, source: str) -> list[Any]:
@@ -787,56 +673,19 @@ def subscribers_add(
     show_why: bool | None,
 ) -> None:
     """Add a subscriber, or change what is given of an existing one's preferences (the rest stay)."""
-    from digest.model.subscribers import PREFERENCE_FIELDS, make_subscriber, normalise_email
-
-    given = {
-        "topics": topics,
-        "tags": tags,
-        "cadence": cadence,
-        "weekday": weekday,
-        "send_time": send_time,
-        "timezone": timezone,
-        "format": fmt,
-        "max_stories": max_stories,
-        "show_why": show_why,
-    }
-    given = {k: v for k, v in given.items() if v is not None}
-    address = normalise_email(email, where="subscriber")
-    loaded = state.loaded
-    with open_store(loaded) as store:
-        found = store.list_subscribers(email=address)
-        base: dict[str, Any] = {}
-        if found:
-            old = found[0]
-            base = {k: getattr(old, k) for k in ("name", "status", *PREFERENCE_FIELDS)}
-            address = old.email  # the address as first stored
-        data = {**base, **given, "email": address}
-        if weekday is not None and data.get("cadence") != "weekly":
-            raise AddressError(f"--weekday {weekday}: a weekday is for weekly digests; add --cadence weekly")
-        if data.get("cadence") != "weekly":
-            data["weekday"] = None
-        sub = make_subscriber(data, where="subscriber")
-        check_topics_and_tags(loaded, [sub], "subscriber")
-        _, created = store.add_subscriber(sub, utcnow())
+    sub, created = state.digest.subscribe(
+        email,
+        topics=topics,
+        tags=tags,
+        cadence=cadence,
+        weekday=weekday,
+        send_time=send_time,
+        timezone=timezone,
+        format=fmt,
+        max_stories=max_stories,
+        show_why=show_why,
+    )
     out.print(f"{'added' if created else 'updated'} {sub.email}", markup=False)
-
-
-def check_topics_and_tags(loaded: LoadedConfig, subs: list[Any], where: str) -> None:
-    """Topics and tags named by a subscriber must exist: a tag that matches nothing would leave
-    them an empty digest for ever. Exit 2, naming the valid ones."""
-    known_topics = [t.name for t in loaded.rules.topics]
-    known_tags = [t.name for t in loaded.rules.tags]
-    for sub in subs:
-        bad = sorted(set(sub.topics) - set(known_topics))
-        if bad:
-            raise AddressError(
-                f"{where} {sub.email}: unknown topic(s) {', '.join(bad)}; known: {', '.join(known_topics)}"
-            )
-        bad = sorted(set(sub.tags) - set(known_tags))
-        if bad:
-            raise AddressError(
-                f"{where} {sub.email}: unknown tag(s) {', '.join(bad)}; known: {', '.join(known_tags)}"
-            )
 
 
 @subscribers.command("list")
@@ -844,8 +693,7 @@ def check_topics_and_tags(loaded: LoadedConfig, subs: list[Any], where: str) -> 
 @handles_errors
 def subscribers_list(state: State) -> None:
     """Every subscriber with their preferences and status."""
-    with open_store(state.loaded) as store:
-        subs = store.list_subscribers()
+    subs = state.digest.subscribers()
     table = Table()
     for col in ("email", "status", "cadence", "time", "zone", "topics", "tags", "format", "max"):
         table.add_column(col)
@@ -876,13 +724,8 @@ def subscribers_list(state: State) -> None:
 @handles_errors
 def subscribers_remove(state: State, email: str) -> None:
     """Remove a subscriber and their delivery history."""
-    from digest.model.subscribers import normalise_email
-
-    address = normalise_email(email)
-    with open_store(state.loaded) as store:
-        if not store.remove_subscriber(address):
-            raise DigestError(f"no subscriber {address}; `digest subscribers list` shows them")
-    out.print(f"removed {address}", markup=False)
+    state.digest.unsubscribe(email)
+    out.print(f"removed {normalise_email(email)}", markup=False)
 
 
 @subscribers.command("import")
@@ -892,22 +735,8 @@ def subscribers_remove(state: State, email: str) -> None:
 def subscribers_import(state: State, csv_file: Path) -> None:
     """Add or update subscribers from CSV (header: email, topics, tags, cadence, send_time, timezone, ...).
     Nothing is stored if any row is bad; every bad row is named."""
-    from digest.model.subscribers import read_csv
-
-    try:
-        text = csv_file.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise DigestError(f"{csv_file}: cannot read it ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise AddressError(
-            f"{csv_file}: not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
-            "save it as UTF-8 (in a spreadsheet: CSV UTF-8) and import again"
-        ) from None
-    subs = read_csv(text, str(csv_file))
-    check_topics_and_tags(state.loaded, subs, str(csv_file) + ":")
-    with open_store(state.loaded) as store:
-        created = store.add_subscribers(subs, utcnow())
-    out.print(f"{created} added, {len(subs) - created} updated from {csv_file}", markup=False)
+    added, updated = state.digest.import_subscribers(csv_file)
+    out.print(f"{added} added, {updated} updated from {csv_file}", markup=False)
 
 
 @subscribers.command("export")
@@ -915,10 +744,7 @@ def subscribers_import(state: State, csv_file: Path) -> None:
 @handles_errors
 def subscribers_export(state: State) -> None:
     """Print every subscriber as CSV (the import format)."""
-    from digest.model.subscribers import write_csv
-
-    with open_store(state.loaded) as store:
-        sys.stdout.write(write_csv(store.list_subscribers()))
+    sys.stdout.write(write_csv(state.digest.subscribers()))
 
 
 def print_send(reports: list[Any]) -> int:
@@ -957,24 +783,9 @@ def print_send(reports: list[Any]) -> int:
 @handles_errors
 def send(state: State, dry_run: bool, only: str | None) -> None:
     """Send every digest that is due now (each subscriber and period at most once)."""
-    from digest.model.subscribers import normalise_email
-    from digest.service.sending import send_due
-
-    loaded = state.loaded
-    warn_base_url(loaded)
-    with open_store(loaded) as store:
-        if not dry_run:  # a dry run writes nothing: it sends from the stories as last organised
-            organise(loaded, store)
-        reports = asyncio.run(
-            send_due(
-                loaded, store, now=utcnow(), dry_run=dry_run, only=normalise_email(only) if only else None
-            )
-        )
-        unstored = [
-            d["email"]
-            for d in (loaded.config.subscribers if dry_run else ())
-            if not store.list_subscribers(email=normalise_email(str(d.get("email", ""))))
-        ]
+    warn_base_url(state.loaded)
+    reports = state.digest.send_due(dry_run=dry_run, only=only)
+    unstored = state.digest.unstored_config_subscribers() if dry_run else []
     if print_send(reports):
         sys.exit(1)
     if unstored:  # said, so that an empty dry run is not mistaken for "nobody is due"
@@ -1000,12 +811,6 @@ PREVIEW_KINDS = {".html": "html", ".htm": "html", ".txt": "text", ".eml": "messa
 @handles_errors
 def preview(state: State, email: str | None, output: Path | None) -> None:
     """Render a digest as it would be sent now, without sending or recording anything."""
-    from dataclasses import replace
-
-    from digest.model.schedule import current_period
-    from digest.model.subscribers import Subscriber, address_key, make_subscriber, normalise_email
-    from digest.service.sending import Mailer
-
     kind = None
     if output is not None:
         kind = PREVIEW_KINDS.get(output.suffix.lower())
@@ -1013,31 +818,7 @@ def preview(state: State, email: str | None, output: Path | None) -> None:
             raise ConfigError(f"--output {output}: end the name in .html, .txt or .eml (what to write)")
         if not output.parent.is_dir():
             raise ConfigError(f"--output {output}: no folder {output.parent}; create it or write elsewhere")
-    loaded = state.loaded
-    now = utcnow()
-    address = normalise_email(email) if email else None
-    # subscribers from feeds.yaml not yet stored are previewed as they will be, and not stored
-    configured = [
-        make_subscriber(d, where=f"{loaded.source}: subscribers[{i}]")
-        for i, d in enumerate(loaded.config.subscribers)
-    ]
-    with open_store(loaded) as store:
-        subs = store.list_subscribers(email=address)
-        if not subs:
-            subs = [
-                replace(c, id=0)
-                for c in configured
-                if not address or address_key(c.email) == address_key(address)
-            ]
-        if address and not subs:
-            raise DigestError(f"no subscriber {email}; `digest subscribers list` shows them")
-        sub = subs[0] if subs else Subscriber("preview@example.org", id=0)
-        if kind in ("html", "text"):  # the part asked for, whatever the subscriber reads
-            sub = replace(sub, format=kind)
-        mailer = Mailer(loaded, store)
-        period = current_period(sub, now)
-        mailer.load_history([sub.id] if sub.id else [], now)
-        prepared = mailer.prepare(sub, period, now, readable=True)
+    sub, prepared = state.digest.preview(email, part=kind if kind in ("html", "text") else None)
     rendered = prepared.rendered
     try:
         if output is None:
@@ -1071,20 +852,16 @@ def run(state: State, once: bool, dry_run: bool, wait: float | None) -> None:
     warn_base_url(loaded)
     _ = loaded.rules
     if wait is None:
-        _run_once(loaded, dry_run)
+        _run_once(state.digest, dry_run)
         return
     with SchedulerLock(loaded.database_url, wait=wait):
-        _run_once(loaded, dry_run)
+        _run_once(state.digest, dry_run)
 
 
-def _run_once(loaded: LoadedConfig, dry_run: bool) -> None:
-    from digest.service.sending import send_due
-
-    options = FetchOptions(due_only=True)
-    summary = run_fetch(loaded, options, out)
-    with open_store(loaded) as store:
-        organised = organise(loaded, store)
-        reports = asyncio.run(send_due(loaded, store, now=utcnow(), dry_run=dry_run))
+def _run_once(d: Digest, dry_run: bool) -> None:
+    summary = run_fetch(d, FetchOptions(due_only=True), out)
+    organised = d.organise()
+    reports = d.send_due(dry_run=dry_run)
     print_fetch_summary(summary, out)
     out.print(organise_line(organised))
     failed = print_send(reports)
@@ -1130,46 +907,27 @@ def daemon(
 @handles_errors
 def status(state: State) -> None:
     """The state of things: feeds (failing ones named), subscribers due, last and next sends."""
-    from digest.model.schedule import next_due
-    from digest.service.sending import who_is_due
-
-    loaded = state.loaded
-    now = utcnow()
-    with open_store(loaded) as store:
-        states = store.feed_states()
-        subs = store.list_subscribers()
-        recent = store.deliveries_report(limit=10)
-        _, _, due = who_is_due(store, now)
-        counts = store.entry_counts()
-    enabled = [f for f in loaded.config.feeds if f.enabled]
-    last_poll = max((st.last_fetched for st in states.values() if st.last_fetched), default=None)
-    failing = [states[f.name] for f in enabled if f.name in states and states[f.name].error_count]
+    st = state.digest.status()
     out.print(
-        f"feeds: {len(enabled)} enabled, {len(failing)} failing; last poll {_fmt_time(last_poll)}; "
-        f"{sum(counts.values())} entries stored",
+        f"feeds: {st.enabled_feeds} enabled, {len(st.failing)} failing; last poll {_fmt_time(st.last_poll)}; "
+        f"{st.entries} entries stored",
         markup=False,
     )
-    if failing:
+    if st.failing:
         table = Table(title="failing feeds")
         for col in ("feed", "errors", "last ok", "next try", "last error"):
             table.add_column(col, overflow="fold")
-        for st in failing:
+        for f in st.failing:
             table.add_row(
-                st.name,
-                str(st.error_count),
-                _fmt_time(st.last_ok),
-                _fmt_time(st.next_poll),
-                st.last_error or "",
+                f.name, str(f.error_count), _fmt_time(f.last_ok), _fmt_time(f.next_poll), f.last_error or ""
             )
         out.print(table)
-    active = [s for s in subs if s.status == "active"]
-    nxt = min((next_due(s, now) for s in active), default=None)
     out.print(
-        f"subscribers: {len(subs)} ({len(active)} active, "
-        f"{sum(s.status == 'bouncing' for s in subs)} bouncing); "
-        f"{len(due)} due now; next send {_fmt_time(nxt)}",
+        f"subscribers: {len(st.subscribers)} ({st.count('active')} active, {st.count('bouncing')} bouncing); "
+        f"{st.due_now} due now; next send {_fmt_time(st.next_send)}",
         markup=False,
     )
+    recent = st.recent
     if recent:
         table = Table(title="last sends")
         for col in ("subscriber", "period", "state", "attempts", "sent"):
@@ -1202,8 +960,7 @@ def serve(state: State, host: str, port: int) -> None:
 
     loaded = state.loaded
     warn_base_url(loaded)
-    with open_store(loaded):
-        pass  # migrate before serving
+    _ = state.digest.store  # migrated before serving
     # The socket is bound here so that a port in use is one line (uvicorn logs it and exits 1
     # after start-up); uvicorn serves on the socket it is given.
     sock = _listen(host, port)

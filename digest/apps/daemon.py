@@ -23,7 +23,6 @@ right, not every tick. SIGTERM always ends in exit code 0 and no traceback.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import signal
@@ -35,8 +34,8 @@ from typing import Any
 from digest.config import LoadedConfig, load_config
 from digest.errors import DigestError, LockHeldError, TransportSetupError
 from digest.model.records import FetchStatus
-from digest.model.subscribers import CONFIRM_MAX_AGE
-from digest.service.pipeline import FetchOptions, fetch_feeds, open_store, organise, utcnow
+from digest.service.api import Digest
+from digest.service.fetching import FetchOptions, utcnow
 from digest.storage.lock import SchedulerLock
 
 log = logging.getLogger("digest")
@@ -93,6 +92,7 @@ class Daemon:
         self.config_path = config_path
         self.loaded: LoadedConfig = load_config(config_path)
         _ = self.loaded.rules, self.loaded.clustering  # rule errors stop us before we start
+        self.digest = Digest(self.loaded)  # one store (one engine) for the daemon's life
         self.metrics_port = metrics_port
         self.wait = wait
         self.stopping = threading.Event()
@@ -163,11 +163,10 @@ class Daemon:
     def _poll(self) -> None:
         from digest.apps import metrics
 
-        loaded, started = self.loaded, time.monotonic()
-        with open_store(loaded) as store:
-            summary = asyncio.run(fetch_feeds(loaded, store, FetchOptions(due_only=True, isolate=True)))
-            organised = organise(loaded, store)
-            failing = sum(1 for st in store.feed_states().values() if st.error_count)
+        started = time.monotonic()
+        summary = self.digest.fetch(FetchOptions(due_only=True, isolate=True))
+        organised = self.digest.organise()
+        failing = len(self.digest.status().failing)
         seconds = time.monotonic() - started
         counts = {s.value: summary.count(s) for s in FetchStatus}
         for result, n in counts.items():
@@ -194,16 +193,14 @@ class Daemon:
     def _send(self) -> None:
         from digest.apps import metrics
         from digest.model.schedule import next_due
-        from digest.service.sending import send_due
 
-        loaded, started, now = self.loaded, time.monotonic(), utcnow()
-        with open_store(loaded) as store:
-            try:
-                reports = asyncio.run(send_due(loaded, store, now=now, stopping=self.stopping.is_set))
-            except TransportSetupError as exc:  # login refused, the SMTP circuit breaker: next tick
-                log.error("send: %s", str(exc).splitlines()[0])
-                return
-            active = store.schedules()
+        started, now = time.monotonic(), utcnow()
+        try:
+            reports = self.digest.send_due(now=now, stopping=self.stopping.is_set)
+        except TransportSetupError as exc:  # login refused, the SMTP circuit breaker: next tick
+            log.error("send: %s", str(exc).splitlines()[0])
+            return
+        active = self.digest.store.schedules()
         seconds = time.monotonic() - started
         counts = {
             k: sum(r.state == k for r in reports) for k in ("sent", "empty", "failed", "bounced", "done")
@@ -233,73 +230,15 @@ class Daemon:
 
     def _housekeeping(self) -> None:
         d = self.loaded.config.daemon
-        with open_store(self.loaded) as store:
-            pruned = store.prune_entries(utcnow() - timedelta(seconds=d.retention))
-            # a sign-up whose confirmation link has expired can never be confirmed
-            expired = store.remove_expired_pending(utcnow() - timedelta(seconds=CONFIRM_MAX_AGE))
-            store.tidy()
-            if d.operator:
-                self.report_to_operator(store, d.operator)
+        pruned, expired = self.digest.housekeeping(timedelta(seconds=d.retention))
+        if d.operator:
+            self.digest.mail_operator(d.operator)
         _event(
             f"housekeeping: {pruned} old entries removed, {expired} expired sign-ups",
             event="housekeeping",
             pruned=pruned,
             expired_sign_ups=expired,
         )
-
-    def report_to_operator(self, store: Any, address: str) -> None:
-        """A plain mail listing feeds failing for a day or more, and the last day's figures."""
-        from digest.mail.render import domain_of, plain_message
-        from digest.mail.transports import make_transport
-
-        now = utcnow()
-        failing = [
-            st
-            for st in store.feed_states().values()
-            if st.error_count and (st.last_ok is None or now - st.last_ok > timedelta(days=1))
-        ]
-        recent = [
-            r
-            for r in store.deliveries_report(limit=10_000)
-            if r.get("sent_at") and now - r["sent_at"] < timedelta(days=1)
-        ]
-        lines = [
-            f"digest operator report, {now:%Y-%m-%d %H:%M} UTC",
-            "",
-            f"{len(failing)} feeds failing for a day or more:",
-        ]
-        lines += [
-            f"  {st.name}: {st.last_error} (since {st.last_ok or 'never ok'}, {st.error_count} errors)"
-            for st in failing
-        ]
-        lines += ["", f"{len(recent)} digests sent in the last day."]
-        d = self.loaded.config.delivery
-        msg_id = f"<operator.{now:%Y%m%d%H%M}@{domain_of(d.sender)}>"
-        data = plain_message(
-            sender=d.sender,
-            recipient=address,
-            subject=f"digest: {len(failing)} failing feeds",
-            text="\n".join(lines),
-            msg_id=msg_id,
-            date=now,
-        )
-        transport = make_transport(d, self.loaded.base_dir)
-
-        async def go() -> None:
-            await transport.open()
-            try:
-                import email.utils
-
-                await transport.send(
-                    email.utils.parseaddr(d.sender)[1],
-                    address,
-                    data,
-                    msg_id,
-                )
-            finally:
-                await transport.close()
-
-        asyncio.run(go())
 
     # -- control -----------------------------------------------------------------------------------
 
@@ -314,6 +253,7 @@ class Daemon:
             log.error("reload: the database cannot change while running; restart the daemon for that")
             return
         self.loaded = new
+        self.digest.reconfigure(new)
         _event(f"reload: {len(new.config.feeds)} feeds, {len(new.rules.topics)} topics", event="reload")
 
     def stop(self, signum: int, _frame: object) -> None:
@@ -387,4 +327,5 @@ class Daemon:
         finally:
             if lock is not None:
                 lock.release()  # quietly, if the lock's session is gone already
+            self.digest.close()
         return self.exit_code

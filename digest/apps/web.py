@@ -51,9 +51,9 @@ from digest.model.atom import FeedInfo, FeedStory, atom_feed, feed_updated
 from digest.model.links import safe_href
 from digest.model.stories import topic_title
 from digest.model.subscribers import CONFIRM_MAX_AGE, PREFERENCE_FIELDS, WEEKDAYS, Subscriber, make_subscriber
+from digest.service.fetching import open_store, utcnow
 from digest.service.lookup import feed_stories, search_stories
 from digest.service.lookup import feed_titles as lookup_titles
-from digest.service.pipeline import open_store, utcnow
 
 MAX_BODY = 64 * 1024  # a form is a few hundred bytes; eight 50 MiB bodies took the server to 476 MB
 FORM_MAIL_TIMEOUT = 5.0  # a visitor waits for the confirmation mail: one try, not the send loop's retries

@@ -154,6 +154,20 @@ class EntriesMixin(StorageBase):
             for row in conn.execute(q).mappings():
                 yield stored_entry(row)
 
+    def find_entry(self, ref: str) -> StoredEntry | None:
+        """An entry by row id, else by entry id, GUID or link (the first stored, if several)."""
+        queries = []
+        if ref.isdigit() and int(ref) < 2**63:
+            queries.append(sa.select(entries).where(entries.c.id == int(ref)))
+        match = sa.or_(entries.c.entry_id == ref, entries.c.guid == ref, entries.c.link == ref)
+        queries.append(sa.select(entries).where(match).order_by(entries.c.id).limit(1))
+        with self._safe(), self.engine.connect() as conn:
+            for q in queries:
+                row = conn.execute(q).mappings().first()
+                if row is not None:
+                    return stored_entry(row)
+        return None
+
     def count_entries(self, feed: str | None = None) -> int:
         q = sa.select(sa.func.count()).select_from(entries)
         if feed:

@@ -7,7 +7,9 @@ Every error names the file, the key path and the fix, on one line.
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
+import ipaddress
+import json
 import os
 import re
 from pathlib import Path
@@ -20,8 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from digest.defaults import embedded_text
 from digest.errors import ConfigError, DigestError
-from digest.model.records import HttpLimits, RulesSource
+from digest.model.fold import ClusteringSettings
+from digest.model.records import RulesSource
+from digest.model.rules import CompiledRules, compile_source
 from digest.model.settings import Duration, Size, format_validation_error
+from digest.model.subscribers import make_subscriber
 
 
 class _Model(BaseModel):
@@ -44,10 +49,6 @@ class HttpSettings(_Model):
     default_interval: Duration = Field(1800.0, description="how often a feed is polled")
     max_backoff: Duration = Field(86400.0, description="longest wait after repeated failures")
     workers: int = Field(0, ge=0, le=64, description="processes that fetch and parse; 0 = one per core")
-
-    def limits(self) -> HttpLimits:
-        """What fetching needs, as plain data (for the fetch workers)."""
-        return HttpLimits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(HttpLimits)})
 
 
 class FeedSettings(_Model):
@@ -198,7 +199,6 @@ class WebSettings(_Model):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        import ipaddress
 
         for net in v:
             try:
@@ -269,24 +269,22 @@ class LoadedConfig:
         self.config = config
         self.source = source
         self.base_dir = base_dir
-        self._rules: Any = None
+        self._rules: CompiledRules | None = None
         self._rules_hash: str | None = None
-        self._clustering: Any = None
+        self._clustering: ClusteringSettings | None = None
 
     def _own_rules(self) -> dict[str, Any]:
         c = self.config
         return {"terms": c.terms, "topics": c.topics, "tags": c.tags}
 
     @property
-    def rules(self) -> Any:
+    def rules(self) -> CompiledRules:
         """The compiled topic and tag rules (digest.model.rules.CompiledRules), built on first use."""
         if self._rules is None:
-            from digest.model.rules import compile_source
-
             self._rules = compile_source(self.rules_source())
         return self._rules
 
-    def compiled_rules(self) -> tuple[Any, str] | None:
+    def compiled_rules(self) -> tuple[CompiledRules, str] | None:
         """The rules and their hash if they were compiled already (None: not yet)."""
         return None if self._rules is None else (self._rules, self.rules_hash)
 
@@ -294,11 +292,9 @@ class LoadedConfig:
         return RulesSource(self._own_rules(), self.source, self.rules_hash)
 
     @property
-    def clustering(self) -> Any:
+    def clustering(self) -> ClusteringSettings:
         """The `clustering:` settings (digest.model.fold.ClusteringSettings)."""
         if self._clustering is None:
-            from digest.model.fold import ClusteringSettings
-
             try:
                 self._clustering = ClusteringSettings.model_validate(self.config.clustering or {})
             except ValidationError as err:
@@ -316,8 +312,6 @@ class LoadedConfig:
         return self._rules_hash
 
     def _hash_rules(self) -> str:
-        import hashlib
-        import json
 
         # Sections left out come from the shipped feeds.yaml: its bytes stand for them, so that a
         # warm run need not parse that file just to learn that nothing changed.
@@ -434,7 +428,6 @@ def parse_config(text: str, source: str, base_dir: Path) -> LoadedConfig:
             )
     # checked here, not at the first send: a bad address would otherwise pass `feeds list`,
     # `status` and `fetch`, then fail every run
-    from digest.model.subscribers import make_subscriber
 
     for i, sub in enumerate(config.subscribers):
         try:

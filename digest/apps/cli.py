@@ -12,8 +12,11 @@ Exit codes:
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import logging
 import re
+import socket
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -22,20 +25,27 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import uvicorn
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from digest import __version__
+from digest.apps.daemon import Daemon, setup_logging
+from digest.apps.web import create_app
 from digest.config import LoadedConfig, load_config
 from digest.errors import ConfigError, DigestError
-from digest.model.records import FeedReport, FetchStatus, FetchSummary, StoredEntry
+from digest.feeds.fetch import Fetcher
+from digest.feeds.opml import add_feeds_to_config, read_opml, write_opml
+from digest.feeds.parse import parse_feed
+from digest.model.records import FeedReport, FetchRequest, FetchStatus, FetchSummary, StoredEntry
 from digest.model.search import parse_query
 from digest.model.settings import parse_duration
 from digest.model.subscribers import normalise_email, write_csv
 from digest.service.api import Digest
 from digest.service.fetching import FetchOptions, open_store, utcnow
 from digest.service.organising import OrganiseSummary
+from digest.storage.lock import SchedulerLock
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -322,7 +332,6 @@ def feeds_import(state: State, opml_file: Path) -> None:
         raise ConfigError(
             "no feeds.yaml to import into; create one (copy the shipped feeds.yaml) or pass --config PATH"
         )
-    from digest.feeds.opml import add_feeds_to_config, read_opml
 
     added = add_feeds_to_config(Path(loaded.source), read_opml(opml_file))
     load_config(loaded.source)  # the result must still be a valid config
@@ -334,7 +343,6 @@ def feeds_import(state: State, opml_file: Path) -> None:
 @handles_errors
 def feeds_export(state: State) -> None:
     """Print the feeds as OPML 2.0."""
-    from digest.feeds.opml import write_opml
 
     sys.stdout.write(write_opml(state.loaded.config.feeds))
 
@@ -615,9 +623,6 @@ def rules_test(state: State, source: str | None, since: str, selected_only: bool
 
 
 def _read_feed_for_test(loaded: LoadedConfig, source: str) -> list[Any]:
-    from digest.feeds.fetch import Fetcher
-    from digest.feeds.parse import parse_feed
-    from digest.model.records import FetchRequest
 
     async def get() -> Any:
         async with Fetcher(loaded.config.http) as f:
@@ -846,7 +851,6 @@ def run(state: State, once: bool, dry_run: bool, wait: float | None) -> None:
 
     Safe beside a daemon, `digest send` or another run: feeds and digests are claimed. With
     --wait it holds the scheduler lock instead, and exits 4 if a --wait daemon keeps it that long."""
-    from digest.storage.lock import SchedulerLock
 
     loaded = state.loaded
     warn_base_url(loaded)
@@ -893,9 +897,6 @@ def daemon(
     Several daemons may share a database: each feed's poll and each digest is claimed by one.
     SIGHUP reloads feeds.yaml (an invalid file is reported and the old one kept). With --wait
     it holds the scheduler lock, and exits 4 if another holder keeps it that long."""
-    import logging
-
-    from digest.apps.daemon import Daemon, setup_logging
 
     warn_base_url(state.loaded)
     setup_logging(log_format, logging.DEBUG if verbose else logging.INFO)
@@ -954,9 +955,6 @@ def serve(state: State, host: str, port: int) -> None:
     """The subscriber pages: subscribe (double opt-in), unsubscribe (one click), preferences, archive.
 
     Every link in every digest points at delivery.base_url: put this behind it (HTTPS)."""
-    import uvicorn
-
-    from digest.apps.web import create_app
 
     loaded = state.loaded
     warn_base_url(loaded)
@@ -971,8 +969,6 @@ def serve(state: State, host: str, port: int) -> None:
 
 
 def _listen(host: str, port: int) -> Any:
-    import errno
-    import socket
 
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)

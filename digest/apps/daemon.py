@@ -23,6 +23,7 @@ right, not every tick. SIGTERM always ends in exit code 0 and no traceback.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import signal
@@ -31,9 +32,15 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from digest.apps import metrics
+from digest.apps.metrics import serve
 from digest.config import LoadedConfig, load_config
 from digest.errors import DigestError, LockHeldError, TransportSetupError
 from digest.model.records import FetchStatus
+from digest.model.schedule import next_due
 from digest.service.api import Digest
 from digest.service.fetching import FetchOptions, utcnow
 from digest.storage.lock import SchedulerLock
@@ -75,7 +82,6 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     memory freed into it; the daemon's job threads and asyncio.to_thread helpers come and go.
     Side by side for 12 minutes of the soak (bench/RESULTS.md): 123 MB with two arenas against
     129 MB, growing half as fast. Set before the first thread starts; a no-op off glibc."""
-    import ctypes
 
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -161,7 +167,6 @@ class Daemon:
         return True
 
     def _poll(self) -> None:
-        from digest.apps import metrics
 
         started = time.monotonic()
         summary = self.digest.fetch(FetchOptions(due_only=True, isolate=True))
@@ -191,8 +196,6 @@ class Daemon:
         )
 
     def _send(self) -> None:
-        from digest.apps import metrics
-        from digest.model.schedule import next_due
 
         started, now = time.monotonic(), utcnow()
         try:
@@ -272,8 +275,6 @@ class Daemon:
             self._shutdown.start()
 
     def run(self) -> int:
-        from apscheduler.executors.pool import ThreadPoolExecutor
-        from apscheduler.schedulers.blocking import BlockingScheduler
 
         limit_malloc_arenas()
         # the claims keep the work correct beside other schedulers; the lock only makes this one
@@ -285,8 +286,6 @@ class Daemon:
             lock.acquire()
         try:
             if self.metrics_port:
-                from digest.apps.metrics import serve
-
                 serve(self.metrics_port)
             d = self.loaded.config.daemon
             # a late tick still runs (APScheduler's misfire_grace_time: its 1 s default drops it)

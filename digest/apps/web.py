@@ -43,7 +43,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from digest.config import LoadedConfig
-from digest.errors import AddressError, DigestError
+from digest.errors import DigestError, SubscriberError
 from digest.mail.render import default_template_dir
 from digest.mail.tokens import Signer, load_secret, store_salts
 from digest.mail.transports import make_transport
@@ -248,8 +248,8 @@ def create_app(loaded: LoadedConfig) -> Starlette:
             sub = subscriber_from(data, str(data.get("email") or ""))
             unknown = set(sub.topics) - {t["name"] for t in topics}
             if unknown:
-                raise AddressError(f"unknown topic {', '.join(sorted(unknown))}")
-        except AddressError as exc:
+                raise SubscriberError(f"unknown topic {', '.join(sorted(unknown))}")
+        except SubscriberError as exc:
             errors = [str(e).split(": ", 1)[-1] for e in str(exc).splitlines()]
             return page(
                 request, "web/subscribe.html.j2", 422, sub=blank, email=data.get("email"), errors=errors
@@ -335,7 +335,7 @@ def create_app(loaded: LoadedConfig) -> Starlette:
                 return simple(request, "Unknown subscription", "Subscribe again.", 404)
             try:
                 wanted = make_subscriber({**asked, "email": sub.email}, where="confirmation link")
-            except AddressError:
+            except SubscriberError:
                 return bad_link(request)
             if not store.confirm_subscriber(sid, stamp, wanted, utcnow()):
                 # used already, or the subscription changed since (unsubscribed, say): a replayed
@@ -419,7 +419,7 @@ def create_app(loaded: LoadedConfig) -> Starlette:
             )
         try:
             new = subscriber_from(data, sub.email)
-        except AddressError as exc:
+        except SubscriberError as exc:
             errors = [str(e).split(": ", 1)[-1] for e in str(exc).splitlines()]
             return page(request, "web/preferences.html.j2", 422, sub=sub, errors=errors, **links)
         with open_store(loaded) as store:

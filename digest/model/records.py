@@ -79,7 +79,6 @@ class FetchResult:
     last_modified: str | None = None
     retry_after: float | None = None  # seconds
     error: str | None = None
-    elapsed: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,22 +180,6 @@ class FetchWrite:
     now: datetime
     http_status: int | None = None
     verdicts: Mapping[str, Verdict] | None = None  # by the feed's entry id
-
-
-@dataclass(frozen=True, slots=True)
-class HttpLimits:
-    """config.HttpSettings as plain data: what fetching needs, and picklable without pydantic
-    (the fetch workers are forked before pydantic is imported: launch.py)."""
-
-    concurrency: int
-    per_host: int
-    connect_timeout: float
-    read_timeout: float
-    deadline: float
-    max_body: int
-    max_decoded: int
-    max_redirects: int
-    user_agent: str
 
 
 @dataclass(frozen=True, slots=True)

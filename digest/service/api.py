@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from digest.config import LoadedConfig, load_config
-from digest.errors import AddressError, DigestError
+from digest.errors import DigestError, SubscriberError
 from digest.feeds.workers import utcnow
 from digest.mail.render import domain_of, plain_message
 from digest.mail.transports import make_transport
@@ -152,7 +152,7 @@ class Digest:
         given = {k: v for k, v in preferences.items() if v is not None}
         unknown = sorted(set(given) - set(PREFERENCE_FIELDS))
         if unknown:
-            raise AddressError(f"subscriber {email}: unknown preference(s) {', '.join(unknown)}")
+            raise SubscriberError(f"subscriber {email}: unknown preference(s) {', '.join(unknown)}")
         address = normalise_email(email, where="subscriber")
         found = self.store.list_subscribers(email=address)
         base: dict[str, Any] = {}
@@ -162,7 +162,7 @@ class Digest:
             address = old.email  # the address as first stored
         data = {**base, **given, "email": address}
         if given.get("weekday") is not None and data.get("cadence") != "weekly":
-            raise AddressError(
+            raise SubscriberError(
                 f"--weekday {given['weekday']}: a weekday is for weekly digests; add --cadence weekly"
             )
         if data.get("cadence") != "weekly":
@@ -180,7 +180,7 @@ class Digest:
         except OSError as exc:
             raise DigestError(f"{path}: cannot read it ({exc.strerror})") from None
         except UnicodeDecodeError as exc:
-            raise AddressError(
+            raise SubscriberError(
                 f"{path}: not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
                 "save it as UTF-8 (in a spreadsheet: CSV UTF-8) and import again"
             ) from None
@@ -204,10 +204,11 @@ class Digest:
             bad = sorted(set(sub.topics) - set(known_topics))
             if bad:
                 known = ", ".join(known_topics)
-                raise AddressError(f"{where} {sub.email}: unknown topic(s) {', '.join(bad)}; known: {known}")
+                unknown = ", ".join(bad)
+                raise SubscriberError(f"{where} {sub.email}: unknown topic(s) {unknown}; known: {known}")
             bad = sorted(set(sub.tags) - set(known_tags))
             if bad:
-                raise AddressError(
+                raise SubscriberError(
                     f"{where} {sub.email}: unknown tag(s) {', '.join(bad)}; known: {', '.join(known_tags)}"
                 )
 

@@ -22,7 +22,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from digest.config import FeedSettings, LoadedConfig
 from digest.feeds.workers import (
@@ -38,9 +37,8 @@ from digest.feeds.workers import (
 )
 from digest.model.poll import held_back, is_due
 from digest.model.records import FeedReport, FeedState, FetchStatus, FetchSummary, FetchWrite
-
-if TYPE_CHECKING:
-    from digest.storage.store import Store
+from digest.storage.lease import holder_id, wall_clock
+from digest.storage.store import Store
 
 
 @dataclass(frozen=True)
@@ -205,8 +203,8 @@ async def _fetch(
     try:
         if workers is not None:
             # the global cap is shared out: each worker gets its part (per-host caps hold by sharding)
-            share = replace(
-                config.http.limits(), concurrency=max(1, config.http.concurrency // workers.count)
+            share = config.http.model_copy(
+                update={"concurrency": max(1, config.http.concurrency // workers.count)}
             )
             shards = shard_by_host(jobs, workers.count)
             await workers.run(shards, share, config.http.max_backoff, loaded.rules_source(), on_outcome)
@@ -238,7 +236,6 @@ async def _claim(
     """The due feeds leased to this poller (store.claim_feeds): another daemon's, or one just
     polled by another, are left to it. A poll by hand (`digest fetch` without --due) claims
     nothing: it fetches what it is asked to."""
-    from digest.storage.lease import holder_id, wall_clock
 
     seen = {f.name: states[f.name].last_fetched for f in feeds}
     lease = loaded.config.delivery.lease
@@ -247,6 +244,5 @@ async def _claim(
 
 
 def open_store(loaded: LoadedConfig) -> Store:
-    from digest.storage.store import Store
 
     return Store(loaded.database_url)

@@ -9,32 +9,30 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
 
 from digest.config import LoadedConfig
 from digest.feeds.workers import (
     Clock,
     utcnow,
 )
-from digest.model.records import Entry, Verdict
-
-if TYPE_CHECKING:
-    from digest.storage.store import Store
+from digest.model.fold import Clusterer, ClusteringSettings, Story, StoryEntry, processing_order, story_entry
+from digest.model.judge import classify
+from digest.model.records import Entry, StoredEntry, Verdict
+from digest.model.rules import CompiledRules
+from digest.storage.store import Store
 
 
 @dataclass(frozen=True, slots=True)
 class OrganiseSummary:
-    classified: int = 0
-    selected: int = 0
-    clustered: int = 0
+    classified: int = 0  # entries judged here (what the fetch workers had not judged)
+    selected: int = 0  # entries newly selected, each folded into a story once
     new_stories: int = 0
     redone: bool = False  # the rules changed, so every entry was classified again
 
 
 def _features(
-    id: int, e: Entry, entities: Iterable[str], title_entities: Iterable[str], settings: Any
-) -> Any:
-    from digest.model.fold import story_entry
+    id: int, e: Entry, entities: Iterable[str], title_entities: Iterable[str], settings: ClusteringSettings
+) -> StoryEntry:
 
     return story_entry(
         id,
@@ -54,10 +52,9 @@ def _features(
 
 
 def _classify(
-    batch: Sequence[Any], rules: Any, rules_hash: str, settings: Any
-) -> list[tuple[int, Verdict, Any]]:
+    batch: Sequence[StoredEntry], rules: CompiledRules, rules_hash: str, settings: ClusteringSettings
+) -> list[tuple[int, Verdict, StoryEntry | None]]:
     """Stored entries -> (row id, verdict, cluster features or None): selection, tags, features. Pure."""
-    from digest.model.judge import classify
 
     out = []
     for s in batch:
@@ -88,9 +85,8 @@ def organise(loaded: LoadedConfig, store: Store, *, clock: Clock = utcnow) -> Or
     """Select, tag and cluster what is new (everything, if the rules changed).
 
     store.unclassified | select.classify (all cores) | store.save_classifications
-    | store.unclustered + store.story_members (the window) | cluster.Clusterer | store.assign_stories
+    | store.unclustered + store.story_members (the window) | fold.Clusterer | store.assign_stories
     """
-    from digest.model.fold import Clusterer, Story, processing_order
 
     rules_hash = loaded.rules_hash
     now = clock()
@@ -127,6 +123,6 @@ def organise(loaded: LoadedConfig, store: Store, *, clock: Clock = utcnow) -> Or
         assignment = {eid: clusterer.story_of(sid) for eid, sid in assigned.items()}
         merged = {old: clusterer.story_of(old) for old in clusterer.merged if old in stories}
         created = store.assign_stories(assignment, now, merged=merged)
-    # every newly selected entry is clustered exactly once, whoever classified it (a fetch worker
-    # or this function): the entries clustered now are the entries newly selected
-    return OrganiseSummary(len(done), len(new), len(new), created, redone)
+    # every newly selected entry is folded exactly once, whoever judged it (a fetch worker or this
+    # function): the entries folded now are the entries newly selected
+    return OrganiseSummary(len(done), len(new), created, redone)

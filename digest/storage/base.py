@@ -9,9 +9,15 @@ from pathlib import Path
 from typing import Any, Self
 
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.script import ScriptDirectory
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
+from digest.config import SUPPORTED_DATABASES
 from digest.errors import StorageError
 from digest.model.records import (
     Entry,
@@ -48,7 +54,6 @@ class StorageBase:
 
     @staticmethod
     def head_revision() -> str | None:
-        from alembic.script import ScriptDirectory
 
         return ScriptDirectory.from_config(alembic_config(None)).get_current_head()
 
@@ -62,7 +67,6 @@ class StorageBase:
             if is_empty(conn):
                 create_schema(conn)
                 return True
-            from alembic import command
 
             command.upgrade(alembic_config(conn), "head")
         return True
@@ -114,7 +118,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def alembic_config(connection: Connection | None) -> Any:
     # imported here: Alembic costs 60 ms of start-up, and is needed only to migrate
-    from alembic.config import Config as AlembicConfig
 
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
@@ -134,8 +137,6 @@ def make_engine(url: str) -> Engine:
             "'sqlite:///digest.db' or 'postgresql+psycopg://user@host/db'"
         ) from None
     except ModuleNotFoundError as exc:
-        from digest.config import SUPPORTED_DATABASES
-
         hint = (
             "install it (pip install 'digest[postgres]')"
             if url.startswith("postgres")
@@ -203,12 +204,8 @@ def stored_entry(row: Any) -> StoredEntry:
 def insert_ignore(conn: Connection, table: sa.Table, keys: list[str]) -> Any:
     """INSERT that skips rows another writer inserted first (several machines on PostgreSQL)."""
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
         return pg_insert(table).on_conflict_do_nothing(index_elements=keys)
     if conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
         return sqlite_insert(table).on_conflict_do_nothing(index_elements=keys)
     return table.insert()
 

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any
 
 import sqlalchemy as sa
+from filelock import FileLock, Timeout
 
 from digest.errors import LockHeldError, StorageError
 
@@ -44,8 +45,6 @@ class SchedulerLock:
     def acquire(self) -> None:
         url = sa.engine.make_url(self.url)
         if url.get_backend_name() == "sqlite":
-            from filelock import FileLock, Timeout
-
             self._file_lock = FileLock(str(self._lock_path()))
             try:
                 self._file_lock.acquire(timeout=self.wait)

@@ -117,8 +117,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def alembic_config(connection: Connection | None) -> Any:
-    # imported here: Alembic costs 60 ms of start-up, and is needed only to migrate
-
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
@@ -169,9 +167,6 @@ def is_empty(conn: Connection) -> bool:
 def create_schema(conn: Connection) -> None:
     """The current schema, as the migrations build it (tests compare the two), at the head revision."""
     metadata.create_all(conn)
-    # the partial index of migration 0004 (not in schema.py: see the note on entries.classified)
-    false = "0" if conn.dialect.name == "sqlite" else "false"
-    conn.exec_driver_sql(f"CREATE INDEX ix_entries_unclassified ON entries (id) WHERE classified = {false}")
     for ddl in SEARCH_DDL[conn.dialect.name]:  # the search index (not a metadata table)
         conn.exec_driver_sql(ddl)
     version = sa.Table(

@@ -98,3 +98,11 @@ def test_housekeeping_keeps_old_entries_their_feed_still_serves(offline: Path):
         assert len(d.entries()) == kept
         again = d.fetch(FetchOptions(force=True))
         assert again.new_entries == 0  # nothing came back as new
+
+
+def test_the_readme_example_runs(offline: Path, capsys: pytest.CaptureFixture[str]):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code.replace('"feeds.yaml"', repr(str(offline))), "README.md", "exec"), {})  # noqa: S102
+    out = capsys.readouterr().out
+    assert "reader@example.org" in out and "sco" in out

@@ -101,6 +101,10 @@ class Digest:
             )
         )
 
+    def feeds(self) -> list[views.FeedHealth]:
+        """Every configured feed with its poll state (last result, errors, next poll) and entries."""
+        return views.feed_health(self.config, self.store)
+
     def organise(self) -> OrganiseSummary:
         """Judge what is new (everything, if the rules changed) and fold it into stories."""
         return organise(self.config, self.store, clock=self.clock)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from digest.config import LoadedConfig
+from digest.config import FeedSettings, LoadedConfig
 from digest.errors import DigestError
 from digest.model.fold import canonical_url
 from digest.model.judge import Classification, classify, classify_hits
@@ -154,6 +154,26 @@ def try_rules_on_store(loaded: LoadedConfig, store: Store, since: datetime | Non
             note = "newly selected" if c.relevant else "newly dropped"
         out.append(RuleTrial(s.entry.title, c, note))
     return out
+
+
+@dataclass(frozen=True)
+class FeedHealth:
+    """A configured feed, what is known of its polls, and how many entries it has stored."""
+
+    settings: FeedSettings
+    interval: float  # seconds between polls
+    state: FeedState
+    entries: int
+
+
+def feed_health(loaded: LoadedConfig, store: Store) -> list[FeedHealth]:
+    """Every configured feed, in the config's order (a feed never polled has a fresh state)."""
+    store.sync_feeds((f.name, loaded.feed_url(f.url)) for f in loaded.config.feeds)
+    states, counts = store.feed_states(), store.entry_counts()
+    return [
+        FeedHealth(f, loaded.config.interval(f), states[f.name], counts.get(f.name, 0))
+        for f in loaded.config.feeds
+    ]
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from common import measure, median
+from common import digest_venv, in_project_env, measure, median
+
+in_project_env()
 
 ROOT = Path(__file__).resolve().parent.parent
 WEEKS = 52
@@ -185,7 +187,8 @@ def main() -> None:
 
     cfg = yaml.safe_load((ROOT / "feeds.yaml").read_text(encoding="utf-8"))
     cfg["feeds"] = feeds
-    digest = shutil.which("digest") or sys.exit("year_bench: no `digest` on PATH; activate the venv")
+    # this checkout's `digest`: beside the Python running this, or the bench's own venv
+    digest = shutil.which("digest", path=str(Path(sys.executable).parent)) or str(digest_venv())
     runs = []
     for r in range(a.runs):
         db = work / "year.db"

@@ -29,6 +29,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -106,7 +107,7 @@ class Daemon:
         # poll's entries were committed, so a digest due at start-up went out empty, and entries
         # first seen just before a send but committed after it fell outside every later window.
         self._turn = threading.Lock()
-        self.scheduler: Any = None
+        self.scheduler: BlockingScheduler | None = None
         self._shutdown: threading.Thread | None = None
         self.lock: SchedulerLock | None = None
         self.exit_code = 0
@@ -125,7 +126,7 @@ class Daemon:
             if not self.stopping.is_set() and self._lock_held():
                 self._guarded(self._send)
 
-    def _guarded(self, job: Any) -> None:
+    def _guarded(self, job: Callable[[], None]) -> None:
         """Run a job; a DigestError is a state (logged when it starts and when it ends), not a crash."""
         try:
             job()

@@ -14,7 +14,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from digest.config import SUPPORTED_DATABASES
@@ -43,7 +43,7 @@ class StorageBase:
         if migrate:
             self.upgrade()
 
-    def _safe(self) -> Any:
+    def _safe(self) -> StorageGuard:
         return StorageGuard(self.url)
 
     def current_revision(self) -> str | None:
@@ -116,7 +116,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
-def alembic_config(connection: Connection | None) -> Any:
+def alembic_config(connection: Connection | None) -> AlembicConfig:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
@@ -190,13 +190,13 @@ def claim_rules(conn: Connection, rules_hash: str) -> bool:
     return bool(recorded == rules_hash)
 
 
-def stored_entry(row: Any) -> StoredEntry:
+def stored_entry(row: RowMapping) -> StoredEntry:
     return StoredEntry(
         id=row["id"], first_seen=row["first_seen"], entry=Entry(**{k: row[k] for k in ENTRY_FIELDS})
     )
 
 
-def insert_ignore(conn: Connection, table: sa.Table, keys: list[str]) -> Any:
+def insert_ignore(conn: Connection, table: sa.Table, keys: list[str]) -> sa.Insert:
     """INSERT that skips rows another writer inserted first (several machines on PostgreSQL)."""
     if conn.dialect.name == "postgresql":
         return pg_insert(table).on_conflict_do_nothing(index_elements=keys)

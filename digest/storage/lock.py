@@ -14,7 +14,6 @@ import contextlib
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import sqlalchemy as sa
 from filelock import FileLock, Timeout
@@ -28,7 +27,7 @@ class SchedulerLock:
     def __init__(self, database_url: str, *, wait: float = 0.0) -> None:
         self.url = database_url
         self.wait = wait
-        self._file_lock: Any = None
+        self._file_lock: FileLock | None = None
         self._conn: sa.engine.Connection | None = None
         self._engine: sa.engine.Engine | None = None
 

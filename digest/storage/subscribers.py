@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, RowMapping
 
 from digest.model.subscribers import Subscriber, address_key
 from digest.storage.base import (
@@ -206,7 +206,7 @@ def _subscriber_row(sub: Subscriber) -> dict[str, Any]:
     return row
 
 
-def _subscriber(r: Any) -> Subscriber:
+def _subscriber(r: RowMapping) -> Subscriber:
     return Subscriber(
         **{k: r[k] for k in SUB_FIELDS if k not in ("topics", "tags")},
         topics=tuple(r["topics"]),

@@ -6,7 +6,6 @@ import errno
 import logging
 import socket
 import sys
-from typing import Any
 
 import click
 import uvicorn
@@ -162,7 +161,7 @@ def serve(state: State, host: str, port: int) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def _listen(host: str, port: int) -> Any:
+def _listen(host: str, port: int) -> socket.socket:
 
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)

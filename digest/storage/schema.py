@@ -8,7 +8,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from digest.storage.migrations import HEAD
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -30,8 +29,8 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
-# The Alembic revision these tables match; tests check it is the head of digest/migrations.
-SCHEMA_REVISION = HEAD
+# The Alembic revision these tables match; tests check it is the head of digest/storage/migrations.
+SCHEMA_REVISION = "0008"
 
 metadata = sa.MetaData()
 

@@ -357,16 +357,16 @@ def test_rules_that_do_not_compile_leave_entries_unclassified_until_fixed(write_
 def test_a_worker_that_dies_fails_only_its_own_feeds(write_config, monkeypatch):
     import os
 
-    import digest.feeds.parse
+    import digest.feeds.workers
 
-    real = digest.feeds.parse.parse_feed
+    real = digest.feeds.workers.parse_feed
 
     def parse_or_die(feed, *args, **kwargs):  # runs in the forked worker
         if feed == "w3":
             os._exit(3)
         return real(feed, *args, **kwargs)
 
-    monkeypatch.setattr(digest.feeds.parse, "parse_feed", parse_or_die)
+    monkeypatch.setattr(digest.feeds.workers, "parse_feed", parse_or_die)
     with FeedServer() as srv:
         loaded = write_config(feeds_yaml(**_many_feeds(srv, 20)), http={"workers": 2})
         summary, store = run(loaded)
@@ -397,16 +397,16 @@ def test_changing_the_rules_classifies_everything_again_and_nothing_else_does(of
 def test_a_stuck_worker_is_stopped_and_its_feeds_reported(write_config, monkeypatch):
     import time as _time
 
-    import digest.feeds.parse
+    import digest.feeds.workers
 
-    real = digest.feeds.parse.parse_feed
+    real = digest.feeds.workers.parse_feed
 
     def parse_or_hang(feed, *args, **kwargs):  # runs in the forked worker: a parser spinning forever
         if feed == "w3":
             _time.sleep(3600)
         return real(feed, *args, **kwargs)
 
-    monkeypatch.setattr(digest.feeds.parse, "parse_feed", parse_or_hang)
+    monkeypatch.setattr(digest.feeds.workers, "parse_feed", parse_or_hang)
     with FeedServer() as srv:
         loaded = write_config(feeds_yaml(**_many_feeds(srv, 20)), http={"workers": 2, "deadline": "1s"})
         started = _time.monotonic()
@@ -422,9 +422,9 @@ def test_an_isolated_poll_of_one_feed_survives_a_stuck_parser(write_config, monk
     costs that poll 2 x deadline + 5 s, not the daemon."""
     import time as _time
 
-    import digest.feeds.parse
+    import digest.feeds.workers
 
-    monkeypatch.setattr(digest.feeds.parse, "parse_feed", lambda *a, **k: _time.sleep(3600))
+    monkeypatch.setattr(digest.feeds.workers, "parse_feed", lambda *a, **k: _time.sleep(3600))
     with FeedServer() as srv:
         loaded = write_config(feeds_yaml(**_many_feeds(srv, 1)), http={"deadline": "1s"})
         summary, _ = run(loaded, FetchOptions(isolate=True))

@@ -75,8 +75,13 @@ def classify_hits(hits: Hits, rules: CompiledRules) -> Classification:
             why.extend(Reason("topic", topic.name, f) for f in fired[:1])
     tags = []
     if topics:  # tags apply to selected entries only
+        # `unless` reads the tags whose rules match, before any `unless` is applied (one pass,
+        # so the order of the tags never matters)
+        given = frozenset(t.name for t in rules.tags if any(r.matches(hits.present) for r in t.rules))
         for tag in rules.tags:
-            fired = evaluate(tag, hits)
+            if not tag.unless.isdisjoint(given):
+                continue
+            fired = evaluate(tag, hits, given)
             if fired:
                 tags.append(tag.name)
                 why.append(Reason("tag", tag.name, fired[0]))

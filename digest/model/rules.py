@@ -28,9 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 import ahocorasick
+from pydantic import ValidationError
 
 from digest.errors import ConfigError
 from digest.model.records import RulesSource
+from digest.model.rulespec import RuleSetSpec, RulesSpec
 
 Field_ = Literal["title", "summary", "text"]
 FIELDS: tuple[Field_, ...] = ("title", "summary", "text")
@@ -123,6 +125,11 @@ def parse_term(raw: str) -> Term:
     body = normalise(body.rstrip("*"))
     if not body:
         raise ValueError(f"{raw!r} has no text")
+    if "*" in body:  # the automaton finds literals: a stem can only end the term
+        raise ValueError(
+            f"{raw!r}: '*' marks a stem only at the end of a term; write a Russian phrase as lemmas "
+            f"(text is also read as its lemmas) or use re:"
+        )
     letters = [c for c in body if c.isalpha()]
     if len(letters) >= 2 and all(c.isupper() for c in letters):
         exact = True  # an acronym
@@ -378,15 +385,23 @@ class Rule:
     any_keys: frozenset[tuple[str, str]] = frozenset()
     all_keys: frozenset[tuple[str, str]] = frozenset()
     none_keys: frozenset[tuple[str, str]] = frozenset()
+    unless: frozenset[str] = frozenset()  # tags: the rule does not count when one of these is given
 
     @classmethod
     def of(
-        cls, name: str, any: Sequence[Condition], all: Sequence[Condition], none: Sequence[Condition]
+        cls,
+        name: str,
+        any: Sequence[Condition],
+        all: Sequence[Condition],
+        none: Sequence[Condition],
+        unless: Iterable[str] = (),
     ) -> Rule:
         def keys(cs: Sequence[Condition]) -> frozenset[tuple[str, str]]:
             return frozenset((c.list_name, c.field) for c in cs)
 
-        return cls(name, tuple(any), tuple(all), tuple(none), keys(any), keys(all), keys(none))
+        return cls(
+            name, tuple(any), tuple(all), tuple(none), keys(any), keys(all), keys(none), frozenset(unless)
+        )
 
     def matches(self, present: frozenset[tuple[str, str]]) -> bool:
         return (
@@ -409,6 +424,7 @@ class RuleSet:
     # an evidence score stays below `threshold` unless, for one group, each of its parts (lists,
     # any of which will do) is found somewhere in the entry
     trigger_groups: tuple[tuple[tuple[str, ...], ...], ...] = ()
+    unless: frozenset[str] = frozenset()  # a tag: not given when one of these tags is
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,10 +474,12 @@ class Hits:
         return {name for (name, f) in self.by_key if f in fields}
 
 
-def evaluate(ruleset: RuleSet, hits: Hits) -> list[Fired]:
+def evaluate(ruleset: RuleSet, hits: Hits, given: frozenset[str] = frozenset()) -> list[Fired]:
+    """The rules of `ruleset` that match, with their evidence; `given`: the tags whose rules
+    match, against which each rule's `unless` is read."""
     fired = []
     for rule in ruleset.rules:
-        if not rule.matches(hits.present):
+        if not rule.matches(hits.present) or not rule.unless.isdisjoint(given):
             continue
         # it matched: now collect the evidence
         first = [next(c for c in rule.any if hits.holds(c))] if rule.any else []
@@ -577,71 +595,14 @@ def _condition(
     return Condition(raw, fld, key)
 
 
-@dataclass(frozen=True, slots=True)
-class _RuleSpec:
-    name: str | None = None
-    any: tuple[str, ...] = ()
-    all: tuple[str, ...] = ()
-    none: tuple[str, ...] = ()
+def compile_rules(data: Mapping[str, Any], source: str = "feeds.yaml") -> CompiledRules:
+    """`terms:`, `topics:` and `tags:` sections -> compiled rules. Errors name the key path."""
+    try:
+        spec = RulesSpec.model_validate(data)
+    except ValidationError as err:
+        from digest.config import format_validation_error
 
-
-@dataclass(frozen=True, slots=True)
-class _RuleSetSpec:
-    description: str
-    rules: tuple[_RuleSpec, ...]
-    evidence: str | None = None
-    threshold: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Spec:
-    terms: Mapping[str, Any]
-    topics: Mapping[str, _RuleSetSpec]
-    tags: Mapping[str, _RuleSetSpec]
-
-
-def _plain_spec(data: Mapping[str, Any]) -> _Spec:
-    """Rules already validated elsewhere, read as they are (no pydantic: see compile_rules)."""
-
-    def sets(section: Mapping[str, Any] | None) -> dict[str, _RuleSetSpec]:
-        return {
-            name: _RuleSetSpec(
-                s.get("description", ""),
-                tuple(
-                    _RuleSpec(r.get("name"), *(tuple(r.get(k) or ()) for k in ("any", "all", "none")))
-                    for r in s.get("rules") or ()
-                ),
-                s.get("evidence"),
-                s.get("threshold"),
-            )
-            for name, s in (section or {}).items()
-        }
-
-    return _Spec(data.get("terms") or {}, sets(data.get("topics")), sets(data.get("tags")))
-
-
-def compile_rules(
-    data: Mapping[str, Any], source: str = "feeds.yaml", *, validate: bool = True
-) -> CompiledRules:
-    """`terms:`, `topics:` and `tags:` sections -> compiled rules. Errors name the key path.
-
-    validate=False reads the sections as they are, without pydantic: a fetch worker compiles
-    rules that the main process validates again (organise) and reports if they are wrong; any
-    error here only leaves that worker's entries unclassified (workers.lazy_rules)."""
-    spec: Any
-    if validate:
-        from pydantic import ValidationError
-
-        from digest.model.rulespec import RulesSpec
-
-        try:
-            spec = RulesSpec.model_validate(data)
-        except ValidationError as err:
-            from digest.config import format_validation_error
-
-            raise ConfigError(format_validation_error(err, source)) from None
-    else:
-        spec = _plain_spec(data)
+        raise ConfigError(format_validation_error(err, source)) from None
     languages: dict[str, dict[str, str]] = {}
 
     def expand(name: str, seen: tuple[str, ...]) -> list[Term]:
@@ -655,14 +616,17 @@ def compile_rules(
                 if t.startswith("$"):
                     out.extend(expand(t[1:], (*seen, name)))
                 else:
-                    out.append(parse_term(t))
+                    try:
+                        out.append(parse_term(t))
+                    except ValueError as exc:
+                        raise ConfigError(f"{source}: terms.{name}.{lang}: {exc}") from None
                     languages.setdefault(name, {})[t] = lang
         return out
 
     lists = {name: expand(name, ()) for name in spec.terms}
     inline: dict[str, list[Term]] = {}
 
-    def build(kind: str, sets: Mapping[str, Any]) -> tuple[RuleSet, ...]:
+    def build(kind: str, sets: Mapping[str, RuleSetSpec]) -> tuple[RuleSet, ...]:
         out = []
         for set_name, s in sets.items():
             scorer = None
@@ -684,17 +648,26 @@ def compile_rules(
             elif not s.rules:
                 raise ConfigError(f"{source}: {kind}.{set_name}.rules: empty; give at least one rule")
             rules = []
+            for key, unless in [(f"{kind}.{set_name}", s.unless)] + [
+                (f"{kind}.{set_name}.rules[{i}]", r.unless) for i, r in enumerate(s.rules)
+            ]:
+                unknown = [t for t in unless if kind != "tags" or t not in spec.tags or t == set_name]
+                if unknown:
+                    known = ", ".join(t for t in spec.tags if t != set_name) if kind == "tags" else "none"
+                    raise ConfigError(
+                        f"{source}: {key}.unless: {', '.join(unknown)} is not another tag; known: {known}"
+                    )
             for i, r in enumerate(s.rules):
                 where = f"{source}: {kind}.{set_name}.rules[{i}]"
                 if not (r.any or r.all):
                     raise ConfigError(f"{where}: a rule needs `any:` or `all:` conditions")
-                conds = [
+                any_, all_, none_ = (
                     tuple(_condition(c, where, lists, inline) for c in group)
                     for group in (r.any, r.all, r.none)
-                ]
-                rules.append(Rule.of(r.name or f"rule {i + 1}", *conds))
+                )
+                rules.append(Rule.of(r.name or f"rule {i + 1}", any_, all_, none_, r.unless))
             if scorer is None:
-                out.append(RuleSet(set_name, s.description, tuple(rules)))
+                out.append(RuleSet(set_name, s.description, tuple(rules), unless=frozenset(s.unless)))
             else:
                 threshold = scorer.threshold if s.threshold is None else float(s.threshold)
                 out.append(
@@ -725,7 +698,7 @@ def explain_rules(ruleset: RuleSet, hits: Hits) -> list[tuple[str, list[tuple[st
     return out
 
 
-def compile_source(rules: RulesSource, *, validate: bool = True) -> CompiledRules:
+def compile_source(rules: RulesSource) -> CompiledRules:
     """Rules as written in a config; a section left out comes from the shipped feeds.yaml
     (`topics: {}` is none)."""
     data = dict(rules.own)
@@ -737,4 +710,4 @@ def compile_source(rules: RulesSource, *, validate: bool = True) -> CompiledRule
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         defaults = yaml.load(embedded_text("feeds.yaml"), Loader=loader)  # noqa: S506
         data = {k: (defaults.get(k) or {}) if v is None else v for k, v in data.items()}
-    return compile_rules(data, rules.source, validate=validate)
+    return compile_rules(data, rules.source)

@@ -77,8 +77,10 @@ def classify_hits(hits: Hits, rules: CompiledRules) -> Classification:
     if topics:  # tags apply to selected entries only
         # `unless` reads the tags whose rules match, before any `unless` is applied (one pass,
         # so the order of the tags never matters)
-        given = frozenset(t.name for t in rules.tags if any(r.matches(hits.present) for r in t.rules))
-        for tag in rules.tags:
+        present = hits.present
+        matching = [t for t in rules.tags if any(r.matches(present) for r in t.rules)]
+        given = frozenset(t.name for t in matching)
+        for tag in matching:
             if not tag.unless.isdisjoint(given):
                 continue
             fired = evaluate(tag, hits, given)

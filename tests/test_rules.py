@@ -135,6 +135,19 @@ def test_evidence_is_found_in_any_inflection_phrasing_and_place(rules, title, su
 
 
 @pytest.mark.parametrize(
+    "title",
+    [
+        "Си Цзиньпин назвал Путина своим лучшим другом",  # subject, verb, object
+        "Путин подарил Си Цзиньпину торт",
+        "Xi tells Putin China will stand by Russia",
+        "Putin and Xi watch by video as work starts on four reactors",  # their joint event by video
+    ],
+)
+def test_a_headline_where_one_leader_acts_on_the_other_is_selected(rules, title):
+    assert topics(rules, title, "") == {"putin-xi"}
+
+
+@pytest.mark.parametrize(
     ("title", "summary"),
     [
         # one of them meeting someone else, the other named only as a subject

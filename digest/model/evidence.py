@@ -251,9 +251,10 @@ def putin_xi_features(hits: Hits) -> list[Feature]:
     if listed and p and x:
         out.append(Feature("listed among others", PX["listed"], "title", _shown(listed)))
     absent = _absent(hits, 0)
-    if absent and p and x and joined and not hits.in_segment(0, "cue_absent", "other_org"):
+    gathering = ("cue_absent", "cue_summit", "org_sco", "org_sco_acronym", "other_org")
+    if absent and p and x and joined and not hits.in_segment(0, *gathering):
         # the two joined by video in an event of theirs ("Putin and Xi watch by video as work
-        # starts on ..."), as a call is; not another body's summit joined by video
+        # starts on ..."), as a call is; not a summit or a body's gathering joined by video
         absent = []
     if absent and (p or x):
         out.append(Feature("absence stated", PX["absent"], "title", _shown(absent)))

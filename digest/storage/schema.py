@@ -9,7 +9,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 
-
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
     """Stores naive UTC, returns aware UTC: SQLite has no time zones, PostgreSQL would convert."""
 

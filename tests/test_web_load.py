@@ -20,7 +20,8 @@ import uvicorn
 from digest.apps.web import create_app
 from digest.config import LoadedConfig
 from digest.model.subscribers import Subscriber
-from digest.service.pipeline import FetchOptions, fetch_feeds, organise, utcnow
+from digest.service.fetching import FetchOptions, fetch_feeds, utcnow
+from digest.service.organising import organise
 from digest.service.sending import send_due
 from digest.storage.store import Store
 from tests.test_web import link_in, mails, site  # noqa: F401  (site: a fixture)

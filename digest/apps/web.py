@@ -50,16 +50,17 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.config import LoadedConfig
-from digest.errors import AddressError, DigestError
+from digest.errors import DigestError, SubscriberError
 from digest.mail.notices import send_notice
-from digest.mail.render import default_template_dir, safe_href
+from digest.mail.render import default_template_dir
 from digest.mail.tokens import Signer, SignUps, load_secret
 from digest.model.atom import FeedInfo, FeedStory, atom_feed, feed_updated
+from digest.model.links import safe_href
 from digest.model.stories import topic_title
 from digest.model.subscribers import CONFIRM_MAX_AGE, WEEKDAYS, Subscriber, subscriber_from_form
 from digest.service import archive, subscriptions
+from digest.service.fetching import open_store, utcnow
 from digest.service.lookup import feed_stories, feed_titles, search_stories
-from digest.service.pipeline import open_store, utcnow
 from digest.storage.store import Store
 
 MAX_BODY = 64 * 1024  # a form is a few hundred bytes; eight 50 MiB bodies took the server to 476 MB
@@ -323,7 +324,7 @@ async def form_of(request: Request) -> tuple[dict[str, Any], bool]:
     return data, csrf_matches(request, data.pop("csrf", ""))
 
 
-def form_errors(exc: AddressError) -> list[str]:
+def form_errors(exc: SubscriberError) -> list[str]:
     return [str(e).split(": ", 1)[-1] for e in str(exc).splitlines()]
 
 
@@ -351,7 +352,7 @@ async def subscribe(request: Request) -> Response:
     address = str(data.get("email") or "")
     try:
         sub = subscriber_from_form(data, address, site.topic_names)
-    except AddressError as exc:
+    except SubscriberError as exc:
         return page(request, "web/subscribe.html.j2", 422, sub=BLANK, email=address, errors=form_errors(exc))
     if site.limits.mail_allowed(sub.email):
         try:
@@ -504,7 +505,7 @@ async def preferences(request: Request) -> Response:
         return page(request, "web/preferences.html.j2", 400, sub=sub, errors=errors, **links)
     try:
         new = subscriber_from_form(data, sub.email, site.topic_names)
-    except AddressError as exc:
+    except SubscriberError as exc:
         return page(request, "web/preferences.html.j2", 422, sub=sub, errors=form_errors(exc), **links)
     saved = await site.run(
         subscriptions.save_preferences, site.store, sub, new, paused=bool(data.get("paused")), now=utcnow()

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from digest.errors import AddressError
+from digest.errors import SubscriberError
 from digest.model.subscribers import PREFERENCE_FIELDS, Subscriber, make_subscriber, status_after_preferences
 from digest.storage.store import Store
 
@@ -41,7 +41,7 @@ def sign_up(store: Store, sub: Subscriber, now: datetime) -> SignUp:
         sid, _ = store.add_subscriber(replace(sub, status="pending"), now, update=False)
     stamp = store.subscriber_stamp(sid) if sid is not None else None
     if sid is None or stamp is None:  # deleted between the two reads: housekeeping or the CLI
-        raise AddressError(f"{sub.email}: the subscription changed while signing up; send the form again")
+        raise SubscriberError(f"{sub.email}: the subscription changed while signing up; send the form again")
     asked = {k: v for k, v in asdict(sub).items() if k in (*PREFERENCE_FIELDS, "name")}
     return SignUp(sid, bool(existing) and existing[0].status == "active", stamp, asked)
 
@@ -75,7 +75,7 @@ def confirm(
         return "unknown", None
     try:
         wanted = make_subscriber({**asked, "email": sub.email}, where="confirmation link")
-    except AddressError:
+    except SubscriberError:
         return "invalid", sub
     if not store.confirm_subscriber(subscriber_id, stamp, wanted, now):
         return "used", sub

@@ -344,6 +344,34 @@ def test_a_tag_with_unless_gives_way_to_the_other_tag():
     assert classify("SCO ministers discuss gas", "", rules).tags == ("energy",)
 
 
+def test_a_rule_that_gave_way_is_recorded_with_the_tag_it_gave_way_to():
+    """An explanation must not pretend nothing matched: the rule held, `unless` left it out."""
+    data = {
+        "topics": {"t": {"rules": [{"any": ["SCO"]}]}},
+        "tags": {
+            "summit": {"rules": [{"any": ["summit"]}]},
+            "energy": {"rules": [{"any": ["gas"]}]},
+            "diplomacy": {
+                "unless": ["summit"],
+                "rules": [
+                    {"name": "declaration", "any": ["declaration"]},
+                    {"name": "ministers", "any": ["ministers"], "unless": ["energy"]},
+                ],
+            },
+        },
+    }
+    rules = compile_rules(data)
+    c = classify("SCO summit adopts declaration", "", rules)
+    assert [(r.name, r.fired.rule, sorted(to)) for r, to in c.gave_way] == [
+        ("diplomacy", "declaration", ["summit"])
+    ]
+    assert c.gave_way[0][0].fired.evidence[0][3] == "declaration"  # the text that matched
+    c = classify("SCO ministers adopt declaration on gas", "", rules)
+    assert c.tags == ("energy", "diplomacy")  # the declaration rule still gives it
+    assert [(r.fired.rule, sorted(to)) for r, to in c.gave_way] == [("ministers", ["energy"])]
+    assert classify("SCO ministers meet", "", rules).gave_way == ()
+
+
 def test_normalise_handles_width_invisible_characters_and_quotes():
     assert normalise("ＳＣＯ\u200b summit\u00a0— “Xi’s”") == 'SCO summit - "Xi\'s"'
 

@@ -304,6 +304,20 @@ def tags(rules, title: str, summary: str = "") -> set[str]:
         ),
         # the organisation's name is not their relationship ("Cooperation")
         ("习近平出席上海合作组织成员国元首理事会会议", "普京主持会议。", {"summit"}, {"diplomacy"}),
+        # trade: currencies, in each language
+        ("SCO interbank consortium pledges more lending in members' currencies", "", {"trade"}, set()),
+        ("Межбанковское объединение ШОС расширит кредитование в национальных валютах", "", {"trade"}, set()),
+        # security: terrorist attacks, in each language
+        ("Декларация саммита ШОС осудила теракты", "", {"security"}, set()),
+        ("上合组织峰会宣言谴责恐怖袭击", "", {"security"}, set()),
+        # an anniversary of the organisation is not a summit decision
+        ("上海合作组织成立25周年", "", set(), {"summit"}),
+        # one briefing the other is diplomacy, in each language
+        ("Путин проинформировал Си Цзиньпина о контактах с США", "", {"diplomacy"}, set()),
+        # membership: the memorandum of obligations in Russian
+        ("Иран подписал меморандум об обязательствах для вступления в ШОС", "", {"membership"}, set()),
+        # the two meeting at the organisation's meeting: its summit, not talks below it
+        ("Putin tells Xi he understands China's concerns at SCO meeting", "", {"summit"}, {"diplomacy"}),
     ],
 )
 def test_tags_follow_the_definitions(rules, title, summary, has, lacks):

@@ -316,6 +316,9 @@ def tags(rules, title: str, summary: str = "") -> set[str]:
         ("Путин проинформировал Си Цзиньпина о контактах с США", "", {"diplomacy"}, set()),
         # membership: the memorandum of obligations in Russian
         ("Иран подписал меморандум об обязательствах для вступления в ШОС", "", {"membership"}, set()),
+        # a Central Asian country joining is membership; the secretariat's head, the organisation's
+        ("Uzbekistan joins the Shanghai Cooperation Organisation", "", {"membership"}, {"central-asia"}),
+        ("Kazakh diplomat takes helm of Shanghai bloc secretariat", "", {"diplomacy"}, {"central-asia"}),
         # the two meeting at the organisation's meeting: its summit, not talks below it
         ("Putin tells Xi he understands China's concerns at SCO meeting", "", {"summit"}, {"diplomacy"}),
     ],

@@ -315,7 +315,7 @@ def tags(rules, title: str, summary: str = "") -> set[str]:
         # one briefing the other is diplomacy, in each language
         ("Путин проинформировал Си Цзиньпина о контактах с США", "", {"diplomacy"}, set()),
         # membership: the memorandum of obligations in Russian
-        ("Иран подписал меморандум об обязательствах для получения статуса члена ШОС", "", {"membership"}, set()),
+        ("Иран подписал меморандум об обязательствах ради статуса члена ШОС", "", {"membership"}, set()),
         # a Central Asian country joining is membership; the secretariat's head, the organisation's
         ("Uzbekistan joins the Shanghai Cooperation Organisation", "", {"membership"}, {"central-asia"}),
         ("Kazakh diplomat takes helm of Shanghai bloc secretariat", "", {"diplomacy"}, {"central-asia"}),

@@ -1004,7 +1004,7 @@ def preview(state: State, email: str | None, output: Path | None) -> None:
 
     from digest.model.schedule import current_period
     from digest.model.subscribers import Subscriber, address_key, make_subscriber, normalise_email
-    from digest.service.sending import Mailer
+    from digest.service.compose import DigestMaker
 
     kind = None
     if output is not None:
@@ -1034,10 +1034,9 @@ def preview(state: State, email: str | None, output: Path | None) -> None:
         sub = subs[0] if subs else Subscriber("preview@example.org", id=0)
         if kind in ("html", "text"):  # the part asked for, whatever the subscriber reads
             sub = replace(sub, format=kind)
-        mailer = Mailer(loaded, store)
         period = current_period(sub, now)
-        mailer.load_history([sub.id] if sub.id else [], now)
-        prepared = mailer.prepare(sub, period, now, readable=True)
+        maker = DigestMaker(loaded, store, [sub.id] if sub.id else [], now)
+        prepared = maker.prepare(sub, period, now, readable=True)
     rendered = prepared.rendered
     try:
         if output is None:
@@ -1131,7 +1130,7 @@ def daemon(
 def status(state: State) -> None:
     """The state of things: feeds (failing ones named), subscribers due, last and next sends."""
     from digest.model.schedule import next_due
-    from digest.service.sending import who_is_due
+    from digest.service.sending import due_now
 
     loaded = state.loaded
     now = utcnow()
@@ -1139,7 +1138,7 @@ def status(state: State) -> None:
         states = store.feed_states()
         subs = store.list_subscribers()
         recent = store.deliveries_report(limit=10)
-        _, _, due = who_is_due(store, now)
+        _, _, due = due_now(store, now)
         counts = store.entry_counts()
     enabled = [f for f in loaded.config.feeds if f.enabled]
     last_poll = max((st.last_fetched for st in states.values() if st.last_fetched), default=None)

@@ -474,14 +474,14 @@ def create_app(loaded: LoadedConfig) -> Starlette:
         return await show_archived(request, int(request.path_params["sid"]), request.path_params["period"])
 
     async def show_archived(request: Request, sid: int, period: str) -> Response:
-        from digest.service.sending import Mailer
+        from digest.service.compose import archived_html
 
         with open_store(loaded) as store:
             sub = store.subscriber(sid)
             row = store.delivery(sid, period)
             if sub is None or row is None or row["state"] != "sent":
                 return simple(request, "No such digest", "", 404)
-            html = Mailer(loaded, store).archived_html(sub, period, row["story_ids"], row["assembled_at"])
+            html = archived_html(loaded, store, sub, period, row["story_ids"], row["assembled_at"])
         return HTMLResponse(html)
 
     async def static(request: Request) -> Response:

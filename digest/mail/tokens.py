@@ -18,8 +18,6 @@ from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
-PURPOSES = ("unsubscribe", "preferences", "archive")
-
 SaltOf = Callable[[int], "str | None"]  # a subscription's salt; None: no such subscriber
 
 
@@ -52,6 +50,12 @@ class Signer:
     def __init__(self, secret: str, salt_of: SaltOf) -> None:
         self._secret = secret
         self._salt_of = salt_of
+        self._serializers: dict[str, URLSafeSerializer] = {}  # one per purpose: a send run signs thousands
+
+    def _serializer(self, purpose: str) -> URLSafeSerializer:
+        if purpose not in self._serializers:
+            self._serializers[purpose] = URLSafeSerializer(self._secret, salt=purpose)
+        return self._serializers[purpose]
 
     def _payload(self, subscriber_id: int, salt: str | None) -> list[object]:
         salt = self._salt_of(subscriber_id) if salt is None else salt
@@ -71,11 +75,11 @@ class Signer:
 
     def sign(self, subscriber_id: int, purpose: str, salt: str | None = None) -> str:
         """`salt`: the subscription's, when the caller has it (else salt_of is asked)."""
-        return str(URLSafeSerializer(self._secret, salt=purpose).dumps(self._payload(subscriber_id, salt)))
+        return str(self._serializer(purpose).dumps(self._payload(subscriber_id, salt)))
 
     def verify(self, token: str, purpose: str) -> int | None:
         try:
-            value = URLSafeSerializer(self._secret, salt=purpose).loads(token)
+            value = self._serializer(purpose).loads(token)
         except BadSignature:
             return None
         return self._owner(value)

@@ -7,6 +7,7 @@ one (fall back) sends once, at its first occurrence.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -66,3 +67,29 @@ def next_due(s: Subscriber, now: datetime) -> datetime:
     step = timedelta(days=7 if s.cadence == "weekly" else 1)
     day = current.due.astimezone(zone).date() + step
     return local_instant(day, time(hh, mm), zone)
+
+
+def current_periods(schedules: Iterable[Subscriber], now: datetime) -> dict[int, Period]:
+    """Each subscriber's current period, by id; computed once per distinct schedule (many
+    subscribers share a few schedules, and the daemon asks every tick)."""
+    memo: dict[tuple[str, int | None, str, str], Period] = {}
+    periods: dict[int, Period] = {}
+    for s in schedules:
+        key = (s.cadence, s.weekday, s.send_time, s.timezone)
+        if key not in memo:
+            memo[key] = current_period(s, now)
+        periods[s.id or 0] = memo[key]
+    return periods
+
+
+DONE = ("sent", "empty")  # ledger states that settle a (subscriber, period)
+
+
+def who_is_due(
+    schedules: Iterable[Subscriber],
+    periods: Mapping[int, Period],
+    states: Mapping[tuple[int, str], str],
+) -> list[int]:
+    """The ids, in the order given, whose current period the ledger has not settled (no row, or
+    pending or failed: a crashed or refused send is tried again)."""
+    return [s.id or 0 for s in schedules if states.get((s.id or 0, periods[s.id or 0].key)) not in DONE]

@@ -761,7 +761,10 @@ def subscribers() -> None:
 @click.option("--topics", default=None, help="comma-separated topics  [new subscriber: all]")
 @click.option("--tags", default=None, help="only stories with one of these tags  [new subscriber: any]")
 @click.option(
-    "--cadence", type=click.Choice(["daily", "weekly"]), default=None, help="[new subscriber: daily]"
+    "--cadence",
+    type=click.Choice(["daily", "weekly", "instant"]),
+    default=None,
+    help="instant: each new story soon after it is folded  [new subscriber: daily]",
 )
 @click.option("--weekday", default=None, help="with --cadence weekly: monday ... sunday  [monday]")
 @click.option("--time", "send_time", default=None, help="local send time  [new subscriber: 07:00]")
@@ -771,6 +774,9 @@ def subscribers() -> None:
 )
 @click.option("--max-stories", type=int, default=None, help="1..200  [new subscriber: 20]")
 @click.option("--why/--no-why", "show_why", default=None, help="show why each story was picked")
+@click.option(
+    "--quiet-hours", default=None, help="with --cadence instant: hold mail, e.g. 22:00-07:00 ('' clears)"
+)
 @pass_state
 @handles_errors
 def subscribers_add(
@@ -785,6 +791,7 @@ def subscribers_add(
     fmt: str | None,
     max_stories: int | None,
     show_why: bool | None,
+    quiet_hours: str | None,
 ) -> None:
     """Add a subscriber, or change what is given of an existing one's preferences (the rest stay)."""
     from digest.model.subscribers import PREFERENCE_FIELDS, make_subscriber, normalise_email
@@ -799,6 +806,7 @@ def subscribers_add(
         "format": fmt,
         "max_stories": max_stories,
         "show_why": show_why,
+        "quiet_hours": quiet_hours,
     }
     given = {k: v for k, v in given.items() if v is not None}
     address = normalise_email(email, where="subscriber")
@@ -933,6 +941,7 @@ def print_send(reports: list[Any]) -> int:
             "empty": "dim",
             "done": "dim",
             "claimed": "dim",
+            "quiet": "dim",
         }.get(r.state, "")
         table.add_row(
             r.email, r.period, f"[{style}]{r.state}[/]" if style else r.state, str(r.stories), r.error or ""
@@ -940,7 +949,8 @@ def print_send(reports: list[Any]) -> int:
     out.print(table)
     counts = {
         k: sum(r.state == k for r in reports)
-        for k in ("sent", "empty", "failed", "bounced", "done", "claimed")
+        for k in ("sent", "empty", "failed", "bounced", "done", "claimed", "quiet")
+        if k != "quiet" or any(r.state == k for r in reports)
     }
     out.print(", ".join(f"{v} {k}" for k, v in counts.items()))
     return counts["failed"] + counts["bounced"]

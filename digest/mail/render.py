@@ -305,6 +305,8 @@ def preheader(digest: Digest, words: Words) -> str:
 def period_label(digest: Digest, words: Words | None = None) -> str:
     words = words or Words("en")
     key = digest.period.key
+    if digest.subscriber.cadence == "instant":  # a window's start, in the reader's own time
+        return words.when(digest.period.due.astimezone(ZoneInfo(digest.subscriber.timezone)))
     if "W" in key:
         year, week = key.split("-W")
         return words.week(int(year), int(week))

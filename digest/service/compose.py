@@ -92,20 +92,33 @@ class DigestMaker:
         )
         self.links = link_signer(loaded, store, store.subscriber_salts(subscriber_ids))
         self.last_assembled = store.last_digests(subscriber_ids)
-        fallback = now - timedelta(seconds=d.lookback)
-        since = min((self.last_assembled.get(i) or fallback for i in subscriber_ids), default=fallback)
-        self.views = self.stories.views(stories_since=since)
+        earliest = min(
+            (self._since(i, now) for i in subscriber_ids), default=now - timedelta(seconds=d.lookback)
+        )
+        self.views = self.stories.views(stories_since=earliest)
         self.sent = store.sent_stories(subscriber_ids, [v.id for v in self.views])
         self._templates: dict[tuple[object, ...], tuple[Rendered, MessageTemplate]] = {}
         self._items: dict[int, DigestStory] = {}  # a story's digest item, the same for every subscriber
         self._digests: dict[tuple[object, ...], Digest] = {}
+
+    def _since(self, subscriber_id: int, now: datetime) -> datetime:
+        """Stories with a report first seen after this may be in the subscriber's next mail: since
+        their last digest (or the lookback, for a first one). Instant mail reaches back one window
+        more: a report fetched just before the last mail but folded just after it would be missed,
+        and the stories already sent are left out whatever the window."""
+        last = self.last_assembled.get(subscriber_id)
+        if last is None:
+            return now - timedelta(seconds=self.settings.lookback)
+        return last - timedelta(seconds=self.settings.instant_every)
 
     def message_id(self, sub: Subscriber, period: Period) -> str:
         return message_id(sub.id or 0, period.key, self.links.domain)
 
     def assemble(self, sub: Subscriber, period: Period, now: datetime) -> Digest:
         assert sub.id is not None
-        since = self.last_assembled.get(sub.id) or now - timedelta(seconds=self.settings.lookback)
+        since = self._since(sub.id, now)
+        if sub.cadence != "instant":
+            since = self.last_assembled.get(sub.id) or since
         already_sent = self.sent.get(sub.id, set())
         # everything assemble reads of the subscriber, and of their history: most subscribers of
         # a run share one of a few such keys, so most digests are assembled once per key

@@ -28,7 +28,7 @@ from typing import Any
 from digest.config import DeliverySettings, LoadedConfig
 from digest.errors import DeliveryError, TemporaryDeliveryError, TransportSetupError
 from digest.mail.transports import Transport, make_transport
-from digest.model.schedule import Period, current_periods, who_is_due
+from digest.model.schedule import INSTANT_EVERY, Period, current_periods, in_quiet_hours, who_is_due
 from digest.model.subscribers import Subscriber, make_subscriber
 from digest.service.compose import DigestMaker, Prepared
 from digest.storage.lease import holder_id, wall_clock
@@ -39,7 +39,9 @@ from digest.storage.store import Store
 class SendReport:
     email: str
     period: str
-    state: str  # sent, empty, failed, bounced, done (already), claimed (by another sender), dry-run
+    # sent, empty, failed, bounced, done (already), claimed (by another sender), dry-run, quiet
+    # (an instant subscriber's quiet hours)
+    state: str
     stories: int = 0
     error: str | None = None
     message_id: str | None = None
@@ -56,16 +58,16 @@ def seed_subscribers(loaded: LoadedConfig, store: Store, now: datetime) -> int:
 
 
 def due_now(
-    store: Store, now: datetime, *, only: str | None = None
+    store: Store, now: datetime, *, only: str | None = None, instant_every: float = INSTANT_EVERY
 ) -> tuple[list[Subscriber], dict[int, Period], list[int]]:
     """-> (active subscribers' schedules, each one's current period, the ids not yet done for it).
 
     From schedules and the ledger rows of the current periods alone: the daemon asks every
     tick, so it never reads preferences or history for subscribers who are not due."""
     schedules = store.schedules(email=only)
-    periods = current_periods(schedules, now)
+    periods = current_periods(schedules, now, instant_every=instant_every)
     states = store.ledger_states([p.key for p in set(periods.values())])
-    return schedules, periods, who_is_due(schedules, periods, states)
+    return schedules, periods, who_is_due(schedules, periods, states, now)
 
 
 CLAIM_PER_CONNECTION = 4  # rows claimed at a time, per SMTP connection
@@ -344,10 +346,12 @@ async def send_due(
     if not dry_run:  # a dry run changes nothing, not even the subscriber table (issue 13)
         seed_subscribers(loaded, store, now)
     d = loaded.config.delivery
-    schedules, periods, due_ids = due_now(store, now, only=only)
+    schedules, periods, due_ids = due_now(store, now, only=only, instant_every=d.instant_every)
     due = set(due_ids)
     reports = [
-        SendReport(s.email, periods[s.id or 0].key, "done") for s in schedules if (s.id or 0) not in due
+        SendReport(s.email, periods[s.id or 0].key, "quiet" if in_quiet_hours(s, now) else "done")
+        for s in schedules
+        if (s.id or 0) not in due
     ]
     if not due_ids:
         return reports
@@ -364,8 +368,11 @@ async def send_due(
         for sub in store.subscribers_by_id(due_ids):
             period = periods[sub.id or 0]
             digest = maker.assemble(sub, period, now)
-            if digest.count == 0 and not d.send_empty:
-                empty.append((sub.id or 0, period.key, maker.message_id(sub, period)))
+            if digest.count == 0 and (not d.send_empty or sub.cadence == "instant"):
+                # an instant window with nothing new is not recorded: a story folded later in
+                # the same window still goes out in it
+                if sub.cadence != "instant":
+                    empty.append((sub.id or 0, period.key, maker.message_id(sub, period)))
                 report(SendReport(sub.email, period.key, "empty"))
                 continue
             prepared = maker.prepare(sub, period, now, digest)

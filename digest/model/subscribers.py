@@ -177,7 +177,7 @@ def make_subscriber(data: Mapping[str, Any], *, where: str = "subscriber") -> Su
 PREFERENCE_FIELDS = ("topics", "tags", "cadence", "weekday", "send_time", "timezone", "format", "max_stories",
                      "show_why", "quiet_hours")  # fmt: skip
 FIELDS = ("email", "name", *PREFERENCE_FIELDS, "status")
-CSV_FIELDS = FIELDS
+CSV_FIELDS = (*(f for f in FIELDS if f != "quiet_hours"), "quiet_hours")  # a new column goes last
 
 
 def read_csv(text: str, source: str) -> list[Subscriber]:

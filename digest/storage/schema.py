@@ -145,12 +145,12 @@ subscribers = sa.Table(
     sa.Column("format", sa.String(10), nullable=False),
     sa.Column("max_stories", sa.Integer, nullable=False),
     sa.Column("show_why", sa.Boolean, nullable=False),
-    sa.Column("quiet_hours", sa.String(11)),  # "22:00-07:00" local: instant mail waits (0009)
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("bounces", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("salt", sa.String(32), nullable=False, server_default=""),
+    sa.Column("quiet_hours", sa.String(11)),  # "22:00-07:00" local: instant mail waits (0009)
     sqlite_autoincrement=True,
 )
 

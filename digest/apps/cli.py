@@ -1148,7 +1148,7 @@ def status(state: State) -> None:
         states = store.feed_states()
         subs = store.list_subscribers()
         recent = store.deliveries_report(limit=10)
-        _, _, due = due_now(store, now)
+        _, _, due = due_now(store, now, instant_every=loaded.config.delivery.instant_every)
         counts = store.entry_counts()
     enabled = [f for f in loaded.config.feeds if f.enabled]
     last_poll = max((st.last_fetched for st in states.values() if st.last_fetched), default=None)

@@ -21,6 +21,7 @@ from digest.service.sending import send_due
 from digest.storage.store import Store
 from tests.support.feedserver import rss
 from tests.test_delivery import Sink, free_port
+from tests.test_web import _signed_page, csrf, site  # noqa: F401 (site: the web app's fixture)
 
 T0 = datetime(2026, 3, 2, 12, 1, tzinfo=UTC)  # 13:01 in Berlin
 FEEDS = ("wire", "herald", "courier", "gazette")
@@ -168,3 +169,18 @@ def test_instant_with_quiet_hours_from_the_cli_and_bad_spans_refused(tmp_path):
     assert (sub.cadence, sub.quiet_hours) == ("instant", "22:00-07:00")
     bad = run(main, ["--config", str(cfg), "subscribers", "add", "a@example.org", "--quiet-hours", "late"])
     assert bad.exit_code == 2 and "quiet_hours: 'late'" in bad.output and "22:00-07:00" in bad.output
+
+
+def test_the_preferences_page_offers_as_it_happens_with_quiet_hours(site):  # noqa: F811
+    client, loaded, src = site
+    store, sub, url = _signed_page(client, loaded, src, "ina@example.org", "preferences")
+    page = client.get(url).text
+    assert 'value="instant"' in page and 'name="quiet_hours"' in page
+    data = {"csrf": csrf(client, url), "topics": ["sco"], "cadence": "instant", "weekday": "monday",
+            "send_time": "07:00", "timezone": "Europe/Berlin", "format": "html", "max_stories": "10",
+            "quiet_hours": "22:30-6:45"}  # fmt: skip
+    assert client.post(url, data=data).status_code == 200
+    new = store.subscriber(sub.id)
+    assert (new.cadence, new.quiet_hours) == ("instant", "22:30-06:45")
+    bad = client.post(url, data={**data, "csrf": csrf(client, url), "quiet_hours": "soon"})
+    assert bad.status_code == 422 and "quiet_hours" in bad.text

@@ -29,7 +29,7 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 
 
 # The Alembic revision these tables match; tests check it is the head of digest/storage/migrations.
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0009"
 
 metadata = sa.MetaData()
 
@@ -150,6 +150,7 @@ subscribers = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("salt", sa.String(32), nullable=False, server_default=""),
+    sa.Column("quiet_hours", sa.String(11)),  # "22:00-07:00" local: instant mail waits (0009)
     sqlite_autoincrement=True,
 )
 

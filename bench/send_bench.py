@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import resource
 import socket
 import subprocess
@@ -86,6 +87,12 @@ def run(loaded: object, store: Store) -> tuple[int, float, float, float]:
     return sent, wall, cpu, stories
 
 
+def _cpu_of(pid: int) -> float:
+    """Seconds of CPU a process has used (proc(5): utime and stime, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subscribers", type=int, default=10_000)
@@ -103,12 +110,17 @@ def main() -> None:
     try:
         for transport in (a.only,) if a.only else ("smtp", "outbox"):
             loaded, store = build(work, a.subscribers, transport, port)
+            sink_before = _cpu_of(sink.pid)
             sent, wall, cpu, stories = run(loaded, store)
+            sink_cpu = _cpu_of(sink.pid) - sink_before
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             rate = sent / wall
+            sink_note = f"; the sink's CPU {1000 * sink_cpu / max(1, sent):.2f} ms a digest"
             print(f"{transport:<7} {sent} digests in {wall:6.2f} s = {rate:7.0f} per second "
                   f"(mean {stories:.1f} stories each); sender CPU {1000 * cpu / max(1, sent):.2f} ms "
-                  f"a digest; peak RSS {rss:.0f} MB", flush=True)  # fmt: skip
+                  f"a digest; peak RSS {rss:.0f} MB"
+                  + (sink_note if transport == "smtp" else ""),
+                  flush=True)  # fmt: skip
             if sent < a.subscribers or rate < floors[transport]:
                 below.append(f"{transport} {sent} of {a.subscribers} digests at {rate:.0f}/s "
                              f"(floor {floors[transport]:g}/s)")  # fmt: skip

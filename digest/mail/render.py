@@ -17,6 +17,7 @@ instead of inlined: the archive's Content-Security-Policy allows no inline style
 from __future__ import annotations
 
 import binascii
+import dataclasses
 import email.policy
 import email.utils
 import hashlib
@@ -342,25 +343,31 @@ def _b64(text: str) -> bytes:
     # one C call for the whole body, then the lines cut (base64.encodebytes makes one call per
     # 57-byte line: a third of a digest's cost to build)
     encoded = binascii.b2a_base64(canonical.encode("utf-8"), newline=False)
-    return b"".join([encoded[i : i + 76] + b"\r\n" for i in range(0, len(encoded), 76)])
+    return b"\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
+
+
+# Every placeholder, found in one pass over a body. None holds a character HTML escapes, so the
+# same pattern finds them in the HTML part.
+_PLACEHOLDERS = re.compile(
+    "|".join(
+        re.escape(p) for p in (*(x for x in dataclasses.astuple(PLACEHOLDER_LINKS) if x), PLACEHOLDER_EMAIL)
+    )
+)
 
 
 def _substitute(text: str, body_html: str | None, recipient: str, links: Links) -> tuple[str, str | None]:
     """The placeholders replaced by one subscriber's address and links (escaped in the HTML)."""
-    pairs = [
-        (PLACEHOLDER_LINKS.unsubscribe, links.unsubscribe),
-        (PLACEHOLDER_LINKS.mailto, links.mailto),
-        (PLACEHOLDER_LINKS.preferences, links.preferences),
-        (PLACEHOLDER_LINKS.archive or "", links.archive or ""),
-        (PLACEHOLDER_EMAIL, recipient),
-    ]
-    for old, new in pairs:
-        if old in text:
-            text = text.replace(old, new)
-        if body_html is not None:
-            escaped = html_lib.escape(old)
-            if escaped in body_html:
-                body_html = body_html.replace(escaped, html_lib.escape(new))
+    values = {
+        PLACEHOLDER_LINKS.unsubscribe: links.unsubscribe,
+        PLACEHOLDER_LINKS.mailto: links.mailto,
+        PLACEHOLDER_LINKS.preferences: links.preferences,
+        PLACEHOLDER_LINKS.archive or "": links.archive or "",
+        PLACEHOLDER_EMAIL: recipient,
+    }
+    text = _PLACEHOLDERS.sub(lambda m: values[m.group()], text)
+    if body_html is not None:
+        escaped = {k: html_lib.escape(v) for k, v in values.items()}
+        body_html = _PLACEHOLDERS.sub(lambda m: escaped[m.group()], body_html)
     return text, body_html
 
 

@@ -984,6 +984,19 @@ def send(state: State, dry_run: bool, only: str | None) -> None:
         )
 
 
+@main.command()
+@pass_state
+@handles_errors
+def bounces(state: State) -> None:
+    """Read the bounce mailbox once (bounces: in feeds.yaml): DSNs and complaints mark subscribers
+    bouncing or complained; each message is moved aside, so none is read twice."""
+    from digest.service.bounces import process_bounces, summary_line
+
+    with open_store(state.loaded) as store:
+        summary = process_bounces(state.loaded, store, now=utcnow())
+    out.print(summary_line(summary), markup=False)
+
+
 PREVIEW_KINDS = {".html": "html", ".htm": "html", ".txt": "text", ".eml": "message"}
 
 
@@ -1132,6 +1145,7 @@ def status(state: State) -> None:
     """The state of things: feeds (failing ones named), subscribers due, last and next sends."""
     from digest.model.schedule import next_due
     from digest.service.sending import who_is_due
+    from digest.storage.bounces import last_report_at, report_counts
 
     loaded = state.loaded
     now = utcnow()
@@ -1141,6 +1155,7 @@ def status(state: State) -> None:
         recent = store.deliveries_report(limit=10)
         _, _, due = who_is_due(store, now)
         counts = store.entry_counts()
+        bounced, bounced_last = report_counts(store), last_report_at(store)
     enabled = [f for f in loaded.config.feeds if f.enabled]
     last_poll = max((st.last_fetched for st in states.values() if st.last_fetched), default=None)
     failing = [states[f.name] for f in enabled if f.name in states and states[f.name].error_count]
@@ -1166,10 +1181,19 @@ def status(state: State) -> None:
     nxt = min((next_due(s, now) for s in active), default=None)
     out.print(
         f"subscribers: {len(subs)} ({len(active)} active, "
-        f"{sum(s.status == 'bouncing' for s in subs)} bouncing); "
+        f"{sum(s.status == 'bouncing' for s in subs)} bouncing, "
+        f"{sum(s.status == 'complained' for s in subs)} complained); "
         f"{len(due)} due now; next send {_fmt_time(nxt)}",
         markup=False,
     )
+    if bounced:
+        out.print(
+            f"bounce mailbox: {sum(bounced.values())} messages read, last {_fmt_time(bounced_last)} "
+            f"({bounced.get('hard', 0)} hard, {bounced.get('soft', 0)} soft, "
+            f"{bounced.get('complaint', 0)} complaints, {bounced.get('ignored', 0)} ignored, "
+            f"{bounced.get('unknown', 0)} unknown)",
+            markup=False,
+        )
     if recent:
         table = Table(title="last sends")
         for col in ("subscriber", "period", "state", "attempts", "sent"):

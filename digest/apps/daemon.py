@@ -3,6 +3,7 @@
     every tick:         fetch feeds that are due (their interval, back-off, Retry-After) | organise
     every tick:         send the digests that are due (schedule.current_period per subscriber)
     every housekeeping: prune old entries, tidy the database, mail the operator report
+    every bounces.every: read the bounce mailbox (service/bounces.py), when one is configured
 
 Why this shape (the APScheduler 3.x user guide): BlockingScheduler with a thread pool, each job
 calling asyncio.run, so every run gets a fresh event loop and clients and shutdown(wait=True)
@@ -226,6 +227,39 @@ class Daemon:
             if r.state in ("failed", "bounced"):
                 log.warning("send: %s %s: %s", r.email, r.state, r.error)
 
+    def bounces(self) -> None:
+        # not in turn with polls and sends: it touches only statuses and its own ledger, and an
+        # IMAP server that is slow to answer must not hold up a digest
+        if not self.stopping.is_set() and self._lock_held():
+            self._guarded(self._bounces)
+
+    def _bounces(self) -> None:
+        from digest.apps import metrics
+        from digest.service.bounces import process_bounces, summary_line
+        from digest.storage.bounces import status_counts
+
+        loaded, started = self.loaded, time.monotonic()
+        if not loaded.config.bounces.configured:
+            return  # removed by a reload
+        with open_store(loaded) as store:
+            summary = process_bounces(loaded, store, now=utcnow(), stopping=self.stopping.is_set)
+            statuses = status_counts(store)
+        for outcome, n in summary.outcomes.items():
+            metrics.BOUNCE_REPORTS.labels(outcome).inc(n)
+        for status in ("active", "pending", "unsubscribed", "bouncing", "complained"):
+            metrics.SUBSCRIBERS.labels(status).set(statuses.get(status, 0))
+        if summary.read:
+            seconds = time.monotonic() - started
+            _event(
+                f"{summary_line(summary)} in {seconds:.1f}s",
+                event="bounces",
+                seconds=round(seconds, 3),
+                read=summary.read,
+                **dict(summary.outcomes),
+            )
+        for sid, status in sorted(summary.changed.items()):
+            log.warning("bounces: subscriber %s is now %s", sid, status)
+
     def housekeeping(self) -> None:
         with self._turn:
             if not self.stopping.is_set() and self._lock_held():
@@ -372,6 +406,15 @@ class Daemon:
                 id="housekeeping",
                 next_run_time=now + timedelta(seconds=min(30.0, d.housekeeping)),
             )
+            bounces = self.loaded.config.bounces
+            if bounces.configured:
+                self.scheduler.add_job(
+                    self.bounces,
+                    "interval",
+                    seconds=bounces.every,
+                    id="bounces",
+                    next_run_time=now + timedelta(seconds=min(5.0, bounces.every)),
+                )
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
             signal.signal(signal.SIGHUP, self.reload)

@@ -258,6 +258,9 @@ def create_app(loaded: LoadedConfig) -> Starlette:
                 existing = store.list_subscribers(email=sub.email)
                 if existing and existing[0].status == "active":
                     sid, kind = existing[0].id, "known"
+                elif existing and existing[0].status == "complained":
+                    # they reported our mail as spam: never mailed again, not even a confirmation
+                    sid, kind = existing[0].id, "complained"
                 else:
                     # a new address gets a pending row (deleted if never confirmed); a known one,
                     # unsubscribed or pending, is left as it is until its owner confirms
@@ -268,7 +271,9 @@ def create_app(loaded: LoadedConfig) -> Starlette:
                     kind = "new"
                 stamp = store.subscriber_stamp(sid) if sid is not None else None
             assert sid is not None and stamp is not None
-            if kind == "known":
+            if kind == "complained":
+                text = ""
+            elif kind == "known":
                 link = f"{base}/preferences/{signer.sign(sid, 'preferences')}"
                 text = (
                     f"Someone (perhaps you) asked to subscribe {sub.email} to {d.list_name}.\n\n"
@@ -283,7 +288,8 @@ def create_app(loaded: LoadedConfig) -> Starlette:
                     "The link works for two days. If you did not ask for this, ignore this mail."
                 )
             try:
-                await mail(sub.email, f"Confirm your subscription to {d.list_name}", text, "confirm")
+                if kind != "complained":
+                    await mail(sub.email, f"Confirm your subscription to {d.list_name}", text, "confirm")
             except DigestError as exc:
                 limits.mail_failed(sub.email)  # nothing was sent: the retry may send it
                 reason = str(exc).splitlines()[0]
@@ -377,7 +383,7 @@ def create_app(loaded: LoadedConfig) -> Starlette:
             return simple(request, "Please try again", "Reload the page and press the button again.", 400)
         with open_store(loaded) as store:
             sub = store.subscriber(sid)
-            if sub is not None and sub.status != "unsubscribed":
+            if sub is not None and sub.status not in ("unsubscribed", "complained"):
                 store.set_status(sid, "unsubscribed", utcnow())  # idempotent: a second time changes nothing
         if one_click:  # RFC 8058: done, no page, no redirect
             return PlainTextResponse("Unsubscribed.\n")
@@ -426,6 +432,8 @@ def create_app(loaded: LoadedConfig) -> Starlette:
             status = (
                 "unsubscribed" if data.get("paused") else ("active" if sub.status != "pending" else "pending")
             )
+            if sub.status == "complained":  # a complaint is for good: saving never mails them again
+                status = "complained"
             if status != sub.status:
                 store.set_status(sid, status, utcnow())
             saved = store.subscriber(sid)

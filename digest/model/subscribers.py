@@ -15,7 +15,8 @@ from digest.errors import AddressError
 
 CADENCES = ("daily", "weekly")
 FORMATS = ("html", "text")
-STATUSES = ("active", "pending", "unsubscribed", "bouncing")
+# complained: a feedback-loop complaint (ARF) came back; never mailed again (storage/bounces.py)
+STATUSES = ("active", "pending", "unsubscribed", "bouncing", "complained")
 # A confirmation link works for two days; a sign-up not confirmed by then is deleted (housekeeping).
 CONFIRM_MAX_AGE = 2 * 86400
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")

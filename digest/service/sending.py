@@ -45,6 +45,7 @@ from digest.mail.render import (
 from digest.mail.tokens import Signer, load_secret
 from digest.mail.transports import Transport, make_transport
 from digest.model.assemble import Digest, DigestStory, assemble
+from digest.model.bounces import verp_address
 from digest.model.schedule import Period, current_period
 from digest.model.stories import StoryView, build_stories, topic_title
 from digest.model.subscribers import Subscriber, make_subscriber
@@ -116,6 +117,15 @@ class Mailer:
         since = min((self.last_assembled.get(i) or fallback for i in subscriber_ids), default=fallback)
         self.views = self._views(stories_since=since)
         self.sent = self.store.sent_stories(subscriber_ids, [v.id for v in self.views])
+
+    def return_path(self, sub: Subscriber) -> str:
+        """MAIL FROM (RFC 5321 §4.1.1.2, where bounces go): with delivery.bounce_address, the
+        subscriber's own VERP address bounces+TOKEN@domain, so a bounce that comes back later
+        names its subscriber however mangled its report (service/bounces.py); else From's address."""
+        bounce_address = self.settings.bounce_address
+        if bounce_address is None or sub.id is None:
+            return _envelope(self.settings.sender)
+        return verp_address(bounce_address, self.signer.sign_bounce(sub.id, self._salt_of(sub.id) or ""))
 
     def links(self, sub: Subscriber, period: str | None = None) -> Links:
         assert sub.id is not None
@@ -345,7 +355,7 @@ async def send_due(
 
             try:
                 await transport.send(
-                    _envelope(d.sender),
+                    mailer.return_path(sub),
                     sub.email,
                     p.data,
                     p.message_id,

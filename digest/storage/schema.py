@@ -185,6 +185,21 @@ sent_stories = sa.Table(
     sa.Column("delivery_id", sa.Integer, sa.ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False),
 )
 
+# The bounce mailbox's ledger (migration 0009): one row per message read, keyed by the sha256 of
+# its bytes, written in the transaction that applies its effect. A message read again (a crash
+# between that commit and moving it aside) finds its row and changes nothing.
+bounce_reports = sa.Table(
+    "bounce_reports",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("outcome", sa.String(10), nullable=False),  # hard, soft, complaint, ignored, unknown
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id", ondelete="SET NULL")),
+    sa.Column("message_id", sa.Text),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("processed_at", UTCDateTime, nullable=False),
+    sa.Index("ix_bounce_reports_processed_at", "processed_at"),
+)
+
 # The search index (migration 0008): titles and summaries as search.index_text writes them, kept
 # in step by store.py wherever entries are written or removed. Not a metadata table: each backend
 # has its own kind. SQLite: an FTS5 table whose rowid is entries.id (bm25 ranks it; FTS5 has no

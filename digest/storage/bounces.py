@@ -50,7 +50,10 @@ def record_reports(
                 "note": report.note,
                 "processed_at": now,
             }
-            new = conn.execute(_insert_ignore(conn, bounce_reports, ["key"]), [row]).rowcount == 1
+            # RETURNING says whether this row went in: on PostgreSQL (psycopg 3) the rowcount of
+            # this INSERT ... ON CONFLICT DO NOTHING came back -1; SQLite has RETURNING since 3.35
+            insert = _insert_ignore(conn, bounce_reports, ["key"]).values(**row)
+            new = conn.execute(insert.returning(bounce_reports.c.key)).first() is not None
             fresh.append(new)
             if new:
                 for effect in effs:

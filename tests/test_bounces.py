@@ -498,3 +498,83 @@ def test_bounce_settings_errors_name_the_key_and_the_fix(tmp_path, fragment, mes
     cfg.write_text(f"feeds: []\n{fragment}\n")
     r = CliRunner().invoke(main, ["--config", str(cfg), "status"])
     assert r.exit_code == 2 and message in r.output and len(r.output.strip().splitlines()) == 1
+
+
+# -- the daemon and its metrics ------------------------------------------------------------------
+
+
+def test_the_daemon_reads_the_mailbox_on_its_schedule_and_the_metrics_count_it(tmp_path, db_url):
+    import httpx
+
+    loaded = configure(tmp_path, db_url, extra="  every: 1s\n")
+    box = tmp_path / "bounces"
+    with Store(loaded.database_url) as store:
+        ids = add(store, "ann@example.org", "bo@example.org")
+        deliver(box, "postfix-hard.eml", token_of(loaded, store, ids["ann@example.org"]))
+        deliver(box, "arf-abuse.eml", token_of(loaded, store, ids["bo@example.org"]))
+    port = free_port()
+    log = tmp_path / "daemon.log"
+    cmd = [sys.executable, "-m", "digest", "--config", str(tmp_path / "feeds.yaml"), "daemon"]
+    proc = subprocess.Popen(
+        [*cmd, "--log-format", "json", "--metrics-port", str(port)],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and '"event": "bounces"' not in log.read_text():
+            time.sleep(0.05)
+        assert '"event": "bounces"' in log.read_text(), log.read_text()
+        deliver(box, "postfix-delayed.eml", "no-such-token")  # read at the next tick
+        while time.monotonic() < deadline and waiting(box):
+            time.sleep(0.05)
+        assert waiting(box) == []
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        assert 'digest_bounce_reports_total{outcome="hard"} 1.0' in metrics
+        assert 'digest_bounce_reports_total{outcome="complaint"} 1.0' in metrics
+        assert 'digest_subscribers{status="bouncing"} 1.0' in metrics
+        assert 'digest_subscribers{status="complained"} 1.0' in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    with Store(loaded.database_url) as store:
+        assert status(store, ids["ann@example.org"])[0] == "bouncing"
+
+
+# -- the web pages: a complaint is for good -------------------------------------------------------
+
+
+def test_the_web_never_mails_a_complained_address_nor_undoes_the_complaint(tmp_path, db_url):
+    import re
+
+    from starlette.testclient import TestClient
+
+    from digest.apps.web import create_app
+
+    loaded = configure(tmp_path, db_url)
+    cfg = tmp_path / "feeds.yaml"
+    cfg.write_text(cfg.read_text().replace("  secret:", "  base_url: https://digest.example.org\n  secret:"))
+    loaded = load_config(cfg)
+    with Store(loaded.database_url) as store:
+        sid = add(store, "bo@example.org")["bo@example.org"]
+        deliver(tmp_path / "bounces", "arf-abuse.eml", token_of(loaded, store, sid))
+        process_bounces(loaded, store, now=NOW)
+        salt = store.subscriber_salts([sid])[sid]
+    client = TestClient(create_app(loaded), base_url="https://digest.example.org")
+
+    def csrf(path: str) -> str:
+        page = client.get(path)
+        return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+
+    form = {"email": "bo@example.org", "topics": ["sco"], "cadence": "daily", "send_time": "07:00"}
+    r = client.post("/subscribe", data={"csrf": csrf("/subscribe"), **form, "timezone": "UTC"})
+    assert r.status_code == 200 and "Check your inbox" in r.text  # the page reveals nothing
+    assert not (tmp_path / "outbox" / "new").exists() or not list((tmp_path / "outbox" / "new").iterdir())
+    signer = Signer("bounce-secret", {sid: salt}.get)
+    prefs = f"/preferences/{signer.sign(sid, 'preferences')}"
+    data = {"csrf": csrf(prefs), **form, "timezone": "UTC", "format": "html", "max_stories": "5"}
+    assert "Saved" in client.post(prefs, data=data).text  # new preferences, the status kept
+    unsub = f"/unsubscribe/{signer.sign(sid, 'unsubscribe')}"
+    assert client.post(unsub, content=b"List-Unsubscribe=One-Click").status_code == 200
+    with Store(loaded.database_url) as store:
+        assert status(store, sid)[0] == "complained"

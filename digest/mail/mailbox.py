@@ -166,8 +166,15 @@ class ImapSource:
             ) from None
         self.can_move = "MOVE" in self.imap.capabilities
         for folder in (s.processed_folder, s.unknown_folder):
-            # CREATE answers NO when the folder exists already (RFC 3501 §6.3.3): nothing to do
-            self._cmd(f"create {folder}", self.imap.create, _quote(folder), allow_no=True)
+            # CREATE answers NO when the folder exists already (RFC 3501 §6.3.3), and when it
+            # cannot be made (a name the server refuses): LIST tells the two apart
+            said = self._cmd(f"create {folder}", self.imap.create, _quote(folder), allow_no=True)
+            if not [x for x in self._cmd(f"list {folder}", self.imap.list, '""', _quote(folder)) if x]:
+                refusal = b" ".join(x for x in said if isinstance(x, bytes)).decode("utf-8", "replace")
+                raise MailboxError(
+                    f"{self._where()}: cannot create the folder {folder!r} ({refusal}); name another in "
+                    "bounces.imap.processed_folder / unknown_folder"
+                )
         self._cmd(f"select {s.folder}", self.imap.select, _quote(s.folder))
 
     def messages(self) -> Iterator[Incoming]:

@@ -49,7 +49,8 @@ def configure(tmp_path: Path, db_url: str, server: ImapServer, **imap: object) -
     cfg = tmp_path / "feeds.yaml"
     cfg.write_text(
         f"database: '{db_url}'\nfeeds: []\n"
-        "delivery:\n  secret: bounce-secret\n  bounce_address: bounces@digest.example.org\n  bounce_limit: 100\n"
+        "delivery:\n  secret: bounce-secret\n  bounce_address: bounces@digest.example.org\n"
+        "  bounce_limit: 100\n"
         "bounces:\n  imap: {" + ", ".join(f"{k}: '{v}'" for k, v in settings.items()) + "}\n"
     )
     return load_config(cfg)

@@ -15,8 +15,8 @@ import ssl
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
+LOOPBACK = ipaddress.ip_address("127.0.0.1")
 DOVECOT = shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
 
 
@@ -146,9 +146,7 @@ service imap-login {{
         path = self.folder / "dovecot.log"
         return path.read_text() if path.exists() else ""
 
-    def __exit__(
-        self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -578,3 +578,25 @@ def test_the_web_never_mails_a_complained_address_nor_undoes_the_complaint(tmp_p
     assert client.post(unsub, content=b"List-Unsubscribe=One-Click").status_code == 200
     with Store(loaded.database_url) as store:
         assert status(store, sid)[0] == "complained"
+
+
+def test_two_readers_of_one_mailbox_at_once_apply_each_report_once(tmp_path, db_url):
+    """The daemon's job and `digest bounces` by hand, side by side on one Maildir."""
+    loaded = configure(tmp_path, db_url, limit=10_000)
+    box = tmp_path / "bounces"
+    with Store(loaded.database_url) as store:
+        ids = add(store, *(f"reader{i}@example.org" for i in range(20)))
+        tokens = [token_of(loaded, store, sid) for sid in ids.values()]
+    for k in range(15):
+        for i, token in enumerate(tokens):
+            deliver(box, "postfix-delayed.eml", token, variant=f"{i}.{k}")
+    env = {**os.environ, "DIGEST_CONFIG": str(tmp_path / "feeds.yaml")}
+    cmd = [sys.executable, "-m", "digest", "bounces"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr.decode()
+    assert waiting(box) == [] and len(moved(box, "processed")) == 300
+    with Store(loaded.database_url) as store:
+        assert ledger_rows(store) == 300
+        assert {store.subscriber(sid).bounces for sid in ids.values()} == {15}  # type: ignore[union-attr]

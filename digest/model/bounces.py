@@ -128,7 +128,7 @@ def read_report(data: bytes, bounce_address: str | None = None) -> Report:
     key = hashlib.sha256(data).hexdigest()
     msg = email.message_from_bytes(data, policy=email.policy.compat32)
     message_id = _header(msg, "Message-ID") or None
-    verp = _verp_tokens(msg, bounce_address)
+    verp = _verp_tokens(data, bounce_address)
     content_type = msg.get_content_type()
     report_type = (msg.get_param("report-type") or "") if content_type == "multipart/report" else ""
     report_type = str(report_type).lower()
@@ -320,25 +320,34 @@ def verp_token(address: str, bounce_address: str) -> str | None:
     return token.lower()
 
 
-def _verp_tokens(msg: email.message.Message, bounce_address: str | None) -> tuple[str, ...]:
+def _verp_tokens(data: bytes, bounce_address: str | None) -> tuple[str, ...]:
+    """Every token of our VERP addresses in the message, in order: in To, Delivered-To,
+    X-Original-To, a DSN's X-Postfix-Sender, the returned message's Return-Path, or quoted in a
+    report's text. Searched in the raw bytes, not header by header: that also finds the address
+    where a mangled report has put it, and any token still has to carry our signature
+    (tokens.py) before it names anyone."""
     if not bounce_address:
         return ()
+    local, _, domain = bounce_address.rpartition("@")
+    pattern = _VERP_PATTERNS.get(bounce_address)
+    if pattern is None:
+        pattern = _VERP_PATTERNS[bounce_address] = re.compile(
+            rb"(?<![\w.+-])"
+            + re.escape(local.encode())
+            + rb"\+([A-Za-z0-9][A-Za-z0-9._=-]*)@"
+            + re.escape(domain.encode())
+            + rb"(?![\w-]|\.[\w-])",
+            re.I,
+        )
     seen: list[str] = []
-    candidates: list[str] = []
-    for name in ("Delivered-To", "X-Original-To", "To", "Envelope-To"):
-        candidates += [a for _, a in email.utils.getaddresses(msg.get_all(name, []))]
-    status = _status_part(msg)
-    if status is not None:  # Postfix names the envelope sender it bounced to
-        for block in _blocks(status)[:1]:
-            candidates.append(_dsn_address(block.get("x-postfix-sender")) or "")
-    returned = _returned_header(msg, "Return-Path")
-    if returned:
-        candidates.append(returned)
-    for address in candidates:
-        token = verp_token(address, bounce_address) if address else None
-        if token and token not in seen:
+    for m in pattern.finditer(data):
+        token = m.group(1).decode("ascii").lower()
+        if token not in seen:
             seen.append(token)
     return tuple(seen)
+
+
+_VERP_PATTERNS: dict[str, re.Pattern[bytes]] = {}
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -404,9 +413,14 @@ def _unfold(value: object) -> str:
     return " ".join(str(value or "").split())
 
 
+_PLAIN_ADDRESS = re.compile(r"<?([^\s<>@\"(),;:]+@[^\s<>@\"(),;:]+)>?")
+
+
 def _bare(address: str) -> str:
     """`<Ann@Example.org>` or `Ann <ann@example.org>` -> the address, its domain lower-cased."""
-    addr = email.utils.parseaddr(_unfold(address))[1] or _unfold(address).strip("<> ")
+    text = _unfold(address)
+    plain = _PLAIN_ADDRESS.fullmatch(text)  # the usual case, without the full RFC 5322 parser
+    addr = plain.group(1) if plain else (email.utils.parseaddr(text)[1] or text.strip("<> "))
     local, at, domain = addr.rpartition("@")
     return f"{local}@{domain.lower()}" if at and local else ""
 

@@ -23,7 +23,7 @@ from digest.config import LoadedConfig
 from digest.errors import ConfigError
 from digest.mail.mailbox import BounceSource, Incoming, make_source
 from digest.mail.tokens import Signer, load_secret
-from digest.model.bounces import Effect, Report, effects, read_report
+from digest.model.bounces import Report, effects, read_report
 from digest.storage.bounces import record_reports, subscriber_ids
 from digest.storage.store import Store
 
@@ -70,12 +70,12 @@ def process_bounces(
         # the salts of the subscribers the tokens claim, in one query, then each token checked
         claimed = {i for r in reports for t in r.verp if (i := Signer.bounce_id(t)) is not None}
         salts.update(store.subscriber_salts(sorted(claimed)))
-        addresses = [b.address for r in reports for b in r.bounces if b.address]
-        ids = subscriber_ids(store, addresses)
-        judged: list[tuple[Report, tuple[Effect, ...]]] = []
-        for r in reports:
-            owner = next((sid for t in r.verp if (sid := signer.verify_bounce(t)) is not None), None)
-            judged.append((r, effects(r, owner, ids)))
+        owners = [_owner(signer, r) for r in reports]
+        # a report's own addresses are looked up only when no token of ours names its subscriber
+        unnamed = [r for r, owner in zip(reports, owners, strict=True) if owner is None]
+        addresses = [b.address for r in unnamed for b in r.bounces if b.address]
+        ids = subscriber_ids(store, addresses) if addresses else {}
+        judged = [(r, effects(r, owner, ids)) for r, owner in zip(reports, owners, strict=True)]
         recorded = record_reports(store, judged, now, d.bounce_limit)
         for (item, report), (_, effs), fresh in zip(batch, judged, recorded.fresh, strict=True):
             if fresh:
@@ -100,6 +100,11 @@ def process_bounces(
     finally:
         source.close()
     return summary
+
+
+def _owner(signer: Signer, report: Report) -> int | None:
+    """The subscriber the report's first valid VERP token names."""
+    return next((sid for t in report.verp if (sid := signer.verify_bounce(t)) is not None), None)
 
 
 def summary_line(s: BounceSummary) -> str:

@@ -13,6 +13,7 @@ The counter is the one in-session 5xx replies count (Store.record_bounce), with 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,47 +36,78 @@ def record_reports(
     store: Store, items: Sequence[tuple[Report, Sequence[Effect]]], now: datetime, bounce_limit: int
 ) -> Recorded:
     """Ledger rows for these reports and, for those not seen before, their effects: one
-    transaction (SQLite: BEGIN IMMEDIATE, so two readers of one mailbox never both apply one)."""
-    fresh: list[bool] = []
+    transaction (SQLite: BEGIN IMMEDIATE), whose INSERT ... ON CONFLICT DO NOTHING RETURNING says
+    which rows went in, so two readers of one mailbox never both apply a report."""
+    if not items:
+        return Recorded([], {})
     with store._writing() as conn:
         involved = sorted({e.subscriber_id for _, effs in items for e in effs})
         before = _statuses(conn, involved)
+        rows: dict[str, dict[str, object]] = {}
         for report, effs in items:
             first = effs[0].subscriber_id if effs else None
-            row = {
-                "key": report.key,
-                "outcome": report.outcome,
-                "subscriber_id": first if first in before else None,
-                "message_id": (report.message_id or "")[:998] or None,
-                "note": report.note,
-                "processed_at": now,
-            }
-            # RETURNING says whether this row went in: on PostgreSQL (psycopg 3) the rowcount of
-            # this INSERT ... ON CONFLICT DO NOTHING came back -1; SQLite has RETURNING since 3.35
-            insert = _insert_ignore(conn, bounce_reports, ["key"]).values(**row)
-            new = conn.execute(insert.returning(bounce_reports.c.key)).first() is not None
+            rows.setdefault(
+                report.key,
+                {
+                    "key": report.key,
+                    "outcome": report.outcome,
+                    "subscriber_id": first if first in before else None,
+                    "message_id": (report.message_id or "")[:998] or None,
+                    "note": report.note,
+                    "processed_at": now,
+                },
+            )
+        # RETURNING names the rows that went in (SQLite has it since 3.35): rowcount will not do,
+        # for PostgreSQL (psycopg 3) reported -1 for an INSERT ... ON CONFLICT DO NOTHING here
+        insert = _insert_ignore(conn, bounce_reports, ["key"]).values(list(rows.values()))
+        inserted = set(conn.execute(insert.returning(bounce_reports.c.key)).scalars())
+        fresh: list[bool] = []
+        tally: dict[int, Counter[str]] = {}
+        for report, effs in items:
+            new = report.key in inserted
+            inserted.discard(report.key)  # the same message twice in one batch: the first counts
             fresh.append(new)
-            if new:
-                for effect in effs:
-                    if effect.subscriber_id in before:  # a subscriber removed since is nobody now
-                        _apply(conn, effect, now, bounce_limit)
+            for effect in effs if new else ():
+                if effect.subscriber_id in before:  # a subscriber removed since is nobody now
+                    tally.setdefault(effect.subscriber_id, Counter())[effect.kind] += 1
+        _apply(conn, tally, now, bounce_limit)
         after = _statuses(conn, involved)
     changed = {sid: status for sid, status in after.items() if before.get(sid) != status}
     return Recorded(fresh, changed)
 
 
-def _apply(conn: Connection, effect: Effect, now: datetime, limit: int) -> None:
-    c = subscribers.c
-    where = subscribers.update().where(c.id == effect.subscriber_id)
-    if effect.kind == "complaint":
-        conn.execute(where.values(status="complained", updated_at=now))
+def _apply(conn: Connection, tally: dict[int, Counter[str]], now: datetime, limit: int) -> None:
+    """Each subscriber's reports of this batch in one UPDATE (an executemany over subscribers)."""
+    if not tally:
         return
-    # every SET expression reads the row as it was (SQL): `bounces + 1` is the new count
-    goes = c.status == "active"
-    if effect.kind == "soft":
-        goes = sa.and_(goes, c.bounces + 1 >= limit)
-    status = sa.case((goes, "bouncing"), else_=c.status)
-    conn.execute(where.values(bounces=c.bounces + 1, status=status, updated_at=now))
+    c = subscribers.c
+    added = sa.bindparam("added", type_=sa.Integer)
+    # every SET expression reads the row as it was (SQL): `bounces + added` is the new count
+    status = sa.case(
+        (sa.bindparam("complained", type_=sa.Boolean), "complained"),
+        (
+            sa.and_(
+                c.status == "active",
+                sa.or_(sa.bindparam("hard", type_=sa.Boolean), c.bounces + added >= limit),
+            ),
+            "bouncing",
+        ),
+        else_=c.status,
+    )
+    conn.execute(
+        subscribers.update()
+        .where(c.id == sa.bindparam("sid"))
+        .values(bounces=c.bounces + added, status=status, updated_at=now),
+        [
+            {
+                "sid": sid,
+                "added": kinds["hard"] + kinds["soft"],
+                "hard": kinds["hard"] > 0,
+                "complained": kinds["complaint"] > 0,
+            }
+            for sid, kinds in sorted(tally.items())
+        ],
+    )
 
 
 def _statuses(conn: Connection, ids: Sequence[int]) -> dict[int, str]:
@@ -87,13 +119,19 @@ def _statuses(conn: Connection, ids: Sequence[int]) -> dict[int, str]:
 
 
 def subscriber_ids(store: Store, addresses: Sequence[str]) -> dict[str, int]:
-    """Subscriber ids by address (the local part's case aside, as Store looks addresses up)."""
+    """Subscriber ids by address (the local part's case aside, as Store looks addresses up):
+    the exact forms in one query, then each one left over as Store finds an address."""
+    wanted = sorted(set(addresses))
     found: dict[str, int] = {}
+    c = subscribers.c
     with store._safe(), store.engine.connect() as conn:
-        for address in sorted(set(addresses)):
-            sid = store._subscriber_id(conn, address)
-            if sid is not None:
-                found[address] = sid
+        for chunk in _chunks(wanted, 500):
+            found.update(conn.execute(sa.select(c.email, c.id).where(c.email.in_(chunk))).tuples().all())
+        for address in wanted:
+            if address not in found:
+                sid = store._subscriber_id(conn, address)
+                if sid is not None:
+                    found[address] = sid
     return found
 
 

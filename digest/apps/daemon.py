@@ -36,7 +36,7 @@ from typing import Any
 from digest.config import LoadedConfig, load_config
 from digest.errors import DigestError, LockHeldError, TransportSetupError
 from digest.model.records import FetchStatus
-from digest.model.subscribers import CONFIRM_MAX_AGE
+from digest.model.subscribers import CONFIRM_MAX_AGE, STATUSES
 from digest.service.pipeline import FetchOptions, fetch_feeds, open_store, organise, utcnow
 from digest.storage.lock import SchedulerLock
 
@@ -230,6 +230,8 @@ class Daemon:
     def bounces(self) -> None:
         # not in turn with polls and sends: it touches only statuses and its own ledger, and an
         # IMAP server that is slow to answer must not hold up a digest
+        if not self.loaded.config.bounces.configured:
+            return  # none configured (or removed by a reload): nothing ran, so nothing recovered
         if not self.stopping.is_set() and self._lock_held():
             self._guarded(self._bounces)
 
@@ -239,14 +241,12 @@ class Daemon:
         from digest.storage.bounces import status_counts
 
         loaded, started = self.loaded, time.monotonic()
-        if not loaded.config.bounces.configured:
-            return  # removed by a reload
         with open_store(loaded) as store:
             summary = process_bounces(loaded, store, now=utcnow(), stopping=self.stopping.is_set)
             statuses = status_counts(store)
         for outcome, n in summary.outcomes.items():
             metrics.BOUNCE_REPORTS.labels(outcome).inc(n)
-        for status in ("active", "pending", "unsubscribed", "bouncing", "complained"):
+        for status in STATUSES:
             metrics.SUBSCRIBERS.labels(status).set(statuses.get(status, 0))
         if summary.read:
             seconds = time.monotonic() - started
@@ -406,15 +406,16 @@ class Daemon:
                 id="housekeeping",
                 next_run_time=now + timedelta(seconds=min(30.0, d.housekeeping)),
             )
-            bounces = self.loaded.config.bounces
-            if bounces.configured:
-                self.scheduler.add_job(
-                    self.bounces,
-                    "interval",
-                    seconds=bounces.every,
-                    id="bounces",
-                    next_run_time=now + timedelta(seconds=min(5.0, bounces.every)),
-                )
+            # always scheduled: a mailbox added by a SIGHUP reload is read from the next tick
+            # (the job does nothing while none is configured); `every` is read at start
+            every = self.loaded.config.bounces.every
+            self.scheduler.add_job(
+                self.bounces,
+                "interval",
+                seconds=every,
+                id="bounces",
+                next_run_time=now + timedelta(seconds=min(5.0, every)),
+            )
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
             signal.signal(signal.SIGHUP, self.reload)

@@ -179,7 +179,9 @@ class ImapSource:
 
     def messages(self) -> Iterator[Incoming]:
         imap = self._open()
-        uids = (self._cmd("search", imap.uid, "SEARCH", "ALL")[0] or b"").split()
+        # UNDELETED: a message copied and flagged by a reader that died before its EXPUNGE is
+        # in the processed folder already (and in the ledger)
+        uids = (self._cmd("search", imap.uid, "SEARCH", "UNDELETED")[0] or b"").split()
         for i in range(0, len(uids), self.FETCH_AT_ONCE):
             chunk = b",".join(uids[i : i + self.FETCH_AT_ONCE]).decode()
             for part in self._cmd("fetch", imap.uid, "FETCH", chunk, "(UID BODY.PEEK[])"):

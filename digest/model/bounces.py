@@ -62,7 +62,7 @@ class Report:
     key: str  # sha256 of its bytes: the ledger key, the same however often it is read
     message_id: str | None  # the report's own Message-ID, for the operator
     bounces: tuple[Bounce, ...]
-    verp: tuple[str, ...]  # VERP tokens found, in the order looked at (not yet verified)
+    verp: tuple[str, ...]  # VERP tokens found, in the order they appear (not yet verified)
     outcome: Outcome  # the strongest bounce's kind, or ignored / unknown
     note: str  # why it was ignored or unknown, or the first bounce's reason
 

@@ -600,3 +600,22 @@ def test_two_readers_of_one_mailbox_at_once_apply_each_report_once(tmp_path, db_
     with Store(loaded.database_url) as store:
         assert ledger_rows(store) == 300
         assert {store.subscriber(sid).bounces for sid in ids.values()} == {15}  # type: ignore[union-attr]
+
+
+def test_the_operator_report_counts_the_last_days_bounces(tmp_path, db_url):
+    import email
+    import email.policy
+
+    from digest.apps.daemon import Daemon
+    from digest.service.pipeline import utcnow
+
+    loaded = configure(tmp_path, db_url)
+    with Store(loaded.database_url) as store:
+        ids = add(store, "ann@example.org", "bo@example.org")
+        deliver(tmp_path / "bounces", "postfix-hard.eml", token_of(loaded, store, ids["ann@example.org"]))
+        deliver(tmp_path / "bounces", "arf-abuse.eml", token_of(loaded, store, ids["bo@example.org"]))
+        process_bounces(loaded, store, now=utcnow())
+        Daemon(str(tmp_path / "feeds.yaml")).report_to_operator(store, "ops@example.org")
+    (eml,) = (tmp_path / "outbox" / "new").glob("*.eml")
+    text = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default).get_content()  # type: ignore[attr-defined]
+    assert "1 hard and 0 soft bounces, 1 complaints, 0 unknown messages" in text

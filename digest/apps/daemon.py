@@ -307,6 +307,15 @@ class Daemon:
             for st in failing
         ]
         lines += ["", f"{len(recent)} digests sent in the last day."]
+        from digest.storage.bounces import report_counts
+
+        bounced = report_counts(store, since=now - timedelta(days=1))
+        if bounced:
+            lines.append(
+                f"{bounced.get('hard', 0)} hard and {bounced.get('soft', 0)} soft bounces, "
+                f"{bounced.get('complaint', 0)} complaints, {bounced.get('unknown', 0)} unknown messages "
+                "in the bounce mailbox in the last day."
+            )
         d = self.loaded.config.delivery
         msg_id = f"<operator.{now:%Y%m%d%H%M}@{domain_of(d.sender)}>"
         data = plain_message(

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from digest.config import load_config  # noqa: E402
 from digest.model.subscribers import Subscriber  # noqa: E402
-from digest.service.pipeline import utcnow  # noqa: E402
+from digest.service.fetching import utcnow  # noqa: E402
 from digest.service.sending import Mailer  # noqa: E402
 from digest.storage.store import Store  # noqa: E402
 

@@ -37,9 +37,9 @@ from digest.config import load_config  # noqa: E402
 from digest.feeds.parse import html_to_text  # noqa: E402
 from digest.model.fold import cluster, story_entry  # noqa: E402
 from digest.model.judge import classify  # noqa: E402
-from digest.model.records import Entry  # noqa: E402
-from digest.service.pipeline import organise  # noqa: E402
-from digest.storage.store import FetchWrite, Store  # noqa: E402
+from digest.model.records import Entry, FetchWrite  # noqa: E402
+from digest.service.fetching import organise  # noqa: E402
+from digest.storage.store import Store  # noqa: E402
 
 EVAL = ROOT.parent / "shared" / "eval" / "items.jsonl"
 

@@ -32,10 +32,11 @@ in_project_env()
 from organise_bench import make_entries  # noqa: E402
 
 from digest.config import load_config  # noqa: E402
+from digest.model.records import FetchWrite  # noqa: E402
 from digest.model.subscribers import make_subscriber  # noqa: E402
-from digest.service.pipeline import organise  # noqa: E402
+from digest.service.fetching import organise  # noqa: E402
 from digest.service.sending import send_due  # noqa: E402
-from digest.storage.store import FetchWrite, Store  # noqa: E402
+from digest.storage.store import Store  # noqa: E402
 
 PROFILES = [
     {"format": "html"},

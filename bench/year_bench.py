@@ -37,7 +37,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from common import measure, median
+from common import digest_venv, in_project_env, measure, median
+
+in_project_env()
 
 ROOT = Path(__file__).resolve().parent.parent
 WEEKS = 52
@@ -185,7 +187,8 @@ def main() -> None:
 
     cfg = yaml.safe_load((ROOT / "feeds.yaml").read_text(encoding="utf-8"))
     cfg["feeds"] = feeds
-    digest = shutil.which("digest") or sys.exit("year_bench: no `digest` on PATH; activate the venv")
+    # this checkout's `digest`: beside the Python running this, or the bench's own venv
+    digest = shutil.which("digest", path=str(Path(sys.executable).parent)) or str(digest_venv())
     runs = []
     for r in range(a.runs):
         db = work / "year.db"
@@ -225,8 +228,9 @@ def main() -> None:
     # one more day: a 53rd week's copy of a seventh of the items, stored, then organise() alone
     from digest.config import load_config
     from digest.feeds.parse import parse_feed
-    from digest.service.pipeline import organise
-    from digest.storage.store import FetchWrite, Store
+    from digest.model.records import FetchWrite
+    from digest.service.organising import organise
+    from digest.storage.store import Store
 
     day_items = week_copy(items[::7], a.weeks)
     day_files = render(day_items, work / "day", make_feeds)

@@ -7,68 +7,26 @@ Every error names the file, the key path and the fix, on one line.
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
+import ipaddress
+import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from digest.defaults import embedded_text
 from digest.errors import ConfigError, DigestError
-from digest.model.records import HttpLimits, RulesSource
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1000,
-    "kb": 1000,
-    "kib": 1024,
-    "m": 10**6,
-    "mb": 10**6,
-    "mib": 2**20,
-    "g": 10**9,
-    "gb": 10**9,
-    "gib": 2**30,
-}
-
-
-def _duration(value: Any) -> Any:
-    """`90`, `"90s"`, `"15m"`, `"1h30m"`, `"2d"` -> seconds."""
-    if isinstance(value, str):
-        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhdw])", value.strip().lower())
-        joined = "".join(f"{n}{u}" for n, u in parts)
-        if not parts or joined != re.sub(r"\s+", "", value.strip().lower()):
-            raise ValueError(f"{value!r} is not a duration; write seconds (90) or e.g. '15m', '1h', '2d'")
-        return sum(float(n) * _UNITS[u] for n, u in parts)
-    return value
-
-
-def _size(value: Any) -> Any:
-    """`1048576`, `"5 MiB"`, `"500kB"` -> bytes."""
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
-        if not m or m.group(2).lower() not in _SIZE_UNITS:
-            raise ValueError(f"{value!r} is not a size; write bytes or e.g. '5 MiB', '500 kB'")
-        return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
-    return value
-
-
-Duration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
-Size = Annotated[int, BeforeValidator(_size), Field(gt=0)]
+from digest.model.fold import ClusteringSettings
+from digest.model.records import RulesSource
+from digest.model.rules import CompiledRules, compile_source
+from digest.model.settings import Duration, Size, format_validation_error
+from digest.model.subscribers import make_subscriber
 
 
 class _Model(BaseModel):
@@ -91,10 +49,6 @@ class HttpSettings(_Model):
     default_interval: Duration = Field(1800.0, description="how often a feed is polled")
     max_backoff: Duration = Field(86400.0, description="longest wait after repeated failures")
     workers: int = Field(0, ge=0, le=64, description="processes that fetch and parse; 0 = one per core")
-
-    def limits(self) -> HttpLimits:
-        """What fetching needs, as plain data (for the fetch workers)."""
-        return HttpLimits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(HttpLimits)})
 
 
 class FeedSettings(_Model):
@@ -265,7 +219,6 @@ class WebSettings(_Model):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        import ipaddress
 
         for net in v:
             try:
@@ -378,24 +331,22 @@ class LoadedConfig:
         self.config = config
         self.source = source
         self.base_dir = base_dir
-        self._rules: Any = None
+        self._rules: CompiledRules | None = None
         self._rules_hash: str | None = None
-        self._clustering: Any = None
+        self._clustering: ClusteringSettings | None = None
 
     def _own_rules(self) -> dict[str, Any]:
         c = self.config
         return {"terms": c.terms, "topics": c.topics, "tags": c.tags}
 
     @property
-    def rules(self) -> Any:
+    def rules(self) -> CompiledRules:
         """The compiled topic and tag rules (digest.model.rules.CompiledRules), built on first use."""
         if self._rules is None:
-            from digest.model.rules import compile_source
-
             self._rules = compile_source(self.rules_source())
         return self._rules
 
-    def compiled_rules(self) -> tuple[Any, str] | None:
+    def compiled_rules(self) -> tuple[CompiledRules, str] | None:
         """The rules and their hash if they were compiled already (None: not yet)."""
         return None if self._rules is None else (self._rules, self.rules_hash)
 
@@ -403,15 +354,15 @@ class LoadedConfig:
         return RulesSource(self._own_rules(), self.source, self.rules_hash)
 
     @property
-    def clustering(self) -> Any:
+    def clustering(self) -> ClusteringSettings:
         """The `clustering:` settings (digest.model.fold.ClusteringSettings)."""
         if self._clustering is None:
-            from digest.model.fold import ClusteringSettings
-
             try:
                 self._clustering = ClusteringSettings.model_validate(self.config.clustering or {})
             except ValidationError as err:
-                raise ConfigError(format_validation_error(err, self.source, prefix=("clustering",))) from None
+                raise ConfigError(
+                    format_validation_error(err, self.source, prefix=("clustering",), root=Config)
+                ) from None
         return self._clustering
 
     @property
@@ -423,8 +374,6 @@ class LoadedConfig:
         return self._rules_hash
 
     def _hash_rules(self) -> str:
-        import hashlib
-        import json
 
         # Sections left out come from the shipped feeds.yaml: its bytes stand for them, so that a
         # warm run need not parse that file just to learn that nothing changed.
@@ -481,70 +430,6 @@ def _expand(value: Any, where: str, source: str) -> Any:
     return value
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
-def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
-    model: Any = Config
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        ann = field.annotation
-        args = getattr(ann, "__args__", ())
-        model = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
-        if model is None:
-            return []
-    return sorted(getattr(model, "model_fields", {}))
-
-
-def format_validation_error(err: ValidationError, source: str, prefix: tuple[str, ...] = ()) -> str:
-    lines = []
-    for e in err.errors():
-        loc = (*prefix, *tuple(e["loc"]))
-        if e["type"] == "extra_forbidden":
-            allowed = _allowed_keys(loc)
-            hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
-            lines.append(f"{source}: {_loc(loc)}: unknown key; remove it or fix its spelling{hint}")
-        elif e["type"] == "missing":
-            lines.append(f"{source}: {_loc(loc)}: required key is missing; add it")
-        elif e["type"] in _EXPECTED:
-            lines.append(f"{source}: {_loc(loc)}: {e['input']!r} is not {_EXPECTED[e['type']]}")
-        else:
-            msg = str(e["msg"]).removeprefix("Value error, ")
-            if msg.startswith("Input should be"):  # pydantic's wording: say what was given, and the fix
-                msg = f"{e['input']!r} is not accepted: it should be{msg.removeprefix('Input should be')}"
-            lines.append(f"{source}: {_loc(loc)}: {msg}")
-    return "\n".join(lines)
-
-
-# pydantic error types, said as what the key needs
-_EXPECTED = {
-    "int_type": "a whole number; write e.g. 4",
-    "int_parsing": "a whole number; write e.g. 4",
-    "int_from_float": "a whole number; write e.g. 4",
-    "float_type": "a number; write e.g. 1.5",
-    "float_parsing": "a number; write e.g. 1.5",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "string_type": "text; put it in quotes",
-    "tuple_type": "a list; write e.g. [a, b] or one item per line under the key, each with '- '",
-    "list_type": "a list; write e.g. [a, b] or one item per line under the key, each with '- '",
-    "dict_type": "a mapping; write key: value lines under it",
-    "model_type": "a mapping; write key: value lines under it",
-    "model_attributes_type": "a mapping; write key: value lines under it",
-}
-
-
 MAX_CONFIG_BYTES = 2**20
 # Where an anchor (&name) or an alias (*name) could start; the token scan below decides.
 _MAYBE_ANCHOR = re.compile(r"(?:^|[\s\[{,:?-])[&*][^\s,\[\]{}]", re.M)
@@ -596,7 +481,7 @@ def parse_config(text: str, source: str, base_dir: Path) -> LoadedConfig:
     try:
         config = Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
+        raise ConfigError(format_validation_error(err, source, root=Config)) from None
     for f in config.feeds:
         if f.interval is not None and f.interval < 60:
             raise ConfigError(
@@ -605,7 +490,6 @@ def parse_config(text: str, source: str, base_dir: Path) -> LoadedConfig:
             )
     # checked here, not at the first send: a bad address would otherwise pass `feeds list`,
     # `status` and `fetch`, then fail every run
-    from digest.model.subscribers import make_subscriber
 
     for i, sub in enumerate(config.subscribers):
         try:

@@ -41,10 +41,14 @@ class TemplateError(DigestError):
     exit_code = 2
 
 
-class AddressError(DigestError):
-    """An e-mail address is not valid."""
+class SubscriberError(DigestError):
+    """A subscriber's preferences are not valid (a cadence, zone, topic, CSV row...)."""
 
     exit_code = 2
+
+
+class AddressError(SubscriberError):
+    """An e-mail address is not valid."""
 
 
 class DeliveryError(DigestError):

@@ -152,7 +152,7 @@ def test_a_send_to_the_ascii_only_server_reaches_everyone_else_in_the_same_run(t
 
 
 def test_the_web_form_knows_an_address_whatever_the_case_of_its_local_part(site):  # noqa: F811
-    from digest.service.pipeline import utcnow
+    from digest.service.fetching import utcnow
 
     client, loaded, src = site
     store = Store(loaded.database_url)

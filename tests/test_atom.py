@@ -11,9 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest.model.atom import ATOM, FeedInfo, FeedStory, atom_feed, story_id, xml_text
-from digest.model.records import Entry
+from digest.model.records import ClassifiedEntry, Entry, StoredEntry
 from digest.model.stories import build_stories
-from digest.storage.store import ClassifiedEntry, StoredEntry
 
 T0 = datetime(2025, 9, 1, 12, 0, tzinfo=UTC)
 INFO = FeedInfo(

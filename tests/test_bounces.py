@@ -35,7 +35,8 @@ from digest.model.bounces import (
     verp_token,
 )
 from digest.model.subscribers import Subscriber
-from digest.service.bounces import process_bounces
+from digest.service.api import Digest
+from digest.service.bounces import BounceSummary
 from digest.service.sending import send_due
 from digest.storage.store import Store
 
@@ -193,6 +194,12 @@ def configure(tmp_path: Path, db_url: str, *, limit: int = 3, extra: str = "") -
     return load_config(cfg)
 
 
+def read(loaded: LoadedConfig) -> BounceSummary:
+    """What `digest bounces` does: the bounce mailbox read once."""
+    with Digest(loaded, clock=lambda: NOW) as d:
+        return d.read_bounces()
+
+
 def add(store: Store, *addresses: str) -> dict[str, int]:
     return {a: store.add_subscriber(Subscriber(email=a), NOW)[0] for a in addresses}
 
@@ -247,7 +254,7 @@ def test_a_maildir_of_reports_marks_each_subscriber_as_its_report_says(tmp_path,
         deliver(box, "arf-redacted.eml", tok["di@example.org"])  # known by its token alone
         deliver(box, "vacation.eml", tok["cy@example.org"])
         deliver(box, "success-dsn.eml", tok["cy@example.org"])
-        summary = process_bounces(loaded, store, now=NOW)
+        summary = read(loaded)
         assert summary.read == 6
         assert dict(summary.outcomes) == {"hard": 1, "complaint": 2, "soft": 1, "unknown": 1, "ignored": 1}
         assert status(store, ids["ann@example.org"]) == ("bouncing", 1)
@@ -259,7 +266,7 @@ def test_a_maildir_of_reports_marks_each_subscriber_as_its_report_says(tmp_path,
         assert b"Out of office" in moved(box, "unknown")[0].read_bytes()
         assert ledger_rows(store) == 6
         # nothing is left to read: a second run reads nothing and changes nothing
-        again = process_bounces(loaded, store, now=NOW)
+        again = read(loaded)
         assert again.read == 0 and status(store, ids["cy@example.org"]) == ("active", 1)
 
 
@@ -271,7 +278,7 @@ def test_a_forwarded_address_is_found_by_the_token_and_a_forged_token_names_nobo
         deliver(box, "gmail-hard.eml", token_of(loaded, store, ids["ann@example.org"]))
         forged = f"{ids['bo@example.org']}-0000000000000000"
         deliver(box, "gmail-hard.eml", forged)
-        summary = process_bounces(loaded, store, now=NOW)
+        summary = read(loaded)
         assert status(store, ids["ann@example.org"]) == ("bouncing", 1)  # Gmail named ann.reader@gmail.com
         assert status(store, ids["bo@example.org"]) == ("active", 0)
         assert summary.nobody == 1 and summary.changed == {ids["ann@example.org"]: "bouncing"}
@@ -283,7 +290,7 @@ def test_without_a_token_the_reports_own_recipient_names_the_subscriber(tmp_path
     with Store(loaded.database_url) as store:
         ids = add(store, "Bo@example.org")
         deliver(box, "exim-plain.eml")  # an old Exim bounce to the bare bounce address
-        process_bounces(loaded, store, now=NOW)
+        read(loaded)
         assert status(store, ids["Bo@example.org"]) == ("bouncing", 1)  # at a limit of 1
 
 
@@ -295,10 +302,10 @@ def test_soft_bounces_mark_a_subscriber_bouncing_only_at_the_limit(tmp_path, db_
         token = token_of(loaded, store, sid)
         for day in ("1", "2"):
             deliver(box, "postfix-delayed.eml", token, variant=day)
-        process_bounces(loaded, store, now=NOW)
+        read(loaded)
         assert status(store, sid) == ("active", 2)
         deliver(box, "postfix-delayed.eml", token, variant="3")
-        assert process_bounces(loaded, store, now=NOW).changed == {sid: "bouncing"}
+        assert read(loaded).changed == {sid: "bouncing"}
         assert status(store, sid) == ("bouncing", 3)
 
 
@@ -310,7 +317,7 @@ def test_the_same_report_delivered_twice_counts_once(tmp_path, db_url):
         token = token_of(loaded, store, sid)
         deliver(box, "postfix-delayed.eml", token)
         deliver(box, "postfix-delayed.eml", token)  # the MTA delivered it twice
-        summary = process_bounces(loaded, store, now=NOW)
+        summary = read(loaded)
         assert summary.read == 2 and summary.already == 1
         assert status(store, sid) == ("active", 1) and waiting(box) == []
 
@@ -330,9 +337,9 @@ def test_a_crash_between_the_commit_and_the_move_counts_nothing_twice(tmp_path, 
         with monkeypatch.context() as m:
             m.setattr(MaildirSource, "move", killed)
             with pytest.raises(KeyboardInterrupt):
-                process_bounces(loaded, store, now=NOW)
+                read(loaded)
         assert status(store, sid) == ("active", 5) and len(waiting(box)) == 5  # committed, not moved
-        summary = process_bounces(loaded, store, now=NOW)
+        summary = read(loaded)
         assert summary.already == 5 and sum(summary.outcomes.values()) == 0
         assert status(store, sid) == ("active", 5) and waiting(box) == []
         assert len(moved(box, "processed")) == 5
@@ -380,7 +387,7 @@ def test_reading_reports_never_mails_and_complained_subscribers_are_never_mailed
         ids = add(store, "ann@example.org", "bo@example.org")
         bo = ids["bo@example.org"]
         deliver(box, "arf-abuse.eml", token_of(loaded, store, bo))
-        process_bounces(loaded, store, now=NOW)
+        read(loaded)
         assert [s.email for s in store.schedules()] == ["ann@example.org"]  # who is due: ann only
         # an import, `subscribers add` or a confirmation link made earlier do not undo it
         store.add_subscriber(Subscriber(email="bo@example.org", cadence="weekly", weekday=0), NOW)
@@ -558,7 +565,7 @@ def test_the_web_never_mails_a_complained_address_nor_undoes_the_complaint(tmp_p
     with Store(loaded.database_url) as store:
         sid = add(store, "bo@example.org")["bo@example.org"]
         deliver(tmp_path / "bounces", "arf-abuse.eml", token_of(loaded, store, sid))
-        process_bounces(loaded, store, now=NOW)
+        read(loaded)
         salt = store.subscriber_salts([sid])[sid]
     client = TestClient(create_app(loaded), base_url="https://digest.example.org")
 
@@ -606,16 +613,14 @@ def test_the_operator_report_counts_the_last_days_bounces(tmp_path, db_url):
     import email
     import email.policy
 
-    from digest.apps.daemon import Daemon
-    from digest.service.pipeline import utcnow
-
     loaded = configure(tmp_path, db_url)
     with Store(loaded.database_url) as store:
         ids = add(store, "ann@example.org", "bo@example.org")
         deliver(tmp_path / "bounces", "postfix-hard.eml", token_of(loaded, store, ids["ann@example.org"]))
         deliver(tmp_path / "bounces", "arf-abuse.eml", token_of(loaded, store, ids["bo@example.org"]))
-        process_bounces(loaded, store, now=utcnow())
-        Daemon(str(tmp_path / "feeds.yaml")).report_to_operator(store, "ops@example.org")
+    with Digest(loaded, clock=lambda: NOW) as d:
+        d.read_bounces()
+        d.mail_operator("ops@example.org")
     (eml,) = (tmp_path / "outbox" / "new").glob("*.eml")
     text = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default).get_content()  # type: ignore[attr-defined]
     assert "1 hard and 0 soft bounces, 1 complaints, 0 unknown messages" in text

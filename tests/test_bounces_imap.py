@@ -13,10 +13,9 @@ import pytest
 from digest.config import LoadedConfig, load_config
 from digest.errors import MailboxError
 from digest.mail.mailbox import ImapSource
-from digest.service.bounces import process_bounces
 from digest.storage.store import Store
 from tests.support.imapserver import DOVECOT, ImapServer
-from tests.test_bounces import DATA, NOW, add, status, token_of
+from tests.test_bounces import DATA, add, read, status, token_of
 
 pytestmark = pytest.mark.skipif(
     DOVECOT is None, reason="Dovecot is not installed (apt-get install dovecot-imapd; .ci/run does)"
@@ -69,7 +68,7 @@ def test_reports_in_an_imap_folder_are_acted_on_and_moved_to_their_folders(tmp_p
         imap.append(fixture("arf-abuse.eml", token_of(loaded, store, ids["bo@example.org"])))
         imap.append(fixture("postfix-delayed.eml", token_of(loaded, store, ids["cy@example.org"])))
         imap.append(fixture("vacation.eml", ""))
-        summary = process_bounces(loaded, store, now=NOW)
+        summary = read(loaded)
         assert dict(summary.outcomes) == {"hard": 1, "complaint": 1, "soft": 1, "unknown": 1}
         assert status(store, ids["ann@example.org"]) == ("bouncing", 1)
         assert status(store, ids["bo@example.org"])[0] == "complained"
@@ -91,7 +90,7 @@ def test_without_move_the_server_gets_copy_and_expunge(tmp_path, db_url, imap, m
         sid = add(store, "ann@example.org")["ann@example.org"]
         for i in range(3):
             imap.append(fixture("postfix-delayed.eml", token_of(loaded, store, sid), str(i)))
-        process_bounces(loaded, store, now=NOW)
+        read(loaded)
         assert status(store, sid) == ("active", 3)
     assert imap.count("INBOX") == 0 and imap.count("Bounces read") == 3
 
@@ -109,9 +108,9 @@ def test_a_crash_before_the_moves_reads_them_again_and_counts_them_once(tmp_path
         with monkeypatch.context() as m:
             m.setattr(ImapSource, "move", killed)
             with pytest.raises(KeyboardInterrupt):
-                process_bounces(loaded, store, now=NOW)
+                read(loaded)
         assert imap.count("INBOX") == 4 and status(store, sid) == ("active", 4)
-        summary = process_bounces(loaded, store, now=NOW)
+        summary = read(loaded)
         assert summary.already == 4 and status(store, sid) == ("active", 4)
     assert imap.count("INBOX") == 0 and imap.count("processed") == 4
 
@@ -119,16 +118,16 @@ def test_a_crash_before_the_moves_reads_them_again_and_counts_them_once(tmp_path
 def test_a_wrong_password_or_an_unverified_certificate_is_one_line(tmp_path, db_url, imap, monkeypatch):
     loaded = configure(tmp_path, db_url, imap)
     monkeypatch.setenv(PASSWORD_ENV, "wrong")
-    with Store(loaded.database_url) as store, pytest.raises(MailboxError) as exc:
-        process_bounces(loaded, store, now=NOW)
+    with pytest.raises(MailboxError) as exc:
+        read(loaded)
     assert "login as 'bounces' refused" in str(exc.value) and PASSWORD_ENV in str(exc.value)
     monkeypatch.setenv(PASSWORD_ENV, imap.password)
     untrusted = configure(tmp_path, db_url, imap, ca_file="")
-    with Store(untrusted.database_url) as store, pytest.raises(MailboxError) as exc:
-        process_bounces(untrusted, store, now=NOW)
+    with pytest.raises(MailboxError) as exc:
+        read(untrusted)
     assert "TLS failed" in str(exc.value) and "ca_file" in str(exc.value)
     assert "\n" not in str(exc.value)
     refused = configure(tmp_path, db_url, imap, unknown_folder="not/allowed")
-    with Store(refused.database_url) as store, pytest.raises(MailboxError) as exc:
-        process_bounces(refused, store, now=NOW)
+    with pytest.raises(MailboxError) as exc:
+        read(refused)
     assert "cannot create the folder 'not/allowed'" in str(exc.value)

@@ -404,12 +404,10 @@ def test_the_readme_points_at_nothing_outside_the_repository():
 
 
 def test_the_operator_report_has_a_date_and_a_message_id(offline):
-    from digest.apps.daemon import Daemon
-    from digest.service.pipeline import open_store
+    from digest import Digest
 
-    daemon = Daemon(str(offline))
-    with open_store(daemon.loaded) as store:
-        daemon.report_to_operator(store, "ops@example.org")
+    with Digest(offline) as d:
+        d.mail_operator("ops@example.org")
     (eml,) = (offline.parent / "outbox" / "new").glob("*.eml")
     msg = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
     assert msg["To"] == "ops@example.org" and msg["Date"].datetime is not None

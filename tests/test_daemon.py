@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from digest.apps.cli import main
 from digest.config import load_config
 from digest.model.records import Entry
-from digest.service.pipeline import organise
+from digest.service.organising import organise
 from digest.service.sending import send_due
 from digest.storage.lock import SchedulerLock
 from digest.storage.store import Store

@@ -10,7 +10,6 @@ import asyncio
 import email
 import email.policy
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,10 +22,11 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 
 from digest.model.subscribers import Subscriber
-from digest.service.pipeline import utcnow
+from digest.service.fetching import utcnow
 from digest.storage.lock import ADVISORY_KEY
 from digest.storage.store import Store
 from tests.support.pgcluster import PgCluster
+from tests.support.worlds import daily_now, offline_config
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(PgCluster.skip_reason() is not None, reason=str(PgCluster.skip_reason()))
@@ -39,23 +39,13 @@ def pg() -> Iterator[PgCluster]:
 
 
 def config(tmp_path: Path, url: str, subscribers: int = 1, delivery: str = "  transport: outbox\n") -> Path:
-    src = tmp_path / "feeds"
-    shutil.copytree(ROOT / "examples" / "offline", src, ignore=shutil.ignore_patterns("feeds.yaml"))
-    subs = "".join(
-        f"  - {{email: s{i}@example.org, send_time: '00:00', timezone: UTC}}\n" for i in range(subscribers)
+    return offline_config(
+        tmp_path,
+        url,
+        delivery=delivery + f"  outbox: '{tmp_path / 'outbox'}'\n",
+        subscribers=daily_now([f"s{i}@example.org" for i in range(subscribers)]),
+        extra="daemon: {tick: 1s}\n",
     )
-    cfg = tmp_path / "feeds.yaml"
-    cfg.write_text(
-        f"database: '{url}'\n"
-        "max_age: 3650d\n"  # the example's news is of 2025: not old news here
-        "feeds:\n"
-        f"  - {{name: example-wire, url: '{src / 'wire.xml'}', language: en}}\n"
-        "daemon: {tick: 1s}\n"
-        "delivery:\n" + delivery + f"  outbox: '{tmp_path / 'outbox'}'\n  secret: test-secret\n"
-        "  sender: 'Digest <digest@example.org>'\nsubscribers:\n" + subs,
-        encoding="utf-8",
-    )
-    return cfg
 
 
 def recipients(tmp_path: Path) -> set[str]:

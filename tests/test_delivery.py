@@ -16,7 +16,8 @@ from click.testing import CliRunner
 
 from digest.apps.cli import main
 from digest.config import load_config
-from digest.service.pipeline import FetchOptions, fetch_feeds, organise
+from digest.service.fetching import FetchOptions, fetch_feeds
+from digest.service.organising import organise
 from digest.service.sending import send_due
 from digest.storage.store import Store
 

@@ -15,8 +15,9 @@ from starlette.testclient import TestClient
 from digest.apps.web import create_app
 from digest.config import load_config
 from digest.model.subscribers import Subscriber
+from digest.service.fetching import FetchOptions, fetch_feeds, utcnow
 from digest.service.lookup import feed_stories
-from digest.service.pipeline import FetchOptions, fetch_feeds, organise, utcnow
+from digest.service.organising import organise
 from digest.storage.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from digest.model.records import FetchStatus, FetchSummary
-from digest.service.pipeline import FetchOptions, fetch_feeds, open_store
+from digest.service.fetching import FetchOptions, fetch_feeds, open_store
 from digest.storage.store import Store
 from tests.support.feedserver import FeedServer, Reply, atom, etag_of, gzip_bomb, rss
 
@@ -334,7 +334,8 @@ def test_many_feeds_are_fetched_by_worker_processes_that_end_with_the_run(write_
 def test_rules_that_do_not_compile_leave_entries_unclassified_until_fixed(write_config, tmp_path):
     from digest.config import load_config
     from digest.errors import ConfigError
-    from digest.service.pipeline import open_store, organise
+    from digest.service.fetching import open_store
+    from digest.service.organising import organise
 
     with FeedServer() as srv:
         feeds = feeds_yaml(**_many_feeds(srv, 20))
@@ -379,7 +380,8 @@ def test_a_worker_that_dies_fails_only_its_own_feeds(write_config, monkeypatch):
 
 def test_changing_the_rules_classifies_everything_again_and_nothing_else_does(offline):
     from digest.config import load_config
-    from digest.service.pipeline import open_store, organise
+    from digest.service.fetching import open_store
+    from digest.service.organising import organise
 
     loaded = load_config(offline)
     with open_store(loaded) as store:
@@ -430,11 +432,10 @@ def test_an_isolated_poll_of_one_feed_survives_a_stuck_parser(write_config, monk
 
 
 def test_outcomes_arriving_close_together_share_a_transaction(db_url):
-    """The writer lingers a moment for more outcomes (a transaction has a fixed cost), and every
-    outcome is written and answered."""
-    from digest.model.records import FeedState
-    from digest.service.pipeline import _Writer
-    from digest.storage.store import FetchWrite
+    """Outcomes that are ready together are written in one transaction (a transaction has a fixed
+    cost), and every outcome is written and answered."""
+    from digest.model.records import FeedState, FetchWrite
+    from digest.service.fetching import GroupCommit
 
     class CountingStore(Store):
         def __init__(self, url: str) -> None:
@@ -451,49 +452,19 @@ def test_outcomes_arriving_close_together_share_a_transaction(db_url):
     now = datetime.now(UTC)
 
     async def run() -> list[tuple[int, int]]:
-        writer = _Writer(store)
+        writer = GroupCommit(store, expected=len(names))
         task = asyncio.create_task(writer.run())
 
-        async def one(i: int, name: str) -> tuple[int, int]:
-            await asyncio.sleep(0.004 * i)  # a few milliseconds apart, as outcomes of a big run
+        async def one(name: str) -> tuple[int, int]:
             return await writer.write(FetchWrite(FeedState(name, f"https://e.example/{name}"), (), now))
 
-        results = await asyncio.gather(*(one(i, n) for i, n in enumerate(names)))
+        results = await asyncio.gather(*(one(n) for n in names))
         await writer.queue.put(None)
         await task
         return results
 
     assert asyncio.run(run()) == [(0, 0)] * 12
-    assert sum(store.batches) == 12 and len(store.batches) <= 4
-    store.close()
-
-
-def test_the_last_outcome_is_written_at_once(db_url):
-    """The writer knows how many outcomes a run expects: the last is not held back for company."""
-    from digest.model.records import FeedState
-    from digest.service.pipeline import _Writer
-    from digest.storage.store import FetchWrite
-
-    class PatientWriter(_Writer):
-        LINGER = 1.0
-
-    store = Store(db_url)
-    store.sync_feeds([("a", "https://e.example/a"), ("b", "https://e.example/b")])
-    now = datetime.now(UTC)
-
-    async def run() -> float:
-        writer = PatientWriter(store, expected=2)
-        task = asyncio.create_task(writer.run())
-        loop = asyncio.get_running_loop()
-        await writer.write(FetchWrite(FeedState("a", "https://e.example/a"), (), now))  # waits for b...
-        started = loop.time()
-        await writer.write(FetchWrite(FeedState("b", "https://e.example/b"), (), now))  # ...not after it
-        took = loop.time() - started
-        await writer.queue.put(None)
-        await task
-        return took
-
-    assert asyncio.run(run()) < PatientWriter.LINGER / 2
+    assert store.batches == [12]
     store.close()
 
 

@@ -17,7 +17,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from digest.apps.cli import main
-from digest.mail.render import SAFE_SCHEMES, safe_href
+from digest.model.links import SAFE_SCHEMES, safe_href
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = [

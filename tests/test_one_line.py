@@ -7,7 +7,6 @@ Each case runs the real `digest` command in a process of its own, so that whatev
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
+
+from tests.support.worlds import daily_now, offline_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBSCRIBERS = 40
@@ -53,21 +54,8 @@ def free_port() -> int:
 
 def site(tmp_path: Path, db_url: str, delivery: str = "  transport: outbox\n") -> Path:
     """examples/offline's feeds, many subscribers due now, fetched: the next `send` has work."""
-    src = tmp_path / "feeds"
-    shutil.copytree(ROOT / "examples" / "offline", src, ignore=shutil.ignore_patterns("feeds.yaml"))
-    subs = "".join(
-        f"  - {{email: s{i}@example.org, send_time: '00:00', timezone: UTC}}\n" for i in range(SUBSCRIBERS)
-    )
-    cfg = tmp_path / "feeds.yaml"
-    cfg.write_text(
-        f"database: '{db_url}'\n"
-        "max_age: 3650d\n"  # the example's news is of 2025: not old news here
-        "feeds:\n"
-        f"  - {{name: example-wire, url: '{src / 'wire.xml'}', language: en}}\n"
-        "delivery:\n" + delivery + "  secret: test-secret\n  sender: 'Digest <digest@example.org>'\n"
-        "subscribers:\n" + subs,
-        encoding="utf-8",
-    )
+    addresses = [f"s{i}@example.org" for i in range(SUBSCRIBERS)]
+    cfg = offline_config(tmp_path, db_url, delivery=delivery, subscribers=daily_now(addresses))
     r = digest(cfg, "fetch")
     assert r.returncode == 0, r.stderr
     return cfg

@@ -112,7 +112,7 @@ def test_a_title_outranks_a_summary_and_the_newest_comes_first_among_equals(stor
 def test_a_search_ranks_the_newest_reports_with_its_words(store: Store):
     """The documented window: a common word is ranked among the newest SEARCH_WINDOW reports
     that have it; an older report is found by words more specific to it."""
-    from digest.storage.store import SEARCH_WINDOW
+    from digest.storage.entries import SEARCH_WINDOW
 
     old = entry("old", "Summit summit summit in Bishkek")  # the best match for "summit", but oldest
     put(store, [old, *(entry(f"n{i}", f"Summit report {i}", hours=1) for i in range(SEARCH_WINDOW))])
@@ -140,11 +140,11 @@ def test_the_index_follows_updates_and_retention(store: Store):
 def test_upgrading_from_0007_indexes_the_entries_already_stored(db_url):
     from alembic import command
 
-    from digest.storage.store import _alembic_config, make_engine
+    from digest.storage.base import alembic_config, make_engine
 
     engine = make_engine(db_url)
     with engine.begin() as conn:
-        command.upgrade(_alembic_config(conn), "0007")
+        command.upgrade(alembic_config(conn), "0007")
         conn.execute(sa.text("INSERT INTO feeds (name, url, error_count) VALUES ('f', 'https://e/feed', 0)"))
         cols = "feed, entry_id, title, summary_html, summary_text, published, content_hash, first_seen, "
         cols += "updated_at, classified"

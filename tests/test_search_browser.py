@@ -11,7 +11,8 @@ from tests.test_web_browser import ARTIFACTS, playwright, pytestmark, served  # 
 
 
 def test_the_search_box_finds_stories_in_chinese_and_russian(served):  # noqa: F811
-    from digest.service.pipeline import FetchOptions, fetch_feeds, organise, utcnow
+    from digest.service.fetching import FetchOptions, fetch_feeds, utcnow
+    from digest.service.organising import organise
 
     _, _, loaded = served
     store = Store(loaded.database_url)

@@ -101,11 +101,11 @@ def test_upgrading_from_0003_marks_what_was_already_classified(db_url):
     """0004 adds entries.classified: entries classified before the upgrade are not done twice."""
     from alembic import command
 
-    from digest.storage.store import _alembic_config, make_engine
+    from digest.storage.base import alembic_config, make_engine
 
     engine = make_engine(db_url)
     with engine.begin() as conn:
-        command.upgrade(_alembic_config(conn), "0003")
+        command.upgrade(alembic_config(conn), "0003")
         conn.execute(sa.text("INSERT INTO feeds (name, url, error_count) VALUES ('f', 'https://e/feed', 0)"))
         cols = "feed, entry_id, title, summary_html, summary_text, published, content_hash, first_seen, "
         cols += "updated_at"
@@ -178,7 +178,7 @@ def test_retention_removes_old_entries_but_never_what_the_feed_still_serves(stor
 def test_verdicts_arriving_for_entries_stored_unclassified_mark_them(store: Store):
     """Entries stored while the rules did not compile are classified by the next fetch that
     brings verdicts for them, whether or not their content changed."""
-    from digest.storage.store import FetchWrite
+    from digest.model.records import FetchWrite
 
     state = store.feed_states()["f"]
     store.record_fetch(state, [entry("a"), entry("b")], T0)  # no verdicts
@@ -195,7 +195,7 @@ def _classification_rows(store: Store) -> int:
 
 
 def test_entries_judged_not_relevant_are_marked_without_a_row_and_still_listed(store: Store):
-    from digest.storage.store import FetchWrite
+    from digest.model.records import FetchWrite
 
     state = store.feed_states()["f"]
     batch = [entry("in"), entry("out", title="Oil prices fall")]
@@ -208,7 +208,7 @@ def test_entries_judged_not_relevant_are_marked_without_a_row_and_still_listed(s
 
 
 def test_verdicts_of_other_rules_than_the_stores_are_not_kept(store: Store):
-    from digest.storage.store import FetchWrite
+    from digest.model.records import FetchWrite
 
     state = store.feed_states()["f"]
     store.record_fetches([FetchWrite(state, [entry("a")], T0, 200, {"a": verdict()})])  # rules "h"
@@ -226,11 +226,11 @@ def test_upgrading_from_0005_records_the_rules_and_drops_rows_of_unselected_entr
 ):
     from alembic import command
 
-    from digest.storage.store import _alembic_config, make_engine
+    from digest.storage.base import alembic_config, make_engine
 
     engine = make_engine(db_url)
     with engine.begin() as conn:
-        command.upgrade(_alembic_config(conn), "0005")
+        command.upgrade(alembic_config(conn), "0005")
         conn.execute(sa.text("INSERT INTO feeds (name, url, error_count) VALUES ('f', 'https://e/feed', 0)"))
         cols = "feed, entry_id, title, summary_html, summary_text, published, content_hash, first_seen, "
         cols += "updated_at, classified"
@@ -293,7 +293,7 @@ def test_a_new_database_gets_the_schema_the_migrations_build(db_url, tmp_path):
     every migration in turn (which is what an existing database goes through)."""
     from alembic import command
 
-    from digest.storage.store import _alembic_config, make_engine
+    from digest.storage.base import alembic_config, make_engine
 
     if db_url.startswith("sqlite"):
         migrated_url = f"sqlite:///{tmp_path / 'migrated.db'}"
@@ -308,7 +308,7 @@ def test_a_new_database_gets_the_schema_the_migrations_build(db_url, tmp_path):
     try:
         engine = make_engine(migrated_url)
         with engine.begin() as conn:
-            command.upgrade(_alembic_config(conn), "head")
+            command.upgrade(alembic_config(conn), "head")
         engine.dispose()
         with Store(db_url) as fresh:
             assert fresh.current_revision() == Store.head_revision()
@@ -329,12 +329,12 @@ def test_upgrading_from_0006_keeps_the_ledger_never_reuses_ids_and_keeps_old_lin
 
     from digest.mail.tokens import Signer
     from digest.model.subscribers import Subscriber
-    from digest.storage.store import _alembic_config, make_engine
+    from digest.storage.base import alembic_config, make_engine
 
     t = T0.replace(tzinfo=None)
     engine = make_engine(db_url)
     with engine.begin() as conn:
-        command.upgrade(_alembic_config(conn), "0006")
+        command.upgrade(alembic_config(conn), "0006")
         for i in (1, 2, 3):
             conn.execute(
                 sa.text(

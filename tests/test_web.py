@@ -87,7 +87,7 @@ def test_double_opt_in_only_a_post_confirms(site):
 
 def test_a_known_address_gets_a_mail_and_the_page_reveals_nothing(site):
     from digest.model.subscribers import Subscriber
-    from digest.service.pipeline import utcnow
+    from digest.service.fetching import utcnow
 
     client, loaded, src = site
     Store(loaded.database_url).add_subscriber(Subscriber("bo@example.org"), utcnow())
@@ -199,7 +199,8 @@ def test_pages_send_a_strict_content_security_policy(site):
 def test_a_sent_digest_is_in_the_archive_at_a_stable_url(site):
     import asyncio
 
-    from digest.service.pipeline import FetchOptions, fetch_feeds, organise, utcnow
+    from digest.service.fetching import FetchOptions, fetch_feeds, utcnow
+    from digest.service.organising import organise
     from digest.service.sending import send_due
 
     client, loaded, src = site
@@ -221,7 +222,8 @@ def test_a_sent_digest_is_in_the_archive_at_a_stable_url(site):
 def test_whether_the_archive_needs_the_token_is_a_setting(site, archive):
     import asyncio
 
-    from digest.service.pipeline import FetchOptions, fetch_feeds, organise, utcnow
+    from digest.service.fetching import FetchOptions, fetch_feeds, utcnow
+    from digest.service.organising import organise
     from digest.service.sending import send_due
 
     _, _, src = site

@@ -94,7 +94,8 @@ def served(tmp_path: Path, db_url: str):
 
 
 def test_subscribe_confirm_adjust_receive_and_leave_in_a_browser(served, tmp_path: Path):
-    from digest.service.pipeline import FetchOptions, fetch_feeds, organise, utcnow
+    from digest.service.fetching import FetchOptions, fetch_feeds, utcnow
+    from digest.service.organising import organise
     from digest.service.sending import send_due
 
     base, inbox, loaded = served

@@ -18,7 +18,8 @@ from digest.apps.web import MAX_BODY, create_app
 from digest.config import load_config
 from digest.mail.tokens import Signer
 from digest.model.subscribers import Subscriber
-from digest.service.pipeline import FetchOptions, fetch_feeds, organise, utcnow
+from digest.service.fetching import FetchOptions, fetch_feeds, utcnow
+from digest.service.organising import organise
 from digest.storage.store import Store
 from tests.test_web import csrf, link_in, mails, site, subscribe  # noqa: F401  (site: a fixture)
 

@@ -24,20 +24,28 @@ right, not every tick. SIGTERM always ends in exit code 0 and no traceback.
 
 from __future__ import annotations
 
-import asyncio
+import ctypes
 import json
 import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from digest.apps import metrics
+from digest.apps.metrics import serve
 from digest.config import LoadedConfig, load_config
 from digest.errors import DigestError, LockHeldError, TransportSetupError
 from digest.model.records import FetchStatus
-from digest.model.subscribers import CONFIRM_MAX_AGE, STATUSES
-from digest.service.pipeline import FetchOptions, fetch_feeds, open_store, organise, utcnow
+from digest.model.schedule import next_due
+from digest.model.subscribers import STATUSES
+from digest.service.api import Digest
+from digest.service.fetching import FetchOptions, utcnow
 from digest.storage.lock import SchedulerLock
 
 log = logging.getLogger("digest")
@@ -77,7 +85,6 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     memory freed into it; the daemon's job threads and asyncio.to_thread helpers come and go.
     Side by side for 12 minutes of the soak (bench/RESULTS.md): 123 MB with two arenas against
     129 MB, growing half as fast. Set before the first thread starts; a no-op off glibc."""
-    import ctypes
 
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -94,6 +101,7 @@ class Daemon:
         self.config_path = config_path
         self.loaded: LoadedConfig = load_config(config_path)
         _ = self.loaded.rules, self.loaded.clustering  # rule errors stop us before we start
+        self.digest = Digest(self.loaded)  # one store (one engine) for the daemon's life
         self.metrics_port = metrics_port
         self.wait = wait
         self.stopping = threading.Event()
@@ -101,7 +109,7 @@ class Daemon:
         # poll's entries were committed, so a digest due at start-up went out empty, and entries
         # first seen just before a send but committed after it fell outside every later window.
         self._turn = threading.Lock()
-        self.scheduler: Any = None
+        self.scheduler: BlockingScheduler | None = None
         self._shutdown: threading.Thread | None = None
         self.lock: SchedulerLock | None = None
         self.exit_code = 0
@@ -120,7 +128,7 @@ class Daemon:
             if not self.stopping.is_set() and self._lock_held():
                 self._guarded(self._send)
 
-    def _guarded(self, job: Any) -> None:
+    def _guarded(self, job: Callable[[], None]) -> None:
         """Run a job; a DigestError is a state (logged when it starts and when it ends), not a crash."""
         try:
             job()
@@ -162,13 +170,11 @@ class Daemon:
         return True
 
     def _poll(self) -> None:
-        from digest.apps import metrics
 
-        loaded, started = self.loaded, time.monotonic()
-        with open_store(loaded) as store:
-            summary = asyncio.run(fetch_feeds(loaded, store, FetchOptions(due_only=True, isolate=True)))
-            organised = organise(loaded, store)
-            failing = sum(1 for st in store.feed_states().values() if st.error_count)
+        started = time.monotonic()
+        summary = self.digest.fetch(FetchOptions(due_only=True, isolate=True))
+        organised = self.digest.organise()
+        failing = len(self.digest.status().failing)
         seconds = time.monotonic() - started
         counts = {s.value: summary.count(s) for s in FetchStatus}
         for result, n in counts.items():
@@ -193,18 +199,14 @@ class Daemon:
         )
 
     def _send(self) -> None:
-        from digest.apps import metrics
-        from digest.model.schedule import next_due
-        from digest.service.sending import send_due
 
-        loaded, started, now = self.loaded, time.monotonic(), utcnow()
-        with open_store(loaded) as store:
-            try:
-                reports = asyncio.run(send_due(loaded, store, now=now, stopping=self.stopping.is_set))
-            except TransportSetupError as exc:  # login refused, the SMTP circuit breaker: next tick
-                log.error("send: %s", str(exc).splitlines()[0])
-                return
-            active = store.schedules()
+        started, now = time.monotonic(), utcnow()
+        try:
+            reports = self.digest.send_due(now=now, stopping=self.stopping.is_set)
+        except TransportSetupError as exc:  # login refused, the SMTP circuit breaker: next tick
+            log.error("send: %s", str(exc).splitlines()[0])
+            return
+        active = self.digest.store.schedules()
         seconds = time.monotonic() - started
         counts = {
             k: sum(r.state == k for r in reports) for k in ("sent", "empty", "failed", "bounced", "done")
@@ -236,14 +238,11 @@ class Daemon:
             self._guarded(self._bounces)
 
     def _bounces(self) -> None:
-        from digest.apps import metrics
-        from digest.service.bounces import process_bounces, summary_line
-        from digest.storage.bounces import status_counts
+        from digest.service.bounces import summary_line
 
-        loaded, started = self.loaded, time.monotonic()
-        with open_store(loaded) as store:
-            summary = process_bounces(loaded, store, now=utcnow(), stopping=self.stopping.is_set)
-            statuses = status_counts(store)
+        started = time.monotonic()
+        summary = self.digest.read_bounces(stopping=self.stopping.is_set)
+        statuses = self.digest.store.status_counts()
         for outcome, n in summary.outcomes.items():
             metrics.BOUNCE_REPORTS.labels(outcome).inc(n)
         for status in STATUSES:
@@ -267,82 +266,15 @@ class Daemon:
 
     def _housekeeping(self) -> None:
         d = self.loaded.config.daemon
-        with open_store(self.loaded) as store:
-            pruned = store.prune_entries(utcnow() - timedelta(seconds=d.retention))
-            # a sign-up whose confirmation link has expired can never be confirmed
-            expired = store.remove_expired_pending(utcnow() - timedelta(seconds=CONFIRM_MAX_AGE))
-            store.tidy()
-            if d.operator:
-                self.report_to_operator(store, d.operator)
+        pruned, expired = self.digest.housekeeping(timedelta(seconds=d.retention))
+        if d.operator:
+            self.digest.mail_operator(d.operator)
         _event(
             f"housekeeping: {pruned} old entries removed, {expired} expired sign-ups",
             event="housekeeping",
             pruned=pruned,
             expired_sign_ups=expired,
         )
-
-    def report_to_operator(self, store: Any, address: str) -> None:
-        """A plain mail listing feeds failing for a day or more, and the last day's figures."""
-        from digest.mail.render import domain_of, plain_message
-        from digest.mail.transports import make_transport
-
-        now = utcnow()
-        failing = [
-            st
-            for st in store.feed_states().values()
-            if st.error_count and (st.last_ok is None or now - st.last_ok > timedelta(days=1))
-        ]
-        recent = [
-            r
-            for r in store.deliveries_report(limit=10_000)
-            if r.get("sent_at") and now - r["sent_at"] < timedelta(days=1)
-        ]
-        lines = [
-            f"digest operator report, {now:%Y-%m-%d %H:%M} UTC",
-            "",
-            f"{len(failing)} feeds failing for a day or more:",
-        ]
-        lines += [
-            f"  {st.name}: {st.last_error} (since {st.last_ok or 'never ok'}, {st.error_count} errors)"
-            for st in failing
-        ]
-        lines += ["", f"{len(recent)} digests sent in the last day."]
-        from digest.storage.bounces import report_counts
-
-        bounced = report_counts(store, since=now - timedelta(days=1))
-        if bounced:
-            lines.append(
-                f"{bounced.get('hard', 0)} hard and {bounced.get('soft', 0)} soft bounces, "
-                f"{bounced.get('complaint', 0)} complaints, {bounced.get('unknown', 0)} unknown messages "
-                "in the bounce mailbox in the last day."
-            )
-        d = self.loaded.config.delivery
-        msg_id = f"<operator.{now:%Y%m%d%H%M}@{domain_of(d.sender)}>"
-        data = plain_message(
-            sender=d.sender,
-            recipient=address,
-            subject=f"digest: {len(failing)} failing feeds",
-            text="\n".join(lines),
-            msg_id=msg_id,
-            date=now,
-        )
-        transport = make_transport(d, self.loaded.base_dir)
-
-        async def go() -> None:
-            await transport.open()
-            try:
-                import email.utils
-
-                await transport.send(
-                    email.utils.parseaddr(d.sender)[1],
-                    address,
-                    data,
-                    msg_id,
-                )
-            finally:
-                await transport.close()
-
-        asyncio.run(go())
 
     # -- control -----------------------------------------------------------------------------------
 
@@ -357,6 +289,7 @@ class Daemon:
             log.error("reload: the database cannot change while running; restart the daemon for that")
             return
         self.loaded = new
+        self.digest.reconfigure(new)
         _event(f"reload: {len(new.config.feeds)} feeds, {len(new.rules.topics)} topics", event="reload")
 
     def stop(self, signum: int, _frame: object) -> None:
@@ -375,8 +308,6 @@ class Daemon:
             self._shutdown.start()
 
     def run(self) -> int:
-        from apscheduler.executors.pool import ThreadPoolExecutor
-        from apscheduler.schedulers.blocking import BlockingScheduler
 
         limit_malloc_arenas()
         # the claims keep the work correct beside other schedulers; the lock only makes this one
@@ -388,8 +319,6 @@ class Daemon:
             lock.acquire()
         try:
             if self.metrics_port:
-                from digest.apps.metrics import serve
-
                 serve(self.metrics_port)
             d = self.loaded.config.daemon
             # a late tick still runs (APScheduler's misfire_grace_time: its 1 s default drops it)
@@ -440,4 +369,5 @@ class Daemon:
         finally:
             if lock is not None:
                 lock.release()  # quietly, if the lock's session is gone already
+            self.digest.close()
         return self.exit_code

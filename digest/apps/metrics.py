@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from digest.errors import ConfigError
+
 FEEDS = Counter("digest_feeds_polled_total", "Feeds polled, by result", ["result"])
 ENTRIES_NEW = Counter("digest_entries_new_total", "New entries stored")
 ENTRIES_SELECTED = Counter("digest_entries_selected_total", "New entries selected by the topic rules")
@@ -22,7 +24,6 @@ SUBSCRIBERS = Gauge("digest_subscribers", "Subscribers, by status", ["status"])
 
 
 def serve(port: int, host: str = "127.0.0.1") -> None:
-    from digest.errors import ConfigError
 
     try:
         start_http_server(port, addr=host)

@@ -43,16 +43,17 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from digest.config import LoadedConfig
-from digest.errors import AddressError, DigestError
-from digest.mail.render import default_template_dir, safe_href
+from digest.errors import DigestError, SubscriberError
+from digest.mail.render import default_template_dir
 from digest.mail.tokens import Signer, load_secret, store_salts
 from digest.mail.transports import make_transport
 from digest.model.atom import FeedInfo, FeedStory, atom_feed, feed_updated
+from digest.model.links import safe_href
 from digest.model.stories import topic_title
 from digest.model.subscribers import CONFIRM_MAX_AGE, PREFERENCE_FIELDS, WEEKDAYS, Subscriber, make_subscriber
+from digest.service.fetching import open_store, utcnow
 from digest.service.lookup import feed_stories, search_stories
 from digest.service.lookup import feed_titles as lookup_titles
-from digest.service.pipeline import open_store, utcnow
 
 MAX_BODY = 64 * 1024  # a form is a few hundred bytes; eight 50 MiB bodies took the server to 476 MB
 FORM_MAIL_TIMEOUT = 5.0  # a visitor waits for the confirmation mail: one try, not the send loop's retries
@@ -247,8 +248,8 @@ def create_app(loaded: LoadedConfig) -> Starlette:
             sub = subscriber_from(data, str(data.get("email") or ""))
             unknown = set(sub.topics) - {t["name"] for t in topics}
             if unknown:
-                raise AddressError(f"unknown topic {', '.join(sorted(unknown))}")
-        except AddressError as exc:
+                raise SubscriberError(f"unknown topic {', '.join(sorted(unknown))}")
+        except SubscriberError as exc:
             errors = [str(e).split(": ", 1)[-1] for e in str(exc).splitlines()]
             return page(
                 request, "web/subscribe.html.j2", 422, sub=blank, email=data.get("email"), errors=errors
@@ -340,7 +341,7 @@ def create_app(loaded: LoadedConfig) -> Starlette:
                 return simple(request, "Unknown subscription", "Subscribe again.", 404)
             try:
                 wanted = make_subscriber({**asked, "email": sub.email}, where="confirmation link")
-            except AddressError:
+            except SubscriberError:
                 return bad_link(request)
             if not store.confirm_subscriber(sid, stamp, wanted, utcnow()):
                 # used already, or the subscription changed since (unsubscribed, say): a replayed
@@ -424,7 +425,7 @@ def create_app(loaded: LoadedConfig) -> Starlette:
             )
         try:
             new = subscriber_from(data, sub.email)
-        except AddressError as exc:
+        except SubscriberError as exc:
             errors = [str(e).split(": ", 1)[-1] for e in str(exc).splitlines()]
             return page(request, "web/preferences.html.j2", 422, sub=sub, errors=errors, **links)
         with open_store(loaded) as store:

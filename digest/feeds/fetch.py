@@ -14,45 +14,20 @@ import email.utils
 import functools
 import mimetypes
 import ssl
-import time
 import zlib
 from dataclasses import replace
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 from urllib.request import url2pathname
 
 import certifi
 import httpx
 
+from digest.config import HttpSettings
 from digest.model.records import FetchRequest, FetchResult, FetchStatus
-
-
-class FetchSettings(Protocol):
-    """What fetching reads of its settings: config.HttpSettings, or records.HttpLimits (the
-    same as plain data, in the fetch workers)."""
-
-    @property
-    def concurrency(self) -> int: ...
-    @property
-    def per_host(self) -> int: ...
-    @property
-    def connect_timeout(self) -> float: ...
-    @property
-    def read_timeout(self) -> float: ...
-    @property
-    def deadline(self) -> float: ...
-    @property
-    def max_body(self) -> int: ...
-    @property
-    def max_decoded(self) -> int: ...
-    @property
-    def max_redirects(self) -> int: ...
-    @property
-    def user_agent(self) -> str: ...
-
 
 ACCEPT = (
     "application/rss+xml, application/atom+xml, application/feed+json, application/rdf+xml;q=0.9, "
@@ -131,7 +106,7 @@ def prepare() -> None:
 class Fetcher:
     """Use as `async with Fetcher(settings) as f: await f.fetch(request)`; one per event loop."""
 
-    def __init__(self, settings: FetchSettings, *, clock: type[datetime] = datetime) -> None:
+    def __init__(self, settings: HttpSettings, *, clock: type[datetime] = datetime) -> None:
         self.settings = settings
         self._clients: dict[tuple[str, str, int | None], httpx.AsyncClient] = {}
         self._host_slots: dict[tuple[str, str, int | None], asyncio.Semaphore] = {}
@@ -180,15 +155,13 @@ class Fetcher:
         # the feed is recorded as where the page moved (poll.next_state keeps it as fetch_url), so
         # the next poll asks the feed itself, with its own validators.
         found = await self._fetch(FetchRequest(request.feed, feed_url))
-        elapsed = result.elapsed + found.elapsed
         if found.status is not FetchStatus.OK:
             error = f"the page names its feed {feed_url}, which failed: {found.error}"
-            return replace(found, url=request.url, elapsed=elapsed, error=error)
+            return replace(found, url=request.url, error=error)
         moved = found.permanent_url or found.final_url or feed_url
-        return replace(found, url=request.url, elapsed=elapsed, permanent_url=moved)
+        return replace(found, url=request.url, permanent_url=moved)
 
     async def _fetch(self, request: FetchRequest) -> FetchResult:
-        started = time.monotonic()
         parts = urlsplit(request.url)
         if parts.scheme == "file":
             result = await asyncio.to_thread(self._read_file, request)
@@ -196,7 +169,6 @@ class Fetcher:
             key = (parts.scheme, (parts.hostname or "").lower(), parts.port)
             host_slot = self._host_slots.setdefault(key, asyncio.Semaphore(self.settings.per_host))
             async with host_slot, self._slots:
-                started = time.monotonic()
                 try:
                     async with asyncio.timeout(self.settings.deadline):
                         result = await self._get(self._client_for(key), request)
@@ -206,7 +178,7 @@ class Fetcher:
                         f"no complete response within {self.settings.deadline:g}s "
                         "(http.deadline); the server is too slow or hangs",
                     )
-        return _with_elapsed(result, time.monotonic() - started)
+        return result
 
     def _failed(self, request: FetchRequest, error: str, **kw: Any) -> FetchResult:
         return FetchResult(feed=request.feed, url=request.url, status=FetchStatus.FAILED, error=error, **kw)
@@ -264,7 +236,7 @@ class Fetcher:
             return self._failed(request, f"HTTP error: {_reason(exc)}")
 
     async def _read_response(
-        self, request: FetchRequest, resp: httpx.Response, s: FetchSettings
+        self, request: FetchRequest, resp: httpx.Response, s: HttpSettings
     ) -> FetchResult:
         hops = [h.status_code for h in resp.history]
         permanent = str(resp.url) if hops and all(c in (301, 308) for c in hops) else None
@@ -318,10 +290,6 @@ class Fetcher:
             last_modified=resp.headers.get("last-modified"),
             **common,
         )
-
-
-def _with_elapsed(result: FetchResult, elapsed: float) -> FetchResult:
-    return replace(result, elapsed=elapsed)
 
 
 class _AlternateLinks(HTMLParser):

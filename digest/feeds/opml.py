@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -10,6 +12,7 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 
 from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
+from ruamel.yaml import YAML
 
 from digest.config import FeedSettings
 from digest.errors import ConfigError
@@ -63,7 +66,6 @@ def add_feeds_to_config(config_path: Path, new: list[tuple[str, str]]) -> list[s
     only reads where that is (a round-trip dump would re-indent and rewrap the whole file). A file
     with nothing new is not written at all.
     """
-    from ruamel.yaml import YAML
 
     text = config_path.read_bytes().decode("utf-8")  # as it is: read_text() would turn CRLF into LF
     data = YAML().load(text) or {}
@@ -91,7 +93,6 @@ def add_feeds_to_config(config_path: Path, new: list[tuple[str, str]]) -> list[s
 
 
 def _insert_feeds(text: str, data: Any, added: list[tuple[str, str]]) -> str:
-    import json
 
     newline = "\r\n" if "\r\n" in text else "\n"
     lines = text.splitlines(keepends=True)
@@ -131,9 +132,6 @@ def _insert_feeds(text: str, data: Any, added: list[tuple[str, str]]) -> str:
 
 
 def _redump(text: str, added: list[tuple[str, str]]) -> str:
-    import io
-
-    from ruamel.yaml import YAML
 
     yaml = YAML()
     yaml.preserve_quotes = True

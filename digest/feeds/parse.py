@@ -10,6 +10,7 @@ import email.utils
 import hashlib
 import html
 import io
+import json
 import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from typing import Any
 from urllib.parse import urljoin
 from zoneinfo import ZoneInfo
 
+import feedparser  # here, not at the top: a run where nothing changed never pays for it
 import nh3
 
 from digest.model.records import Entry, ParsedFeed
@@ -301,7 +303,6 @@ def parse_feed(
         headers["content-location"] = url
     if content_language:
         headers["content-language"] = content_language
-    import feedparser  # here, not at the top: a run where nothing changed never pays for it
 
     # BytesIO, never bytes: feedparser opens a path or URL given as bytes (its parse() docstring:
     # "Do not pass untrusted strings").
@@ -481,7 +482,6 @@ def _parse_json_feed(
     language: str | None,
     timezone: str | None,
 ) -> ParsedFeed:
-    import json
 
     try:
         data = json.loads(body.decode("utf-8-sig"))  # JSON Feed is UTF-8 (RFC 8259 §8.1)

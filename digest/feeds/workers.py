@@ -15,19 +15,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import multiprocessing
 import os
 import pickle
 import random
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from digest.config import HttpSettings, LoadedConfig
 from digest.errors import DigestError
+from digest.feeds import fetch
+from digest.feeds.fetch import Fetcher
+from digest.feeds.parse import parse_feed
+from digest.model.judge import NOTHING, classify
 from digest.model.poll import next_state
 from digest.model.records import (
     Entry,
@@ -35,14 +44,10 @@ from digest.model.records import (
     FeedState,
     FetchRequest,
     FetchStatus,
-    HttpLimits,
     RulesSource,
     Verdict,
 )
-
-if TYPE_CHECKING:
-    from digest.config import LoadedConfig
-    from digest.feeds.fetch import FetchSettings
+from digest.model.rules import CompiledRules, compile_source
 
 Clock = Callable[[], datetime]
 # Below this many feeds, worker processes cost more than they save.
@@ -76,9 +81,8 @@ class FeedOutcome:
     verdicts: dict[str, Verdict] | None = None  # selection's decisions, made beside the parse
 
 
-def judge(entries: Sequence[Entry], rules: Any, rules_hash: str) -> dict[str, Verdict]:
+def judge(entries: Sequence[Entry], rules: CompiledRules, rules_hash: str) -> dict[str, Verdict]:
     """Classify freshly parsed entries (pure; runs in the worker that parsed them)."""
-    from digest.model.judge import NOTHING, classify
 
     # one object for every entry no topic selects: pickled once per outcome, not once per entry
     nothing = Verdict.of(NOTHING, rules_hash)
@@ -89,18 +93,18 @@ def judge(entries: Sequence[Entry], rules: Any, rules_hash: str) -> dict[str, Ve
     return out
 
 
-RulesGetter = Callable[[], "tuple[Any, str] | None"]
+RulesGetter = Callable[[], tuple[CompiledRules, str] | None]
 
 
-def lazy_rules(compile_them: Callable[[], tuple[Any, str]]) -> RulesGetter:
+def lazy_rules(compile_them: Callable[[], tuple[CompiledRules, str]]) -> RulesGetter:
     """The compiled rules and their hash, compiled when first asked for (a warm run never asks).
 
     If they do not compile, entries are stored unclassified and organise() reports the error
     (one clear line); nothing fetched is lost, and fixing the rules classifies them.
     """
-    cache: list[tuple[Any, str] | None] = []
+    cache: list[tuple[CompiledRules, str] | None] = []
 
-    def get() -> tuple[Any, str] | None:
+    def get() -> tuple[CompiledRules, str] | None:
         if not cache:
             try:
                 cache.append(compile_them())
@@ -116,8 +120,7 @@ def rules_of(loaded: LoadedConfig) -> RulesGetter:
     return lazy_rules(lambda: (loaded.rules, loaded.rules_hash))
 
 
-def _compiled(source: RulesSource) -> tuple[Any, str]:
-    from digest.model.rules import compile_source
+def _compiled(source: RulesSource) -> tuple[CompiledRules, str]:
 
     try:  # unvalidated (no pydantic here): what is wrong, organise reports in the main process
         return compile_source(source, validate=False), source.rules_hash
@@ -149,7 +152,7 @@ def worker_count(loaded: LoadedConfig, feeds: int) -> int:
 
 async def run_shard(
     jobs: Sequence[FeedJob],
-    http: FetchSettings,
+    http: HttpSettings,
     emit: Callable[[FeedOutcome], object],
     *,
     clock: Clock = utcnow,
@@ -157,8 +160,6 @@ async def run_shard(
     rules: RulesGetter | None = None,
 ) -> None:
     """Fetch, parse, classify and decide for each job concurrently; emit each outcome as it is ready."""
-    from digest.feeds.fetch import Fetcher
-    from digest.feeds.parse import parse_feed
 
     async def one(fetcher: Fetcher, job: FeedJob) -> None:
         state = job.state
@@ -240,11 +241,6 @@ def _die_with_parent(parent_pid: int) -> None:
     describes). Elsewhere, and as a second guard, a thread checks getppid() twice a second:
     an orphan is re-parented, so its parent pid changes.
     """
-    import ctypes
-    import signal
-    import sys
-    import threading
-    import time
 
     if sys.platform.startswith("linux"):
         try:
@@ -266,13 +262,13 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def _worker_main(
     conn: Connection,
-    inherited: tuple[Any, str] | None = None,
+    inherited: tuple[CompiledRules, str] | None = None,
     parent_pid: int | None = None,
     foreign_ends: Sequence[Connection] = (),
 ) -> None:
     """A worker process: warm up, then run the shard it is sent.
 
-    Down the pipe: (jobs, HttpLimits, max back-off, RulesSource), or None for "nothing to do":
+    Down the pipe: (jobs, HttpSettings, max back-off, RulesSource), or None for "nothing to do":
     plain data, so that a worker forked before pydantic was imported (launch.py) never needs it
     on a run where nothing changed. Up the pipe: FeedOutcome ..., then None. `inherited`: rules
     the main process had compiled when it forked this worker (the daemon's polls), with their hash.
@@ -280,7 +276,6 @@ def _worker_main(
     inherited by the fork; closed at once, so that when the main process dies nobody holds a
     read end open and a write fails (EPIPE) instead of blocking for ever.
     """
-    from digest.feeds import fetch
 
     for end in foreign_ends:
         with contextlib.suppress(OSError):
@@ -317,7 +312,7 @@ class FetchWorkers:
     not spawn: they inherit the imported modules.
     """
 
-    def __init__(self, count: int, rules: tuple[Any, str] | None = None) -> None:
+    def __init__(self, count: int, rules: tuple[CompiledRules, str] | None = None) -> None:
         """`rules`: compiled rules and their hash, if this process has them (inherited, not sent)."""
         self.procs: list[tuple[Connection, multiprocessing.process.BaseProcess]] = []
         self.rules = rules
@@ -356,7 +351,7 @@ class FetchWorkers:
     async def run(
         self,
         shards: list[list[FeedJob]],
-        http: HttpLimits,
+        http: HttpSettings,
         max_backoff: float,
         rules: RulesSource,
         on_outcome: Callable[[FeedOutcome], object],

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from digest.mail.render import safe_href
+from digest.model.links import safe_href
 from digest.model.stories import StoryView, outlet_of
 
 ATOM = "http://www.w3.org/2005/Atom"

@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from digest.config import Duration
+from digest.model.settings import Duration
 
 # -- canonical URLs -----------------------------------------------------------------------------
 

@@ -79,7 +79,6 @@ class FetchResult:
     last_modified: str | None = None
     retry_after: float | None = None  # seconds
     error: str | None = None
-    elapsed: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,22 +183,6 @@ class FetchWrite:
 
 
 @dataclass(frozen=True, slots=True)
-class HttpLimits:
-    """config.HttpSettings as plain data: what fetching needs, and picklable without pydantic
-    (the fetch workers are forked before pydantic is imported: launch.py)."""
-
-    concurrency: int
-    per_host: int
-    connect_timeout: float
-    read_timeout: float
-    deadline: float
-    max_body: int
-    max_decoded: int
-    max_redirects: int
-    user_agent: str
-
-
-@dataclass(frozen=True, slots=True)
 class RulesSource:
     """The topic and tag rules as written (a section left out: the shipped one), where they
     come from, and their hash: what a fetch worker compiles when it first has entries to judge."""
@@ -207,3 +190,47 @@ class RulesSource:
     own: Mapping[str, Any]
     source: str
     rules_hash: str
+
+
+# -- as stored: what the storage gives back ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """An entry as stored: the row id and when it was first seen, plus the entry itself."""
+
+    id: int
+    first_seen: datetime
+    entry: Entry
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    entry_id: int
+    story_id: int
+    score: float  # higher is better; comparable within one search only
+
+
+@dataclass(frozen=True, slots=True)
+class StoryTimes:
+    id: int
+    first_seen: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterMember:
+    stored: StoredEntry
+    story_id: int | None
+    entities: tuple[str, ...]
+    title_entities: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifiedEntry:
+    stored: StoredEntry
+    relevant: bool
+    topics: tuple[str, ...]
+    tags: tuple[str, ...]
+    why: list[dict[str, Any]]
+    story_id: int | None

@@ -24,7 +24,7 @@ import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import ahocorasick
@@ -529,7 +529,6 @@ class CompiledRules:
     topics: tuple[RuleSet, ...]
     tags: tuple[RuleSet, ...]
     index: TermIndex
-    list_languages: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # list -> term -> lang
     triggers: Triggers | None = None
 
     def scan(self, title: str, summary: str) -> Hits:
@@ -637,12 +636,11 @@ def compile_rules(
         try:
             spec = RulesSpec.model_validate(data)
         except ValidationError as err:
-            from digest.config import format_validation_error
+            from digest.model.settings import format_validation_error
 
             raise ConfigError(format_validation_error(err, source)) from None
     else:
         spec = _plain_spec(data)
-    languages: dict[str, dict[str, str]] = {}
 
     def expand(name: str, seen: tuple[str, ...]) -> list[Term]:
         if name in seen:
@@ -650,13 +648,12 @@ def compile_rules(
         value = spec.terms[name]
         langs = value if isinstance(value, dict) else {"any": value}
         out: list[Term] = []
-        for lang, terms in langs.items():
+        for terms in langs.values():
             for t in terms:
                 if t.startswith("$"):
                     out.extend(expand(t[1:], (*seen, name)))
                 else:
                     out.append(parse_term(t))
-                    languages.setdefault(name, {})[t] = lang
         return out
 
     lists = {name: expand(name, ()) for name in spec.terms}
@@ -712,7 +709,7 @@ def compile_rules(
     topics = build("topics", spec.topics)
     tags = build("tags", spec.tags)
     every = {**lists, **inline}
-    return CompiledRules(topics, tags, TermIndex(every), languages, Triggers.of(topics, every))
+    return CompiledRules(topics, tags, TermIndex(every), Triggers.of(topics, every))
 
 
 def explain_rules(ruleset: RuleSet, hits: Hits) -> list[tuple[str, list[tuple[str, str, bool]]]]:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-from digest.storage.store import ClassifiedEntry, StoredEntry
+from digest.model.records import ClassifiedEntry, StoredEntry
 
 
 @dataclass(frozen=True, slots=True)

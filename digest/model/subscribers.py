@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from digest.errors import AddressError
+from digest.errors import AddressError, SubscriberError
 
 CADENCES = ("daily", "weekly")
 FORMATS = ("html", "text")
@@ -95,7 +95,7 @@ def _weekday(value: Any, where: str) -> int | None:
     for i, name in enumerate(WEEKDAYS):
         if name.startswith(text[:3]) and len(text) >= 3:
             return i
-    raise AddressError(f"{where}: weekday {value!r} is not a day; write e.g. monday")
+    raise SubscriberError(f"{where}: weekday {value!r} is not a day; write e.g. monday")
 
 
 def make_subscriber(data: Mapping[str, Any], *, where: str = "subscriber") -> Subscriber:
@@ -103,7 +103,7 @@ def make_subscriber(data: Mapping[str, Any], *, where: str = "subscriber") -> Su
     known = {f for f in Subscriber.__dataclass_fields__ if f not in ("id", "bounces")} | {"time"}
     unknown = set(data) - known
     if unknown:
-        raise AddressError(
+        raise SubscriberError(
             f"{where}: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(known))}"
         )
     email = normalise_email(str(data.get("email", "")), where=f"{where}.email")
@@ -115,19 +115,19 @@ def make_subscriber(data: Mapping[str, Any], *, where: str = "subscriber") -> Su
 
     cadence = str(data.get("cadence") or "daily").lower()
     if cadence not in CADENCES:
-        raise AddressError(f"{where}.cadence: {cadence!r}; use daily or weekly")
+        raise SubscriberError(f"{where}.cadence: {cadence!r}; use daily or weekly")
     fmt = str(data.get("format") or "html").lower()
     if fmt not in FORMATS:
-        raise AddressError(f"{where}.format: {fmt!r}; use html or text")
+        raise SubscriberError(f"{where}.format: {fmt!r}; use html or text")
     send_time = str(data.get("send_time") or data.get("time") or "07:00").strip()
     m = re.fullmatch(r"(\d{1,2}):(\d{2})", send_time)
     if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
-        raise AddressError(f"{where}.send_time: {send_time!r} is not a time of day; write e.g. 07:00")
+        raise SubscriberError(f"{where}.send_time: {send_time!r} is not a time of day; write e.g. 07:00")
     tz = str(data.get("timezone") or "UTC")
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
-        raise AddressError(
+        raise SubscriberError(
             f"{where}.timezone: {tz!r} is not an IANA zone; write e.g. Europe/Berlin"
         ) from None
     weekday = _weekday(data.get("weekday"), f"{where}.weekday")
@@ -135,15 +135,15 @@ def make_subscriber(data: Mapping[str, Any], *, where: str = "subscriber") -> Su
         weekday = 0
     status = str(data.get("status") or "active").lower()
     if status not in STATUSES:
-        raise AddressError(f"{where}.status: {status!r}; use one of {', '.join(STATUSES)}")
+        raise SubscriberError(f"{where}.status: {status!r}; use one of {', '.join(STATUSES)}")
     raw_max = data.get("max_stories")
     try:
         # 0 is a value, not "unset": refused below rather than silently made 20
         max_stories = 20 if raw_max is None or raw_max == "" else int(raw_max)
     except (TypeError, ValueError):
-        raise AddressError(f"{where}.max_stories: {data.get('max_stories')!r} is not a number") from None
+        raise SubscriberError(f"{where}.max_stories: {data.get('max_stories')!r} is not a number") from None
     if not 1 <= max_stories <= 200:
-        raise AddressError(f"{where}.max_stories: {max_stories} is outside 1..200")
+        raise SubscriberError(f"{where}.max_stories: {max_stories} is outside 1..200")
     show_why = data.get("show_why", False)
     if isinstance(show_why, str):
         show_why = show_why.strip().lower() in ("1", "true", "yes", "y")
@@ -176,19 +176,19 @@ def read_csv(text: str, source: str) -> list[Subscriber]:
     out, errors = [], []
     try:
         if not reader.fieldnames or "email" not in [f.strip().lower() for f in reader.fieldnames]:
-            raise AddressError(f"{source}: needs a header row with an `email` column")
+            raise SubscriberError(f"{source}: needs a header row with an `email` column")
         for row in reader:
             n = reader.line_num
             clean = {k.strip().lower(): v for k, v in row.items() if k and v not in (None, "")}
             try:
                 out.append(make_subscriber(clean, where=f"{source}: line {n}"))
-            except AddressError as exc:
+            except SubscriberError as exc:
                 errors.append(str(exc))
     except csv.Error as exc:  # a field over csv.field_size_limit() (128 KiB), a NUL byte ...
         # (DictReader.line_num is updated only after a row is read: ask the reader underneath)
         errors.append(f"{source}: line {reader.reader.line_num}: {exc}; this is not a subscriber list")
     if errors:
-        raise AddressError("\n".join(errors))
+        raise SubscriberError("\n".join(errors))
     return out
 
 

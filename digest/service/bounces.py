@@ -2,9 +2,9 @@
 
     source.messages()                       # mailbox.py: a Maildir or an IMAP folder
     | bounces.read_report                   # pure: DSN / ARF / Exim -> hard, soft, complaint
-    | Signer.verify_bounce (the VERP token), bounces.subscriber_ids (the report's addresses)
+    | Signer.verify_bounce (the VERP token), store.subscriber_ids (the report's addresses)
     | bounces.effects                       # pure: whom it acts on, and how
-    | bounces.record_reports                # one transaction per batch: ledger rows + effects
+    | store.record_reports                  # one transaction per batch: ledger rows + effects
     | source.move (processed / unknown)     # only after that commit
 
 A reader killed after the commit and before the moves reads those messages again: their ledger
@@ -24,7 +24,6 @@ from digest.errors import ConfigError
 from digest.mail.mailbox import BounceSource, Incoming, make_source
 from digest.mail.tokens import Signer, load_secret
 from digest.model.bounces import Report, effects, read_report
-from digest.storage.bounces import record_reports, subscriber_ids
 from digest.storage.store import Store
 
 # Messages per transaction: each batch's moves follow its commit, so a kill repeats at most one
@@ -74,9 +73,9 @@ def process_bounces(
         # a report's own addresses are looked up only when no token of ours names its subscriber
         unnamed = [r for r, owner in zip(reports, owners, strict=True) if owner is None]
         addresses = [b.address for r in unnamed for b in r.bounces if b.address]
-        ids = subscriber_ids(store, addresses) if addresses else {}
+        ids = store.subscriber_ids(addresses) if addresses else {}
         judged = [(r, effects(r, owner, ids)) for r, owner in zip(reports, owners, strict=True)]
-        recorded = record_reports(store, judged, now, d.bounce_limit)
+        recorded = store.record_reports(judged, now, d.bounce_limit)
         for (item, report), (_, effs), fresh in zip(batch, judged, recorded.fresh, strict=True):
             if fresh:
                 summary.outcomes[report.outcome] += 1

@@ -13,8 +13,9 @@ from collections.abc import Iterable, Sequence
 
 from digest.config import LoadedConfig
 from digest.model.atom import FeedStory
+from digest.model.records import SearchHit
 from digest.model.stories import StoryView, build_stories, old_news
-from digest.storage.store import SearchHit, Store
+from digest.storage.store import Store
 
 FEED_STORIES = 50  # what a feed reader is offered; it keeps what it has seen
 FEED_CANDIDATES = 500  # the newest stories read to find a feed's 50 (a rare topic or tag)

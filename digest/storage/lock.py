@@ -14,9 +14,9 @@ import contextlib
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import sqlalchemy as sa
+from filelock import FileLock, Timeout
 
 from digest.errors import LockHeldError, StorageError
 
@@ -27,7 +27,7 @@ class SchedulerLock:
     def __init__(self, database_url: str, *, wait: float = 0.0) -> None:
         self.url = database_url
         self.wait = wait
-        self._file_lock: Any = None
+        self._file_lock: FileLock | None = None
         self._conn: sa.engine.Connection | None = None
         self._engine: sa.engine.Engine | None = None
 
@@ -44,8 +44,6 @@ class SchedulerLock:
     def acquire(self) -> None:
         url = sa.engine.make_url(self.url)
         if url.get_backend_name() == "sqlite":
-            from filelock import FileLock, Timeout
-
             self._file_lock = FileLock(str(self._lock_path()))
             try:
                 self._file_lock.acquire(timeout=self.wait)

@@ -8,8 +8,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from digest.storage.migrations import HEAD
-
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
     """Stores naive UTC, returns aware UTC: SQLite has no time zones, PostgreSQL would convert."""
@@ -30,8 +28,8 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
-# The Alembic revision these tables match; tests check it is the head of digest/migrations.
-SCHEMA_REVISION = HEAD
+# The Alembic revision these tables match; tests check it is the head of digest/storage/migrations.
+SCHEMA_REVISION = "0009"
 
 metadata = sa.MetaData()
 
@@ -80,16 +78,18 @@ entries = sa.Table(
     sa.Column("source_url", sa.Text),
     sa.Column("first_seen", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
-    # True once selection has judged the entry (kept in step by store.py; a selected entry also
-    # has a classifications row). Migration 0004 also adds the partial index
-    # ix_entries_unclassified (id WHERE NOT classified), which makes "what is left to classify"
-    # cost nothing when nothing is; it is not declared here, because its postgresql_where would
-    # import the PostgreSQL dialect into every SQLite process (15 ms): store._create_schema
-    # adds it to a new database.
+    # True once selection has judged the entry (a selected entry also has a classifications row)
     sa.Column("classified", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("feed", "entry_id", name="uq_entries_feed_entry_id"),
     sa.Index("ix_entries_first_seen", "first_seen"),
     sa.Index("ix_entries_published", "published"),
+    # a partial index: "what is left to judge" costs nothing when nothing is
+    sa.Index(
+        "ix_entries_unclassified",
+        "id",
+        sqlite_where=sa.text("classified = 0"),
+        postgresql_where=sa.text("classified = false"),
+    ),
 )
 
 stories = sa.Table(

@@ -190,7 +190,8 @@ def build_world(
     (the offline example feeds, fetched now) -> (config path, their addresses)."""
     from digest.config import load_config
     from digest.model.subscribers import make_subscriber
-    from digest.service.pipeline import FetchOptions, fetch_feeds, organise
+    from digest.service.fetching import FetchOptions, fetch_feeds
+    from digest.service.organising import organise
     from digest.storage.store import Store
 
     src = work / "feeds"

@@ -1,29 +1,27 @@
-"""The service layer: runs the stages in order. The CLI, the daemon and the web app call this.
+"""Polling: which feeds are due, fetched and parsed (in worker processes when worth it), stored.
 
     store.feed_states                          # what we knew
-    | select_feeds                             # pure: due, not held back
+    | select_feeds                             # which are due and not held back
+    | store.claim_feeds                        # leased to this poller (--due: daemon, cron)
     | workers.shard_by_host                    # pure: one host's feeds stay in one shard
     | workers.run_shard, one per core:         # worker processes, each with its own event loop
     |     fetch.Fetcher.fetch  (concurrent)    #   network edge: per-host pools, deadline, caps
     |     parse.parse_feed                     #   pure, CPU-bound
-    |     select.classify (judge)              #   pure: topics, tags, why, entities
+    |     judge.classify                       #   pure: topics, tags, why, entities
     |     poll.next_state                      #   pure
-    | store.record_fetches                     # main process, group commit: entries + verdicts
-    | organise                                 # clustering (and any classification left to do)
+    | store.record_fetches                     # this process, group commit: entries + verdicts
 
-Both cores fetch and parse; the main process only writes. Runs with few feeds (the daemon's
-usual poll) stay in one process. SQLAlchemy (store) is imported on first use, so that
-`digest fetch` can fork its workers before paying for it.
+Both cores fetch and parse; this process only writes. Runs with few feeds (the daemon's usual
+poll) stay in one process unless isolation is asked for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
 
 from digest.config import FeedSettings, LoadedConfig
 from digest.feeds.workers import (
@@ -38,10 +36,9 @@ from digest.feeds.workers import (
     worker_count,
 )
 from digest.model.poll import held_back, is_due
-from digest.model.records import Entry, FeedReport, FeedState, FetchStatus, FetchSummary, FetchWrite, Verdict
-
-if TYPE_CHECKING:
-    from digest.storage.store import Store
+from digest.model.records import FeedReport, FeedState, FetchStatus, FetchSummary, FetchWrite
+from digest.storage.lease import holder_id, wall_clock
+from digest.storage.store import Store
 
 
 @dataclass(frozen=True)
@@ -76,15 +73,13 @@ def select_feeds(
     return chosen, deferred
 
 
-class _Writer:
+class GroupCommit:
     """Group commit: one task writes every outcome that is ready in one transaction.
 
-    Outcomes of a big run arrive a few milliseconds apart, each faster to write than the next
-    is to come, so the writer lingers a moment for company: a transaction costs ~2 ms of CPU
-    before its rows (200 feeds: 180 commits, 0.8 s; with the linger ~25, 0.45 s). The end of
-    the run ends the linger at once: the writer knows how many outcomes to expect, and does not
-    wait for company once the last has come. If a batch fails, its feeds are retried one by one
-    so that one bad feed fails alone.
+    A transaction has a fixed cost, and the outcomes of a big run arrive a few milliseconds
+    apart, so the writer lingers a moment for company. It knows how many outcomes a run expects
+    and does not linger after the last. If a batch fails, its feeds are retried one by one so
+    that one bad feed fails alone.
     """
 
     LINGER = 0.03  # seconds a batch waits for more outcomes
@@ -186,7 +181,7 @@ async def _fetch(
         reports.append(r)
         if on_report:
             on_report(r)
-    writer = _Writer(store, expected=len(jobs))
+    writer = GroupCommit(store, expected=len(jobs))
     writing = asyncio.create_task(writer.run())
 
     async def on_outcome(outcome: FeedOutcome) -> None:
@@ -206,8 +201,8 @@ async def _fetch(
     try:
         if workers is not None:
             # the global cap is shared out: each worker gets its part (per-host caps hold by sharding)
-            share = replace(
-                config.http.limits(), concurrency=max(1, config.http.concurrency // workers.count)
+            share = config.http.model_copy(
+                update={"concurrency": max(1, config.http.concurrency // workers.count)}
             )
             shards = shard_by_host(jobs, workers.count)
             await workers.run(shards, share, config.http.max_backoff, loaded.rules_source(), on_outcome)
@@ -239,7 +234,6 @@ async def _claim(
     """The due feeds leased to this poller (store.claim_feeds): another daemon's, or one just
     polled by another, are left to it. A poll by hand (`digest fetch` without --due) claims
     nothing: it fetches what it is asked to."""
-    from digest.storage.lease import holder_id, wall_clock
 
     seen = {f.name: states[f.name].last_fetched for f in feeds}
     lease = loaded.config.delivery.lease
@@ -248,116 +242,5 @@ async def _claim(
 
 
 def open_store(loaded: LoadedConfig) -> Store:
-    from digest.storage.store import Store
 
     return Store(loaded.database_url)
-
-
-@dataclass(frozen=True, slots=True)
-class OrganiseSummary:
-    classified: int = 0
-    selected: int = 0
-    clustered: int = 0
-    new_stories: int = 0
-    redone: bool = False  # the rules changed, so every entry was classified again
-
-
-def _features(
-    id: int, e: Entry, entities: Iterable[str], title_entities: Iterable[str], settings: Any
-) -> Any:
-    from digest.model.fold import story_entry
-
-    return story_entry(
-        id,
-        title=e.title,
-        summary=e.summary_text,
-        link=e.link,
-        guid=e.guid,
-        published=e.published,
-        published_fallback=e.published_fallback,
-        language=e.language,
-        source_title=e.source_title,
-        entities=entities,
-        title_entities=title_entities,
-        feed=e.feed,
-        settings=settings,
-    )
-
-
-def _classify(
-    batch: Sequence[Any], rules: Any, rules_hash: str, settings: Any
-) -> list[tuple[int, Verdict, Any]]:
-    """Stored entries -> (row id, verdict, cluster features or None): selection, tags, features. Pure."""
-    from digest.model.judge import classify
-
-    out = []
-    for s in batch:
-        e = s.entry
-        v = Verdict.of(classify(e.title, e.summary_text, rules), rules_hash)
-        out.append(
-            (s.id, v, _features(s.id, e, v.entities, v.title_entities, settings) if v.relevant else None)
-        )
-    return out
-
-
-def _spans(times: Iterable[datetime], reach: timedelta, most: int = 64) -> list[tuple[datetime, datetime]]:
-    """The times, each widened by `reach` either side, overlapping ones joined: what a store read
-    for stories to join must cover. At most `most` spans (the closest are joined first)."""
-    spans: list[list[datetime]] = []
-    for t in sorted(times):
-        if spans and t - reach <= spans[-1][1]:
-            spans[-1][1] = t + reach
-        else:
-            spans.append([t - reach, t + reach])
-    while len(spans) > most:  # a query with hundreds of ranges costs more than it saves
-        _, i = min((spans[i + 1][0] - spans[i][1], i) for i in range(len(spans) - 1))
-        spans[i : i + 2] = [[spans[i][0], spans[i + 1][1]]]
-    return [(a, b) for a, b in spans]
-
-
-def organise(loaded: LoadedConfig, store: Store, *, clock: Clock = utcnow) -> OrganiseSummary:
-    """Select, tag and cluster what is new (everything, if the rules changed).
-
-    store.unclassified | select.classify (all cores) | store.save_classifications
-    | store.unclustered + store.story_members (the window) | cluster.Clusterer | store.assign_stories
-    """
-    from digest.model.fold import Clusterer, Story, processing_order
-
-    rules_hash = loaded.rules_hash
-    now = clock()
-    redone = store.stale_rules(rules_hash)
-    if redone:
-        store.forget_classifications(rules_hash)
-    # One process: a pool was measured no faster (unpickling the results costs what it saves).
-    # The rules are compiled only when something needs them (a warm run has nothing to do).
-    todo = store.unclassified(rules_hash)
-    done = _classify(todo, loaded.rules, rules_hash, loaded.clustering) if todo else []
-    known = {i: f for i, _, f in done if f is not None}  # features already computed
-    store.save_classifications({i: v for i, v, _ in done}, now)
-
-    new = store.unclustered()
-    created = 0
-    if new:
-        settings = loaded.clustering
-        dated = [m.stored.entry.published for m in new if not m.stored.entry.published_fallback]
-        stories: dict[int, Story] = {}
-        for m in store.story_members(_spans(dated or [now], timedelta(seconds=settings.window))):
-            assert m.story_id is not None
-            f = _features(m.stored.id, m.stored.entry, m.entities, m.title_entities, settings)
-            stories.setdefault(m.story_id, Story(m.story_id)).add(f)
-        clusterer = Clusterer(settings, stories.values(), next_id=store.next_story_id())
-        incoming = sorted(
-            (
-                known.get(m.stored.id)
-                or _features(m.stored.id, m.stored.entry, m.entities, m.title_entities, settings)
-                for m in new
-            ),
-            key=processing_order,
-        )
-        assigned = {e.id: clusterer.assign(e) for e in incoming}
-        assignment = {eid: clusterer.story_of(sid) for eid, sid in assigned.items()}
-        merged = {old: clusterer.story_of(old) for old in clusterer.merged if old in stories}
-        created = store.assign_stories(assignment, now, merged=merged)
-    # every newly selected entry is clustered exactly once, whoever classified it (a fetch worker
-    # or this function): the entries clustered now are the entries newly selected
-    return OrganiseSummary(len(done), len(new), len(new), created, redone)

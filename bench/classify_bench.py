@@ -18,7 +18,8 @@ from pathlib import Path
 import yaml
 
 from digest.feeds.parse import html_to_text
-from digest.model.rules import compile_rules, normalise
+from digest.model.rules import compile_rules
+from digest.model.terms import normalise
 
 
 def main() -> None:

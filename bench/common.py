@@ -25,16 +25,20 @@ class Run:
     returncode: int
     stdout: str
     stderr: str
+    # the same tree's proportional set size: a page shared by forked processes counted once in
+    # all (RSS counts it in each), i.e. the memory the tree takes from the machine (proc(5))
+    peak_pss_mb: float = 0.0
 
     def row(self, label: str) -> str:
         return (
             f"{label:<34} wall {self.wall:7.2f} s   cpu {self.cpu:7.2f} s   "
-            f"peak RSS {self.peak_rss_mb:7.1f} MB"
+            f"peak RSS {self.peak_rss_mb:7.1f} MB   peak PSS {self.peak_pss_mb:7.1f} MB"
         )
 
 
-def _tree_rss_kb(pid: int) -> int:
-    total, todo = 0, [pid]
+def _tree_rss_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS, Pss) summed over the process and all its descendants, in KiB."""
+    total, pss, todo = 0, 0, [pid]
     while todo:
         p = todo.pop()
         try:
@@ -42,25 +46,30 @@ def _tree_rss_kb(pid: int) -> int:
                 for line in fh:
                     if line.startswith("VmRSS:"):
                         total += int(line.split()[1])
+            with open(f"/proc/{p}/smaps_rollup") as fh:
+                for line in fh:
+                    if line.startswith("Pss:"):
+                        pss += int(line.split()[1])
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as fh:
                     todo.extend(int(c) for c in fh.read().split())
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-    return total
+    return total, pss
 
 
 def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Run:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, text=True)
-    peak = 0
+    peak = peak_pss = 0
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak, peak_pss
         while not done.is_set():
-            peak = max(peak, _tree_rss_kb(proc.pid))
+            rss, pss = _tree_rss_kb(proc.pid)
+            peak, peak_pss = max(peak, rss), max(peak_pss, pss)
             time.sleep(0.02)
 
     t = threading.Thread(target=sample, daemon=True)
@@ -71,7 +80,7 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None 
     t.join()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Run(wall, cpu, peak / 1024, proc.returncode, out, err)
+    return Run(wall, cpu, peak / 1024, proc.returncode, out, err, peak_pss / 1024)
 
 
 def rss2email_venv(path: Path = Path("/tmp/digest-bench-r2e")) -> Path:

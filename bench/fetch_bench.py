@@ -165,6 +165,7 @@ def main() -> None:
             0,
             "",
             "",
+            max(r.peak_pss_mb for r in runs),
         )
 
     for key, runs in results.items():

@@ -87,6 +87,33 @@ def test_reports_of_one_meeting_fold_into_one_story():
     assert got[1] == got[2] == got[3]
 
 
+def test_a_headline_naming_no_kind_of_event_joins_by_its_leads_talks():
+    """ "Lift ties to a new era" names no kind of event; its lead says they held talks, which is
+    the setting the other language's "talks" headline names."""
+    two = ["leader_putin", "leader_xi"]
+    en = entry(1, "Putin and Xi lift ties to 'new era' partnership",
+               "The two leaders held talks in the Kremlin. Later they signed a statement.",
+               entities=two, title_entities=two)  # fmt: skip
+    zh = entry(2, "习近平同俄罗斯总统普京举行会谈", "两国元首决定发展新时代关系。", hours=1, entities=two,
+               title_entities=two, lang="zh")  # fmt: skip
+    zoo = entry(3, "Xi and Putin open a panda house at the zoo", "Crowds watched the pandas.", hours=2,
+                entities=two, title_entities=two)  # fmt: skip
+    got = cluster([en, zh, zoo], S)
+    assert got[1] == got[2] != got[3]
+
+
+def test_three_leaders_together_on_one_day_are_one_occasion():
+    three = ["leader_putin", "leader_xi", "leader_kim"]
+    a = entry(
+        1, "Putin, Kim at Xi's side as Beijing shows off new weapons", entities=three, title_entities=three
+    )
+    b = entry(
+        2, "Three leaders, one rostrum: Xi, Putin and Kim", hours=4, entities=three, title_entities=three
+    )
+    got = cluster([a, b], S)
+    assert got[1] == got[2]
+
+
 def test_a_next_day_follow_up_stays_separate():
     a = entry(
         1,

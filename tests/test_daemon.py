@@ -28,6 +28,7 @@ from digest.service.organising import organise
 from digest.service.sending import send_due
 from digest.storage.lock import SchedulerLock
 from digest.storage.store import Store
+from tests.support.worlds import record
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGEST = shutil.which("digest") or f"{sys.executable} -m digest"
@@ -85,7 +86,7 @@ def test_digests_missed_during_downtime_fold_into_one_and_nothing_is_lost(offlin
     sent_stories: list[set[int]] = []
     for d in range(4):
         now = day + timedelta(days=d)
-        store.record_fetch(state, [_entry(d, now)], now)
+        record(store, state, [_entry(d, now)], now)
         organise(loaded, store, clock=lambda now=now: now)
         if d in (0, 3):  # the daemon runs on day 0, is down on days 1 and 2, and back on day 3
             reports = asyncio.run(

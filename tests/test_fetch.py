@@ -12,6 +12,7 @@ from digest.model.records import FetchStatus, FetchSummary
 from digest.service.fetching import FetchOptions, fetch_feeds, open_store
 from digest.storage.store import Store
 from tests.support.feedserver import FeedServer, Reply, atom, etag_of, gzip_bomb, rss
+from tests.support.worlds import stored_count
 
 ITEMS = [
     {
@@ -60,7 +61,7 @@ def test_conditional_get_round_trip_stores_once_and_sends_validators(feed_server
     assert sent["if-none-match"] == etag_of(body)
     assert sent["if-modified-since"].endswith("GMT")
     assert "digest/" in sent["user-agent"]
-    assert store.count_entries() == 2
+    assert stored_count(store) == 2
     assert store.feed_states()["main"].etag == etag_of(body)
 
 
@@ -72,7 +73,7 @@ def test_unchanged_body_without_validators_is_not_parsed_again(feed_server: Feed
     r = report(second, "plain")
     assert r.status is FetchStatus.NOT_MODIFIED
     assert (r.new_entries, r.updated_entries) == (0, 0)
-    assert store.count_entries() == 2
+    assert stored_count(store) == 2
 
 
 def test_permanent_redirect_chain_is_followed_and_recorded(feed_server: FeedServer, write_config):
@@ -133,7 +134,7 @@ def test_server_error_backs_off_and_keeps_earlier_good_data(feed_server: FeedSer
     state = store.feed_states()["flaky"]
     assert state.error_count == 1
     assert state.etag == etag_of(body)  # the last good validators survive
-    assert store.count_entries("flaky") == 2
+    assert stored_count(store, "flaky") == 2
     assert state.next_poll > datetime.now(UTC) + timedelta(minutes=25)  # default interval 30 min
 
 
@@ -150,7 +151,7 @@ def test_a_server_that_hangs_or_drips_hits_the_deadline(feed_server: FeedServer,
     r = report(summary, "slow")
     assert r.status is FetchStatus.FAILED
     assert "deadline" in (r.error or "") or "read_timeout" in (r.error or "")
-    assert store.count_entries("good") == 2  # one bad feed never stops the run
+    assert stored_count(store, "good") == 2  # one bad feed never stops the run
 
 
 def test_gzip_bomb_is_rejected_without_inflating_it(feed_server: FeedServer, write_config):
@@ -159,7 +160,7 @@ def test_gzip_bomb_is_rejected_without_inflating_it(feed_server: FeedServer, wri
     r = report(summary, "bomb")
     assert r.status is FetchStatus.FAILED
     assert "inflates" in (r.error or "")
-    assert store.count_entries() == 0
+    assert stored_count(store) == 0
 
 
 def test_gzip_encoded_feed_is_read(feed_server: FeedServer, write_config):
@@ -178,7 +179,7 @@ def test_oversize_body_is_rejected(feed_server: FeedServer, write_config, header
     r = report(summary, "big")
     assert r.status is FetchStatus.FAILED
     assert "max_body" in (r.error or "")
-    assert store.count_entries() == 0
+    assert stored_count(store) == 0
 
 
 def test_broken_xml_keeps_usable_entries_with_a_warning(feed_server: FeedServer, write_config):
@@ -210,7 +211,7 @@ def test_non_feeds_fail_with_a_reason_and_store_nothing(
     assert r.status is FetchStatus.FAILED
     assert expected in (r.error or "")
     assert store.feed_states()["nonfeed"].body_hash is None  # retried in full next time
-    assert store.count_entries() == 0
+    assert stored_count(store) == 0
 
 
 def test_windows_1251_rss_and_gb18030_atom_are_decoded(feed_server: FeedServer, write_config):
@@ -288,7 +289,7 @@ def test_worker_processes_share_the_work_and_keep_per_host_limits(write_config):
         loaded = write_config(feeds_yaml(**urls), http={"workers": 2, "per_host": 3})
         summary, store = run(loaded)
         assert summary.count(FetchStatus.OK) == 40
-        assert store.count_entries() == 80
+        assert stored_count(store) == 80
         assert all(n <= 3 for n in srv.max_in_flight.values())
         again, _ = run(loaded)
         assert again.count(FetchStatus.NOT_MODIFIED) == 40
@@ -325,7 +326,7 @@ def test_many_feeds_are_fetched_by_worker_processes_that_end_with_the_run(write_
         loaded = write_config(feeds_yaml(**_many_feeds(srv, 20)), http={"workers": 2})
         with open_store(loaded) as store:
             summary = asyncio.run(fetch_feeds(loaded, store))
-            assert summary.count(FetchStatus.OK) == 20 and store.count_entries() == 40
+            assert summary.count(FetchStatus.OK) == 20 and stored_count(store) == 40
             assert multiprocessing.active_children() == []
             idle = asyncio.run(fetch_feeds(loaded, store, FetchOptions(due_only=True)))
             assert idle.reports == ()  # nothing is due yet
@@ -357,16 +358,16 @@ def test_rules_that_do_not_compile_leave_entries_unclassified_until_fixed(write_
 def test_a_worker_that_dies_fails_only_its_own_feeds(write_config, monkeypatch):
     import os
 
-    import digest.feeds.parse
+    import digest.feeds.workers
 
-    real = digest.feeds.parse.parse_feed
+    real = digest.feeds.workers.parse_feed
 
     def parse_or_die(feed, *args, **kwargs):  # runs in the forked worker
         if feed == "w3":
             os._exit(3)
         return real(feed, *args, **kwargs)
 
-    monkeypatch.setattr(digest.feeds.parse, "parse_feed", parse_or_die)
+    monkeypatch.setattr(digest.feeds.workers, "parse_feed", parse_or_die)
     with FeedServer() as srv:
         loaded = write_config(feeds_yaml(**_many_feeds(srv, 20)), http={"workers": 2})
         summary, store = run(loaded)
@@ -397,16 +398,16 @@ def test_changing_the_rules_classifies_everything_again_and_nothing_else_does(of
 def test_a_stuck_worker_is_stopped_and_its_feeds_reported(write_config, monkeypatch):
     import time as _time
 
-    import digest.feeds.parse
+    import digest.feeds.workers
 
-    real = digest.feeds.parse.parse_feed
+    real = digest.feeds.workers.parse_feed
 
     def parse_or_hang(feed, *args, **kwargs):  # runs in the forked worker: a parser spinning forever
         if feed == "w3":
             _time.sleep(3600)
         return real(feed, *args, **kwargs)
 
-    monkeypatch.setattr(digest.feeds.parse, "parse_feed", parse_or_hang)
+    monkeypatch.setattr(digest.feeds.workers, "parse_feed", parse_or_hang)
     with FeedServer() as srv:
         loaded = write_config(feeds_yaml(**_many_feeds(srv, 20)), http={"workers": 2, "deadline": "1s"})
         started = _time.monotonic()
@@ -422,9 +423,9 @@ def test_an_isolated_poll_of_one_feed_survives_a_stuck_parser(write_config, monk
     costs that poll 2 x deadline + 5 s, not the daemon."""
     import time as _time
 
-    import digest.feeds.parse
+    import digest.feeds.workers
 
-    monkeypatch.setattr(digest.feeds.parse, "parse_feed", lambda *a, **k: _time.sleep(3600))
+    monkeypatch.setattr(digest.feeds.workers, "parse_feed", lambda *a, **k: _time.sleep(3600))
     with FeedServer() as srv:
         loaded = write_config(feeds_yaml(**_many_feeds(srv, 1)), http={"deadline": "1s"})
         summary, _ = run(loaded, FetchOptions(isolate=True))
@@ -531,7 +532,7 @@ def test_a_page_naming_a_file_url_is_not_followed(feed_server: FeedServer, write
     summary, store = run(write_config(feeds_yaml(site=site)))
     r = report(summary, "site")
     assert r.status is FetchStatus.FAILED and "names no feed" in (r.error or "")
-    assert store.count_entries() == 0
+    assert stored_count(store) == 0
 
 
 def test_a_page_whose_feed_fails_says_which_feed(feed_server: FeedServer, write_config):

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from digest.model.records import Entry, Verdict
 from digest.model.search import Term, fts5_query, parse_query, tsquery
 from digest.storage.store import Store
+from tests.support.worlds import record
 
 T0 = datetime(2025, 9, 1, 12, 0, tzinfo=UTC)
 
@@ -37,7 +38,7 @@ def entry(entry_id: str, title: str, summary: str = "", *, hours: int = 0) -> En
 def put(store: Store, entries: list[Entry], *, now: datetime = T0) -> dict[str, int]:
     """Store entries, select them all, each its own story -> entry_id: story id."""
     state = store.feed_states()["f"]
-    store.record_fetch(state, entries, now)
+    record(store, state, entries, now)
     rows = {s.entry.entry_id: s.id for s in store.iter_entries()}
     wanted = {
         rows[e.entry_id]: Verdict(True, ("sco",), (), [], frozenset(), frozenset(), "h") for e in entries
@@ -93,7 +94,7 @@ NEWS = [
 )
 def test_search_finds_words_in_each_language(store: Store, words: str, expected: list[str]):
     put(store, NEWS[:3])
-    store.record_fetch(store.feed_states()["f"], [NEWS[3]], T0)  # stored, never selected
+    record(store, store.feed_states()["f"], [NEWS[3]], T0)  # stored, never selected
     assert found(store, words) == expected
 
 
@@ -123,7 +124,7 @@ def test_a_search_ranks_the_newest_reports_with_its_words(store: Store):
 def test_the_index_follows_updates_and_retention(store: Store):
     put(store, [entry("a", "SCO summit opens"), entry("b", "Putin visits Tianjin")])
     changed = entry("a", "SCO summit closes")
-    store.record_fetch(store.feed_states()["f"], [changed], T0 + timedelta(hours=1))
+    record(store, store.feed_states()["f"], [changed], T0 + timedelta(hours=1))
     put(store, [changed], now=T0 + timedelta(hours=1))  # classified and folded again
     assert found(store, "opens") == [] and found(store, "closes") == ["a"]
     assert found(store, "Tianjin") == ["b"]

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from digest.errors import StorageError
 from digest.model.records import Entry, FeedState, Verdict
 from digest.storage.store import Store
+from tests.support.worlds import record, stored_count
 
 T0 = datetime(2025, 9, 1, 12, 0, tzinfo=UTC)
 
@@ -47,9 +48,9 @@ def store(db_url):
 
 def test_updated_content_replaces_the_entry_without_a_duplicate(store: Store):
     state = store.feed_states()["f"]
-    assert store.record_fetch(state, [entry("1"), entry("2")], T0) == (2, 0)
-    assert store.record_fetch(
-        state, [entry("1", title="SCO summit opens (updated)"), entry("2")], T0 + timedelta(hours=1)
+    assert record(store, state, [entry("1"), entry("2")], T0) == (2, 0)
+    assert record(
+        store, state, [entry("1", title="SCO summit opens (updated)"), entry("2")], T0 + timedelta(hours=1)
     ) == (0, 1)
     rows = {s.entry.entry_id: s for s in store.iter_entries()}
     assert len(rows) == 2
@@ -59,13 +60,13 @@ def test_updated_content_replaces_the_entry_without_a_duplicate(store: Store):
 
 def test_feed_state_round_trips_with_aware_utc_times(store: Store):
     state = replace(store.feed_states()["f"], etag='"x"', error_count=2, next_poll=T0, last_error="HTTP 500")
-    store.save_feed_state(state)
+    record(store, state, [], T0)
     assert store.feed_states()["f"] == state
     assert store.feed_states()["f"].next_poll.tzinfo is not None
 
 
 def test_changing_a_feed_url_forgets_its_http_state(store: Store):
-    store.save_feed_state(replace(store.feed_states()["f"], etag='"x"', body_hash="h"))
+    record(store, replace(store.feed_states()["f"], etag='"x"', body_hash="h"), [], T0)
     store.sync_feeds([("f", "https://e/other")])
     st = store.feed_states()["f"]
     assert (st.url, st.etag, st.body_hash) == ("https://e/other", None, None)
@@ -80,8 +81,8 @@ def test_opening_migrates_to_head_and_is_idempotent(db_url):
 
 def test_naive_datetimes_are_refused(store: Store):
     with pytest.raises(StorageError):
-        store.record_fetch(FeedState("f", "https://e/feed"), [entry("n", published=datetime(2025, 1, 1))], T0)
-    assert store.count_entries() == 0  # the transaction left nothing behind
+        record(store, FeedState("f", "https://e/feed"), [entry("n", published=datetime(2025, 1, 1))], T0)
+    assert stored_count(store) == 0  # the transaction left nothing behind
 
 
 def test_unusable_database_url_is_one_clear_line():
@@ -134,13 +135,13 @@ def test_upgrading_from_0003_marks_what_was_already_classified(db_url):
 
 def test_classification_bookkeeping_follows_changes_and_rule_changes(store: Store):
     state = store.feed_states()["f"]
-    store.record_fetch(state, [entry("1"), entry("2")], T0)
+    record(store, state, [entry("1"), entry("2")], T0)
     todo = store.unclassified("h")
     assert [s.entry.entry_id for s in todo] == ["1", "2"]
     store.save_classifications({s.id: verdict() for s in todo}, T0)
     assert store.unclassified("h") == []
     # new content is classified again; the unchanged entry is not
-    store.record_fetch(state, [entry("1", title="SCO summit opens (updated)"), entry("2")], T0)
+    record(store, state, [entry("1", title="SCO summit opens (updated)"), entry("2")], T0)
     assert [s.entry.entry_id for s in store.unclassified("h")] == ["1"]
     # a rules change: everything again
     store.forget_classifications()
@@ -151,8 +152,8 @@ def test_classification_bookkeeping_follows_changes_and_rule_changes(store: Stor
 def test_a_send_runs_window_holds_whole_stories_that_changed_since_and_nothing_older(store: Store):
     state = store.feed_states()["f"]
     old, new = T0, T0 + timedelta(days=2)
-    store.record_fetch(state, [entry("a1"), entry("b1")], old)
-    store.record_fetch(state, [entry("a2")], new)  # story a gains an outlet later
+    record(store, state, [entry("a1"), entry("b1")], old)
+    record(store, state, [entry("a2")], new)  # story a gains an outlet later
     rows = {s.entry.entry_id: s.id for s in store.unclassified("h")}
     store.save_classifications({i: verdict(topics=("sco",)) for i in rows.values()}, new)
     store.assign_stories({rows["a1"]: 1, rows["a2"]: 1, rows["b1"]: 2}, new)
@@ -163,8 +164,8 @@ def test_a_send_runs_window_holds_whole_stories_that_changed_since_and_nothing_o
 
 def test_retention_removes_old_entries_but_never_what_the_feed_still_serves(store: Store):
     state = store.feed_states()["f"]
-    store.record_fetch(state, [entry("a"), entry("b")], T0)
-    store.record_fetch(state, [entry("b"), entry("c")], T0 + timedelta(days=1))  # a left the feed
+    record(store, state, [entry("a"), entry("b")], T0)
+    record(store, state, [entry("b"), entry("c")], T0 + timedelta(days=1))  # a left the feed
     todo = store.unclassified("h")
     store.save_classifications({s.id: verdict() for s in todo}, T0)
     store.assign_stories({s.id: n for n, s in enumerate(todo, 1)}, T0)
@@ -172,7 +173,7 @@ def test_retention_removes_old_entries_but_never_what_the_feed_still_serves(stor
     assert sorted(s.entry.entry_id for s in store.iter_entries()) == ["b", "c"]
     assert len(store.classified_entries()) == 2  # a's classification and story went with it
     # the feed still serving b and c: nothing comes back as new, so nothing is sent twice
-    assert store.record_fetch(state, [entry("b"), entry("c")], T0 + timedelta(days=31)) == (0, 0)
+    assert record(store, state, [entry("b"), entry("c")], T0 + timedelta(days=31)) == (0, 0)
 
 
 def test_verdicts_arriving_for_entries_stored_unclassified_mark_them(store: Store):
@@ -181,7 +182,7 @@ def test_verdicts_arriving_for_entries_stored_unclassified_mark_them(store: Stor
     from digest.model.records import FetchWrite
 
     state = store.feed_states()["f"]
-    store.record_fetch(state, [entry("a"), entry("b")], T0)  # no verdicts
+    record(store, state, [entry("a"), entry("b")], T0)  # no verdicts
     assert len(store.unclassified("h")) == 2
     later = [entry("a"), entry("b", title="SCO summit opens (updated)"), entry("c")]
     store.record_fetches([FetchWrite(state, later, T0, None, {e.entry_id: verdict() for e in later})])

@@ -19,7 +19,11 @@ from click.testing import CliRunner
 from digest.apps.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-EVAL = ROOT.parent / "shared" / "eval"
+# the corpus beside the checkout (../shared/eval), or beside a worktree's parent folder
+EVAL = next(
+    (d / "shared" / "eval" for d in (ROOT.parent, ROOT.parent.parent) if (d / "shared" / "eval").is_dir()),
+    ROOT.parent / "shared" / "eval",
+)
 
 
 def digest(cfg: Path, *args: str):

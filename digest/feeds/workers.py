@@ -122,8 +122,8 @@ def rules_of(loaded: LoadedConfig) -> RulesGetter:
 
 def _compiled(source: RulesSource) -> tuple[CompiledRules, str]:
 
-    try:  # unvalidated (no pydantic here): what is wrong, organise reports in the main process
-        return compile_source(source, validate=False), source.rules_hash
+    try:  # what is wrong, organise reports in the main process too
+        return compile_source(source), source.rules_hash
     except Exception as exc:
         raise DigestError(f"rules do not compile: {exc}") from exc
 

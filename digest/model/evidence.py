@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from digest.model.rules import Hit, Hits
+from digest.model.terms import Hit, Hits
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +140,10 @@ def _joined(hits: Hits, segment: int, a: Sequence[Hit], b: Sequence[Hit]) -> str
             gap = text[lo:hi]
             if not gap.strip() or set(gap) <= _PUNCT:
                 return text[first.start : second.end]
+            if not han and len(gap.split()) == 1 and gap.strip().isalpha():
+                # subject, verb, object: "Xi tells Putin", "Си Цзиньпин назвал Путина",
+                # "Путин подарил Си Цзиньпину": one acts on the other
+                return text[first.start : second.end]
             if (len(gap) > 12) if han else (len(gap.split()) > 5):
                 continue
             if "," in gap or "&" in gap or any(lo <= h.start and h.end <= hi for h in links):
@@ -186,6 +190,7 @@ def _visit(hits: Hits, p: list[Hit], x: list[Hit], out: list[Feature]) -> None:
 def putin_xi_features(hits: Hits) -> list[Feature]:
     out: list[Feature] = []
     p, x, ev = hits.in_segment(0, *PUTIN), hits.in_segment(0, *XI), hits.in_segment(0, *EVENT)
+    joined = None
     if p and x:
         joined = _joined(hits, 0, p, x)
         # a call naming both is theirs, unless a third leader is named: "Scholz, in call with Xi,
@@ -246,6 +251,11 @@ def putin_xi_features(hits: Hits) -> list[Feature]:
     if listed and p and x:
         out.append(Feature("listed among others", PX["listed"], "title", _shown(listed)))
     absent = _absent(hits, 0)
+    gathering = ("cue_absent", "cue_summit", "org_sco", "org_sco_acronym", "other_org")
+    if absent and p and x and joined and not hits.in_segment(0, *gathering):
+        # the two joined by video in an event of theirs ("Putin and Xi watch by video as work
+        # starts on ..."), as a call is; not a summit or a body's gathering joined by video
+        absent = []
     if absent and (p or x):
         out.append(Feature("absence stated", PX["absent"], "title", _shown(absent)))
     best: Feature | None = None

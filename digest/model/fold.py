@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from digest.model.settings import Duration
+from digest.model.terms import sentences
 
 # -- canonical URLs -----------------------------------------------------------------------------
 
@@ -240,6 +241,9 @@ class StoryEntry:
     kinds: frozenset[str] = frozenset()  # what happened, from the headline (EVENT_KINDS)
     participants: frozenset[str] = frozenset()  # who and where, as far as they tell events apart
     title_places: frozenset[str] = frozenset()  # places the headline names, capitals included
+    # what happened, from the headline, or from the lead (the summary's first sentence) when the
+    # headline names no kind of event ("lift ties to a new era" told as "held talks" in the lead)
+    setting_kinds: frozenset[str] = frozenset()
 
 
 def story_entry(
@@ -266,6 +270,7 @@ def story_entry(
     key = title_key(title, source_title, aggregated)
     title_words = tokens(key)
     s = settings or DEFAULT_SETTINGS
+    kinds = event_kinds(key, s)
     # "SCO" and "Shanghai Cooperation Organisation" are one entity
     ents = frozenset(e.removesuffix("_acronym") for e in entities if e.startswith(ENTITY_KINDS))
     # cities the selection rules have no list for: a meeting in Islamabad is not one in Tianjin
@@ -286,7 +291,8 @@ def story_entry(
         heads=frozenset(e for e in ents if e.startswith("leader_")),
         places=frozenset(e for e in ents if e.startswith("place_")),
         feed=feed,
-        kinds=event_kinds(key, s),
+        kinds=kinds,
+        setting_kinds=kinds or event_kinds(_fold(next(iter(sentences(summary_for_words)), "")), s),
         participants=specific(ents, s)
         | frozenset(e for e in title_entities if e.startswith("country_") and e not in s.protagonists),
     )
@@ -625,7 +631,12 @@ def in_one_setting(a: StoryEntry, b: StoryEntry) -> bool:
     a capital alone is too often a government to rule a story out, see conflict())."""
     if a.places and b.places and a.places.isdisjoint(b.places):
         return False
-    return any(not e.startswith(_PEOPLE) for e in a.participants & b.participants) or bool(a.kinds & b.kinds)
+    shared = a.participants & b.participants
+    return (
+        any(not e.startswith(_PEOPLE) for e in shared)
+        or bool(a.setting_kinds & b.setting_kinds)
+        or len(a.heads & b.heads) >= 3  # two leaders meet often; three together is one occasion
+    )
 
 
 def other_kind(a: StoryEntry, b: StoryEntry, s: ClusteringSettings) -> bool:

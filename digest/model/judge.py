@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from digest.model.evidence import SCORERS, Score
-from digest.model.rules import CompiledRules, Fired, Hits, evaluate, normalise, scan_entry
+from digest.model.rules import CompiledRules, Fired, evaluate
+from digest.model.terms import Hits, normalise, scan_entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +76,15 @@ def classify_hits(hits: Hits, rules: CompiledRules) -> Classification:
             why.extend(Reason("topic", topic.name, f) for f in fired[:1])
     tags = []
     if topics:  # tags apply to selected entries only
-        for tag in rules.tags:
-            fired = evaluate(tag, hits)
+        # `unless` reads the tags whose rules match, before any `unless` is applied (one pass,
+        # so the order of the tags never matters)
+        present = hits.present
+        matching = [t for t in rules.tags if any(r.matches(present) for r in t.rules)]
+        given = frozenset(t.name for t in matching)
+        for tag in matching:
+            if not tag.unless.isdisjoint(given):
+                continue
+            fired = evaluate(tag, hits, given)
             if fired:
                 tags.append(tag.name)
                 why.append(Reason("tag", tag.name, fired[0]))

@@ -1,343 +1,37 @@
-"""Topic and tag rules: compiled from `feeds.yaml`, applied to text. Pure; no I/O.
-
-Terms (in `terms:` lists or inline in a rule):
-  Putin                case-insensitive, whole words (Latin, Cyrillic)
-  SCO, ШОС             written in capitals: case-sensitive (an acronym is not a word: "шоссе")
-  =Xi                  `=` forces exact case
-  Путин*, meet*        a stem: the word may continue (Путина, Путину; meets, meeting)
-  上海合作组织           Han text: matched anywhere (Chinese has no word boundaries)
-  Shanghai bloc        several words: any run of spaces between them
-  re:<regex>           a Python regex, for what the above cannot say (Xi but not Xi'an)
+"""Topic and tag rules: compiled from `feeds.yaml` (terms.py finds the terms), applied to hits.
+Pure; no I/O.
 
 A condition is `[title:|summary:]TERM` or `[field:]$list` (field defaults to title and summary).
 A rule matches when one of its `any` conditions holds (or it has none), all of its `all`
-conditions hold, and none of its `none` conditions. A topic or tag matches when any rule does.
-
-Text is normalised first (Unicode UAX #15): NFKC (full-width letters, NBSP), format characters
-dropped (soft hyphen, zero-width space), typographic quotes and dashes made plain.
+conditions hold, and none of its `none` conditions. A topic or tag matches when any rule does;
+a topic may instead be decided by an evidence score (evidence.py) reaching its threshold.
 """
 
 from __future__ import annotations
 
-import bisect
-import functools
-import re
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
-import ahocorasick
+from pydantic import ValidationError
 
 from digest.errors import ConfigError
+from digest.model.evidence import SCORERS
 from digest.model.records import RulesSource
-
-Field_ = Literal["title", "summary", "text"]
-FIELDS: tuple[Field_, ...] = ("title", "summary", "text")
-
-# -- normalisation ------------------------------------------------------------------------------
-
-_QUOTES = str.maketrans(
-    {"\u2018": "'", "\u2019": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"', "\u00ab": '"',
-     "\u00bb": '"', "\u2013": "-", "\u2014": "-", "\u2212": "-"}
-)  # fmt: skip
-
-
-# Unicode format characters (category Cf) that turn up in news text; NFKC keeps them (UAX #15).
-_FORMAT = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]")
-
-
-def normalise(text: str) -> str:
-    """NFKC, format characters (Cf) removed, quotes and dashes made plain, spaces collapsed."""
-    if text.isascii():  # NFKC leaves ASCII as it is, and the rest concerns non-ASCII characters
-        return " ".join(text.split())
-    text = _FORMAT.sub("", unicodedata.normalize("NFKC", text))
-    return " ".join(text.translate(_QUOTES).split())
-
-
-def _is_han(c: str) -> bool:
-    return "\u3400" <= c <= "\u9fff" or "\uf900" <= c <= "\ufaff"
-
-
-def _is_word(c: str) -> bool:
-    return c.isalnum() or c == "_"
-
-
-# -- terms --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Term:
-    text: str  # as written in the config
-    words: str  # the literal to find (lower-cased unless exact)
-    exact_case: bool
-    stem: bool
-    han: bool
-    regex: re.Pattern[str] | None = None
-    hint: tuple[str, ...] | None = None  # for a regex: lower-cased literals, one in every match
-
-
-_LOOKAROUND = re.compile(r"\(\?<?[=!](?:[^()\\]|\\.|\([^()]*\))*\)")
-
-
-def _runs(text: str) -> list[str]:
-    """The runs of letters of a regex's text that are literal (not escapes, classes, flags)."""
-    return re.findall(
-        r"(?<!\\)(?<![\[\\])[^\W\d_]{2,}",
-        re.sub(r"\[[^\]]*\]|\\[a-zA-Z]|\(\?[a-zA-Z]+\)|\{[^}]*\}", " ", text),
-    )
-
-
-def regex_hint(pattern: str) -> tuple[str, ...] | None:
-    """Literals one of which every match of `pattern` must contain, found cheaply: the longest
-    required literal, or else the words of a required group of alternatives ("(?:join|joins)");
-    None if unsure. A regex then runs only on text holding one of them."""
-    core = _LOOKAROUND.sub("", pattern)
-    if "|" in re.sub(r"\(\?:[^()]*\)|\[[^\]]*\]", "", core):  # a top-level alternative: no single literal
-        return None
-    optional = re.compile(r"\((?:\?:)?[^()]*\)(?:[?*]|\{0)")  # a group that may match nothing
-    alternatives = re.compile(r"\((?:\?:)?([^()]*\|[^()]*)\)")
-    core = optional.sub(" ", core)
-    runs = _runs(alternatives.sub(" ", core))
-    if runs:
-        return (max(runs, key=len).lower(),)
-    for group in alternatives.finditer(core):  # every alternative must hold a literal
-        words = [_runs(alt) for alt in group.group(1).split("|")]
-        if all(words):
-            return tuple(dict.fromkeys(max(w, key=len).lower() for w in words))
-    return None
-
-
-def parse_term(raw: str) -> Term:
-    raw = raw.strip()
-    if not raw:
-        raise ValueError("an empty term; remove it")
-    if raw.startswith("re:"):
-        try:
-            return Term(raw, "", True, False, False, re.compile(raw[3:]), regex_hint(raw[3:]))
-        except re.error as exc:
-            raise ValueError(f"{raw!r} is not a valid regex ({exc})") from None
-    exact = raw.startswith("=")
-    body = raw[1:] if exact else raw
-    stem = body.endswith("*")
-    body = normalise(body.rstrip("*"))
-    if not body:
-        raise ValueError(f"{raw!r} has no text")
-    letters = [c for c in body if c.isalpha()]
-    if len(letters) >= 2 and all(c.isupper() for c in letters):
-        exact = True  # an acronym
-    han = all(_is_han(c) or not c.isalpha() for c in body) and any(_is_han(c) for c in body)
-    return Term(raw, body if exact else body.lower(), exact, stem, han)
-
-
-class Hit(NamedTuple):
-    """One occurrence of a term of a list in a field. (A named tuple: tens are made per entry,
-    and a frozen dataclass costs several times as much to make.)"""
-
-    list_name: str
-    term: str
-    field: str
-    matched: str
-    segment: int = 0  # 0 the headline, 1 the summary's first sentence (the lead), 2... the rest
-    start: int = 0  # where in the segment's text
-    end: int = 0
-    lemma: bool = False  # found in the lemmas of the words (start, end and matched: the words as written)
-
-
-class TermIndex:
-    """Every term of every list in one Aho–Corasick automaton: one pass finds all, overlaps too."""
-
-    def __init__(self, lists: Mapping[str, Sequence[Term]]) -> None:
-        self._lists = lists
-        self._cyrillic: TermIndex | None = None
-        self._automaton = ahocorasick.Automaton()
-        regex: dict[str, tuple[Term, list[str]]] = {}  # a regex in several lists runs once for all
-        keys: dict[str, list[tuple[str, Term]]] = {}
-        for name, terms in lists.items():
-            for term in terms:
-                if term.regex is not None:
-                    found = regex.setdefault(term.text, (term, []))[1]
-                    if name not in found:
-                        found.append(name)
-                else:
-                    keys.setdefault(term.words.lower(), []).append((name, term))
-        self._regex: list[tuple[Term, tuple[str, ...]]] = [(t, tuple(ns)) for t, ns in regex.values()]
-        # a regex's hints are keys of the automaton too: the one pass also says which regexes
-        # may match (their literal is in the text), so the others are not run
-        hinted: dict[str, list[int]] = {}
-        for i, (term, _names) in enumerate(self._regex):
-            for h in term.hint or ():
-                hinted.setdefault(h, []).append(i)
-        for key in keys.keys() | hinted.keys():
-            # boundary needs are the same for every term sharing a key: decided once, not per hit;
-            # a term in several lists ("summit*" in four) is checked once for all of them
-            entries = keys.get(key, [])
-            han = all(t.han for _, t in entries)
-            by_term: dict[Term, list[str]] = {}
-            for name, term in entries:
-                by_term.setdefault(term, []).append(name)
-            groups = tuple((term, tuple(dict.fromkeys(names))) for term, names in by_term.items())
-            self._automaton.add_word(
-                key,
-                (len(key), groups, _is_word(key[0]), _is_word(key[-1]), han, tuple(hinted.get(key, ()))),
-            )
-        if keys or hinted:
-            self._automaton.make_automaton()
-        self._empty = not (keys or hinted)
-
-    @property
-    def cyrillic(self) -> TermIndex:
-        """The terms written in Cyrillic (Russian lemmas): what a text's lemmas are scanned for."""
-        if self._cyrillic is None:
-            self._cyrillic = TermIndex(
-                {n: [t for t in ts if _CYRILLIC.search(t.text)] for n, ts in self._lists.items()}
-            )
-        return self._cyrillic
-
-    def scan_fields(self, title: str, summary: str) -> list[Hit]:
-        """All hits in a normalised headline and summary."""
-        hits, maybe = self._scan(title, "title", 0, False)
-        more, maybe2 = self._scan(summary, "summary", 0, False)
-        hits += more
-        if self._regex:
-            both = f"{title}\n{summary}"  # one pass per regex; the offset tells the field
-            cut = len(title)
-            for i, (term, names) in enumerate(self._regex):
-                assert term.regex is not None
-                if term.hint is not None and i not in maybe and i not in maybe2:
-                    continue  # its literals are absent: it cannot match
-                for found in term.regex.finditer(both):
-                    fld = "title" if found.start() < cut else "summary"
-                    hits.extend(Hit(name, term.text, fld, found.group(0)) for name in names)
-        return hits
-
-    def scan(
-        self, text: str, field: str, *, regex: bool = True, segment: int = 0, lemma: bool = False
-    ) -> list[Hit]:
-        """All hits in normalised `text` (the first of each list)."""
-        hits, maybe = self._scan(text, field, segment, lemma)
-        for i, (term, names) in enumerate(self._regex if regex else ()):
-            assert term.regex is not None
-            if term.hint is not None and i not in maybe:
-                continue
-            found = term.regex.search(text)
-            if found:
-                hits.extend(
-                    Hit(name, term.text, field, found.group(0), segment, found.start(), found.end(), lemma)
-                    for name in names
-                )
-        return hits
-
-    def _scan(self, text: str, field: str, segment: int, lemma: bool) -> tuple[list[Hit], set[int]]:
-        """The automaton's hits in `text`, and the regexes whose literal it holds."""
-        hits: list[Hit] = []
-        maybe: set[int] = set()
-        lower = text.lower()
-        if len(lower) != len(text):  # rare letters (İ) change length when lowered: keep offsets
-            lower = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
-        if not self._empty:
-            n, seen = len(text), set()
-            for end, (size, groups, left_word, right_word, han, regexes) in self._automaton.iter(lower):
-                if regexes:
-                    maybe.update(regexes)
-                start, stop = end - size + 1, end + 1
-                if (
-                    not han
-                    and left_word
-                    and start > 0
-                    and (text[start - 1].isalnum() or text[start - 1] == "_")
-                ):
-                    continue  # inside a word: "Xiaomi", "шоссе"
-                open_right = not (right_word and stop < n and (text[stop].isalnum() or text[stop] == "_"))
-                for term, names in groups:
-                    if term.exact_case and text[start:stop] != term.words:
-                        continue
-                    if term.han or term.stem:
-                        last = stop
-                        while term.stem and last < n and _is_word(text[last]):
-                            last += 1
-                        matched = text[start:last]
-                    elif open_right:
-                        matched = text[start:stop]
-                    else:
-                        continue
-                    for name in names:
-                        if (name, start, stop) in seen:
-                            continue  # one hit per list and words (a term may be in a list twice)
-                        seen.add((name, start, stop))
-                        hits.append(
-                            Hit(name, term.text, field, matched, segment, start, start + len(matched), lemma)
-                        )
-        return hits, maybe
-
-
-# -- sentences and Russian lemmas ---------------------------------------------------------------
-
-# A summary is judged sentence by sentence: the lead (its first sentence) says what the news is,
-# and two names count together only within one sentence. A sentence ends at . ! ? or ; and a
-# space (not after a lone capital: "U.S.", "J. Smith"), or after a Chinese full stop.
-_SENTENCE_END = re.compile(r"(?:(?<=[.!?;])(?<![\s.][A-Z].)\s+|(?<=[\u3002\uff01\uff1f\uff1b])\s*)")
-_CYRILLIC = re.compile("[\u0400-\u04ff]")
-_CYRILLIC_WORD = re.compile("[\u0400-\u04ff]+(?:-[\u0400-\u04ff]+)*")
-
-
-def sentences(text: str) -> list[str]:
-    return [s for s in _SENTENCE_END.split(text) if s]
-
-
-@functools.cache
-def _morph() -> Any:
-    # pymorphy3 (OpenCorpora's dictionary, shipped in the pymorphy3-dicts-ru package): loaded only
-    # when a Russian entry has passed the trigger scan, so unrelated entries never pay for it.
-    import pymorphy3
-
-    return pymorphy3.MorphAnalyzer()
-
-
-@functools.lru_cache(maxsize=200_000)
-def lemma(word: str) -> str:
-    """A Russian word's dictionary form ("Путина" -> "путин", "встретились" -> "встретиться");
-    an acronym (ШОС, КНР) as written. Russian terms in feeds.yaml are written as lemmas."""
-    if len(word) > 1 and word.isupper():
-        return word
-    return str(_morph().parse(word)[0].normal_form).replace("ё", "е")
-
-
-def lemmatise(text: str) -> str:
-    """Every Cyrillic word of `text` replaced by its lemma; everything else kept."""
-    return _CYRILLIC_WORD.sub(lambda m: lemma(m.group(0)), text)
-
-
-def _lemma_hits(index: TermIndex, text: str, fld: str, segment: int) -> list[Hit]:
-    """Hits in the lemmas of `text`, placed on the words as written ("Путиным", not "путин")."""
-    parts: list[str] = []
-    words: list[tuple[int, int, int, int]] = []  # (lemma start, lemma end, start, end) of each word
-    pos = lpos = 0
-    for m in _CYRILLIC_WORD.finditer(text):
-        parts.append(text[pos : m.start()])
-        lpos += m.start() - pos
-        lem = lemma(m.group(0))
-        words.append((lpos, lpos + len(lem), m.start(), m.end()))
-        parts.append(lem)
-        lpos += len(lem)
-        pos = m.end()
-    parts.append(text[pos:])
-    starts = [w[0] for w in words]
-
-    def place(p: int, end: bool) -> int:
-        i = bisect.bisect_right(starts, p) - 1
-        if i < 0:
-            return p
-        ls, le, ss, se = words[i]
-        if p <= le:  # inside a word: its start, or its end
-            return se if end and p > ls else ss
-        return se + (p - le)
-
-    out = []
-    for h in index.cyrillic.scan("".join(parts), fld, segment=segment, lemma=True):
-        start, end = place(h.start, False), place(h.end, True)
-        out.append(Hit(h.list_name, h.term, fld, text[start:end], segment, start, end, True))
-    return out
+from digest.model.rulespec import RuleSetSpec, RulesSpec
+from digest.model.settings import format_validation_error
+from digest.model.terms import (
+    _CYRILLIC,
+    FIELDS,
+    Condition,
+    Field_,
+    Hits,
+    Term,
+    TermIndex,
+    normalise,
+    parse_term,
+    scan_entry,
+)
 
 
 def _trigger_form(term: Term) -> Term:
@@ -356,18 +50,6 @@ def _trigger_form(term: Term) -> Term:
     return Term(term.text, stem, False, True, False)
 
 
-# -- rules --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Condition:
-    """One or more terms (a list or an inline term) looked for in one field."""
-
-    source: str  # as written: "title:$putin"
-    field: Field_
-    list_name: str  # a named list, or the synthetic list of an inline term
-
-
 @dataclass(frozen=True, slots=True)
 class Rule:
     name: str
@@ -378,15 +60,23 @@ class Rule:
     any_keys: frozenset[tuple[str, str]] = frozenset()
     all_keys: frozenset[tuple[str, str]] = frozenset()
     none_keys: frozenset[tuple[str, str]] = frozenset()
+    unless: frozenset[str] = frozenset()  # tags: the rule does not count when one of these is given
 
     @classmethod
     def of(
-        cls, name: str, any: Sequence[Condition], all: Sequence[Condition], none: Sequence[Condition]
+        cls,
+        name: str,
+        any: Sequence[Condition],
+        all: Sequence[Condition],
+        none: Sequence[Condition],
+        unless: Iterable[str] = (),
     ) -> Rule:
         def keys(cs: Sequence[Condition]) -> frozenset[tuple[str, str]]:
             return frozenset((c.list_name, c.field) for c in cs)
 
-        return cls(name, tuple(any), tuple(all), tuple(none), keys(any), keys(all), keys(none))
+        return cls(
+            name, tuple(any), tuple(all), tuple(none), keys(any), keys(all), keys(none), frozenset(unless)
+        )
 
     def matches(self, present: frozenset[tuple[str, str]]) -> bool:
         return (
@@ -409,6 +99,7 @@ class RuleSet:
     # an evidence score stays below `threshold` unless, for one group, each of its parts (lists,
     # any of which will do) is found somewhere in the entry
     trigger_groups: tuple[tuple[tuple[str, ...], ...], ...] = ()
+    unless: frozenset[str] = frozenset()  # a tag: not given when one of these tags is
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,49 +110,12 @@ class Fired:
     evidence: tuple[tuple[str, str, str, str], ...]  # (condition, field, term, matched text)
 
 
-class Hits:
-    """The hits of one entry, indexed by (list, field) and by list and segment (0 the headline,
-    1 the lead sentence, 2... the rest of the summary)."""
-
-    def __init__(self, hits: Iterable[Hit], texts: Mapping[int, str] | None = None) -> None:
-        self.by_key: dict[tuple[str, str], list[Hit]] = {}
-        self.by_segment: dict[int, dict[str, list[Hit]]] = {}
-        for h in hits:
-            self.by_key.setdefault((h.list_name, h.field), []).append(h)
-            self.by_segment.setdefault(h.segment, {}).setdefault(h.list_name, []).append(h)
-        self.present = frozenset(self.by_key) | frozenset((name, "text") for name, _ in self.by_key)
-        self.texts = dict(texts or {})  # segment -> its text
-
-    def segments(self) -> list[int]:
-        return sorted(self.by_segment)
-
-    def in_segment(self, segment: int, *names: str) -> list[Hit]:
-        """Hits of any of the lists `names` in one segment."""
-        found = self.by_segment.get(segment, {})
-        return [h for n in names for h in found.get(n, ())]
-
-    def has(self, names: Iterable[str], fields: Iterable[str] = ("title", "summary")) -> bool:
-        return any((n, f) in self.present for n in names for f in fields)
-
-    def holds(self, cond: Condition) -> bool:
-        return (cond.list_name, cond.field) in self.present
-
-    def find(self, cond: Condition) -> Hit | None:
-        fields = ("title", "summary") if cond.field == "text" else (cond.field,)
-        for f in fields:
-            found = self.by_key.get((cond.list_name, f))
-            if found:
-                return found[0]
-        return None
-
-    def lists(self, fields: Iterable[str] = ("title", "summary")) -> set[str]:
-        return {name for (name, f) in self.by_key if f in fields}
-
-
-def evaluate(ruleset: RuleSet, hits: Hits) -> list[Fired]:
+def evaluate(ruleset: RuleSet, hits: Hits, given: frozenset[str] = frozenset()) -> list[Fired]:
+    """The rules of `ruleset` that match, with their evidence; `given`: the tags whose rules
+    match, against which each rule's `unless` is read."""
     fired = []
     for rule in ruleset.rules:
-        if not rule.matches(hits.present):
+        if not rule.matches(hits.present) or not rule.unless.isdisjoint(given):
             continue
         # it matched: now collect the evidence
         first = [next(c for c in rule.any if hits.holds(c))] if rule.any else []
@@ -472,9 +126,6 @@ def evaluate(ruleset: RuleSet, hits: Hits) -> list[Fired]:
             evidence.append((c.source, h.field, h.term, h.matched))
         fired.append(Fired(rule.name, tuple(evidence)))
     return fired
-
-
-# -- configuration --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -535,23 +186,6 @@ class CompiledRules:
         return scan_entry(self.index, normalise(title), normalise(summary))
 
 
-def scan_entry(index: TermIndex, title: str, summary: str) -> Hits:
-    """All hits in a normalised headline and summary, segment by segment; a segment with Russian
-    words is scanned as written and as lemmas."""
-    hits: list[Hit] = []
-    texts: dict[int, str] = {}
-    for i, (fld, text) in enumerate([("title", title), *(("summary", s) for s in sentences(summary))]):
-        texts[i] = text
-        found = index.scan(text, fld, segment=i)
-        if _CYRILLIC.search(text):
-            seen = {(h.list_name, h.start, h.end) for h in found}
-            found += [
-                h for h in _lemma_hits(index, text, fld, i) if (h.list_name, h.start, h.end) not in seen
-            ]
-        hits += found
-    return Hits(hits, texts)
-
-
 def _condition(
     raw: str, where: str, lists: dict[str, list[Term]], inline: dict[str, list[Term]]
 ) -> Condition:
@@ -576,71 +210,12 @@ def _condition(
     return Condition(raw, fld, key)
 
 
-@dataclass(frozen=True, slots=True)
-class _RuleSpec:
-    name: str | None = None
-    any: tuple[str, ...] = ()
-    all: tuple[str, ...] = ()
-    none: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class _RuleSetSpec:
-    description: str
-    rules: tuple[_RuleSpec, ...]
-    evidence: str | None = None
-    threshold: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Spec:
-    terms: Mapping[str, Any]
-    topics: Mapping[str, _RuleSetSpec]
-    tags: Mapping[str, _RuleSetSpec]
-
-
-def _plain_spec(data: Mapping[str, Any]) -> _Spec:
-    """Rules already validated elsewhere, read as they are (no pydantic: see compile_rules)."""
-
-    def sets(section: Mapping[str, Any] | None) -> dict[str, _RuleSetSpec]:
-        return {
-            name: _RuleSetSpec(
-                s.get("description", ""),
-                tuple(
-                    _RuleSpec(r.get("name"), *(tuple(r.get(k) or ()) for k in ("any", "all", "none")))
-                    for r in s.get("rules") or ()
-                ),
-                s.get("evidence"),
-                s.get("threshold"),
-            )
-            for name, s in (section or {}).items()
-        }
-
-    return _Spec(data.get("terms") or {}, sets(data.get("topics")), sets(data.get("tags")))
-
-
-def compile_rules(
-    data: Mapping[str, Any], source: str = "feeds.yaml", *, validate: bool = True
-) -> CompiledRules:
-    """`terms:`, `topics:` and `tags:` sections -> compiled rules. Errors name the key path.
-
-    validate=False reads the sections as they are, without pydantic: a fetch worker compiles
-    rules that the main process validates again (organise) and reports if they are wrong; any
-    error here only leaves that worker's entries unclassified (workers.lazy_rules)."""
-    spec: Any
-    if validate:
-        from pydantic import ValidationError
-
-        from digest.model.rulespec import RulesSpec
-
-        try:
-            spec = RulesSpec.model_validate(data)
-        except ValidationError as err:
-            from digest.model.settings import format_validation_error
-
-            raise ConfigError(format_validation_error(err, source)) from None
-    else:
-        spec = _plain_spec(data)
+def compile_rules(data: Mapping[str, Any], source: str = "feeds.yaml") -> CompiledRules:
+    """`terms:`, `topics:` and `tags:` sections -> compiled rules. Errors name the key path."""
+    try:
+        spec = RulesSpec.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
 
     def expand(name: str, seen: tuple[str, ...]) -> list[Term]:
         if name in seen:
@@ -648,24 +223,25 @@ def compile_rules(
         value = spec.terms[name]
         langs = value if isinstance(value, dict) else {"any": value}
         out: list[Term] = []
-        for terms in langs.values():
+        for lang, terms in langs.items():
             for t in terms:
                 if t.startswith("$"):
                     out.extend(expand(t[1:], (*seen, name)))
                 else:
-                    out.append(parse_term(t))
+                    try:
+                        out.append(parse_term(t))
+                    except ValueError as exc:
+                        raise ConfigError(f"{source}: terms.{name}.{lang}: {exc}") from None
         return out
 
     lists = {name: expand(name, ()) for name in spec.terms}
     inline: dict[str, list[Term]] = {}
 
-    def build(kind: str, sets: Mapping[str, Any]) -> tuple[RuleSet, ...]:
+    def build(kind: str, sets: Mapping[str, RuleSetSpec]) -> tuple[RuleSet, ...]:
         out = []
         for set_name, s in sets.items():
             scorer = None
             if s.evidence is not None:
-                from digest.model.evidence import SCORERS
-
                 scorer = SCORERS.get(s.evidence)
                 if kind != "topics" or scorer is None:
                     known = ", ".join(SCORERS) if kind == "topics" else "none for tags"
@@ -681,17 +257,26 @@ def compile_rules(
             elif not s.rules:
                 raise ConfigError(f"{source}: {kind}.{set_name}.rules: empty; give at least one rule")
             rules = []
+            for key, unless in [(f"{kind}.{set_name}", s.unless)] + [
+                (f"{kind}.{set_name}.rules[{i}]", r.unless) for i, r in enumerate(s.rules)
+            ]:
+                unknown = [t for t in unless if kind != "tags" or t not in spec.tags or t == set_name]
+                if unknown:
+                    known = ", ".join(t for t in spec.tags if t != set_name) if kind == "tags" else "none"
+                    raise ConfigError(
+                        f"{source}: {key}.unless: {', '.join(unknown)} is not another tag; known: {known}"
+                    )
             for i, r in enumerate(s.rules):
                 where = f"{source}: {kind}.{set_name}.rules[{i}]"
                 if not (r.any or r.all):
                     raise ConfigError(f"{where}: a rule needs `any:` or `all:` conditions")
-                conds = [
+                any_, all_, none_ = (
                     tuple(_condition(c, where, lists, inline) for c in group)
                     for group in (r.any, r.all, r.none)
-                ]
-                rules.append(Rule.of(r.name or f"rule {i + 1}", *conds))
+                )
+                rules.append(Rule.of(r.name or f"rule {i + 1}", any_, all_, none_, r.unless))
             if scorer is None:
-                out.append(RuleSet(set_name, s.description, tuple(rules)))
+                out.append(RuleSet(set_name, s.description, tuple(rules), unless=frozenset(s.unless)))
             else:
                 threshold = scorer.threshold if s.threshold is None else float(s.threshold)
                 out.append(
@@ -722,7 +307,7 @@ def explain_rules(ruleset: RuleSet, hits: Hits) -> list[tuple[str, list[tuple[st
     return out
 
 
-def compile_source(rules: RulesSource, *, validate: bool = True) -> CompiledRules:
+def compile_source(rules: RulesSource) -> CompiledRules:
     """Rules as written in a config; a section left out comes from the shipped feeds.yaml
     (`topics: {}` is none)."""
     data = dict(rules.own)
@@ -734,4 +319,4 @@ def compile_source(rules: RulesSource, *, validate: bool = True) -> CompiledRule
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         defaults = yaml.load(embedded_text("feeds.yaml"), Loader=loader)  # noqa: S506
         data = {k: (defaults.get(k) or {}) if v is None else v for k, v in data.items()}
-    return compile_rules(data, rules.source, validate=validate)
+    return compile_rules(data, rules.source)

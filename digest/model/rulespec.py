@@ -1,5 +1,6 @@
-"""The rules sections of feeds.yaml as pydantic models: validation with errors that name the key
-path. Kept apart from rules.py, which the fetch workers import without pydantic."""
+"""The rules sections of feeds.yaml (`terms:`, `topics:`, `tags:`), declared once, as pydantic
+models: validation whose errors name the key path. rules.compile_rules reads them; each term's
+own syntax is checked there, where terms are parsed."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
-
-from digest.model.rules import parse_term
 
 
 class _Model(BaseModel):
@@ -20,13 +19,16 @@ class RuleSpec(_Model):
     any: tuple[str, ...] = ()
     all: tuple[str, ...] = ()
     none: tuple[str, ...] = ()
+    unless: tuple[str, ...] = ()  # tags: this rule does not count when one of these tags is given
 
 
 class RuleSetSpec(_Model):
     description: str = ""
     rules: tuple[RuleSpec, ...] = ()
-    evidence: str | None = None  # a topic decided by an evidence score (select.SCORERS)
+    evidence: str | None = None  # a topic decided by an evidence score (evidence.SCORERS)
     threshold: float | None = None  # the score that selects; the score's own default if left out
+    # tags: this tag is not given when one of these is ("below summit level": unless summit)
+    unless: tuple[str, ...] = ()
 
 
 class RulesSpec(_Model):
@@ -43,12 +45,6 @@ class RulesSpec(_Model):
             langs = value if isinstance(value, dict) else {"any": value}
             for lang, terms in langs.items():
                 for t in terms:
-                    if t.startswith("$"):
-                        if t[1:] not in v:
-                            raise ValueError(f"{name}.{lang}: {t!r} names an unknown list")
-                        continue
-                    try:
-                        parse_term(t)
-                    except ValueError as exc:
-                        raise ValueError(f"{name}.{lang}: {exc}") from None
+                    if t.startswith("$") and t[1:] not in v:
+                        raise ValueError(f"{name}.{lang}: {t!r} names an unknown list")
         return v

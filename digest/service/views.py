@@ -15,10 +15,11 @@ from digest.errors import DigestError
 from digest.model.fold import canonical_url
 from digest.model.judge import Classification, classify, classify_hits
 from digest.model.records import ClassifiedEntry, Entry, FeedState, StoredEntry
-from digest.model.rules import Hits, explain_rules
+from digest.model.rules import explain_rules
 from digest.model.schedule import next_due
 from digest.model.stories import age_at_first_sight, build_stories, old_news
 from digest.model.subscribers import Subscriber
+from digest.model.terms import Hits
 from digest.service.sending import who_is_due
 from digest.storage.store import Store
 

@@ -168,13 +168,6 @@ class EntriesMixin(StorageBase):
                     return stored_entry(row)
         return None
 
-    def count_entries(self, feed: str | None = None) -> int:
-        q = sa.select(sa.func.count()).select_from(entries)
-        if feed:
-            q = q.where(entries.c.feed == feed)
-        with self._safe(), self.engine.connect() as conn:
-            return int(conn.execute(q).scalar_one())
-
     def entry_counts(self) -> dict[str, int]:
         q = sa.select(entries.c.feed, sa.func.count()).group_by(entries.c.feed)
         with self._safe(), self.engine.connect() as conn:

@@ -11,7 +11,6 @@ from sqlalchemy.engine import Connection
 
 from digest.model.records import (
     FORGOTTEN_ON_NEW_URL,
-    Entry,
     FeedState,
     FetchWrite,
 )
@@ -45,10 +44,6 @@ class FeedsMixin(EntriesMixin):
         with self._safe(), self.engine.connect() as conn:
             rows = conn.execute(sa.select(*[feeds.c[c] for c in cols])).mappings()
             return {r["name"]: FeedState(**r) for r in rows}
-
-    def save_feed_state(self, state: FeedState, *, http_status: int | None = None) -> None:
-        with self._safe(), self.engine.begin() as conn:
-            self._write_state(conn, state, http_status)
 
     @staticmethod
     def _write_state(conn: Connection, state: FeedState, http_status: int | None) -> None:
@@ -97,12 +92,6 @@ class FeedsMixin(EntriesMixin):
                 if result.rowcount == 1:
                     ours.add(name)
         return ours
-
-    def record_fetch(
-        self, state: FeedState, new: Sequence[Entry], now: datetime, *, http_status: int | None = None
-    ) -> tuple[int, int]:
-        """Store a feed's new state and its entries in one transaction -> (new, updated)."""
-        return self.record_fetches([FetchWrite(state, new, now, http_status)])[0]
 
     def record_fetches(self, batch: Sequence[FetchWrite]) -> list[tuple[int, int]]:
         """Several feeds' results in one transaction (group commit) -> [(new, updated)]."""

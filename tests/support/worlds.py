@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
+
+from digest.model.records import Entry, FeedState, FetchWrite
+from digest.storage.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 FEEDS = (
@@ -52,3 +56,13 @@ def offline_config(
         encoding="utf-8",
     )
     return cfg
+
+
+def record(store: Store, state: FeedState, entries: Sequence[Entry], now: datetime) -> tuple[int, int]:
+    """One poll's write: the feed's state and its entries -> (new, updated)."""
+    return store.record_fetches([FetchWrite(state, entries, now)])[0]
+
+
+def stored_count(store: Store, feed: str | None = None) -> int:
+    counts = store.entry_counts()
+    return counts.get(feed, 0) if feed else sum(counts.values())

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import textwrap
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from starlette.testclient import TestClient
 
 from digest.config import LoadedConfig, load_config
 from tests.support.feedserver import FeedServer
@@ -45,6 +47,14 @@ def offline(tmp_path: Path, db_url: str) -> Path:
     cfg = dest / "feeds.yaml"
     cfg.write_text(cfg.read_text().replace("sqlite:///digest.db", f"'{db_url}'"))
     return cfg
+
+
+@pytest.fixture
+def started() -> Iterator[Callable[..., TestClient]]:
+    """started(app, **kw): a TestClient on `app` after its start-up (Starlette runs an app's
+    lifespan only inside `with TestClient(app)`), shut down when the test ends."""
+    with contextlib.ExitStack() as stack:
+        yield lambda app, **kw: stack.enter_context(TestClient(app, **kw))
 
 
 @pytest.fixture

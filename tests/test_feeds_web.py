@@ -23,7 +23,7 @@ from digest.storage.store import Store
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def make_site(tmp_path: Path, db_url: str, archive: str):
+def make_site(tmp_path: Path, db_url: str, archive: str, started):
     src = tmp_path / f"site-{archive}"
     shutil.copytree(ROOT / "examples" / "offline", src)
     cfg = src / "feeds.yaml"
@@ -38,7 +38,7 @@ def make_site(tmp_path: Path, db_url: str, archive: str):
     store = Store(loaded.database_url)
     asyncio.run(fetch_feeds(loaded, store, FetchOptions()))
     organise(loaded, store)
-    client = TestClient(create_app(loaded), base_url="https://digest.example.org")
+    client = started(create_app(loaded), base_url="https://digest.example.org")
     return client, loaded, store
 
 
@@ -58,15 +58,15 @@ def feed_of_page(client: TestClient, archive: str) -> str:
 
 
 @pytest.fixture
-def public(tmp_path, db_url):
-    client, loaded, store = make_site(tmp_path, db_url, "public")
+def public(tmp_path, db_url, started):
+    client, loaded, store = make_site(tmp_path, db_url, "public", started)
     yield client, loaded, store
     store.close()
 
 
 @pytest.fixture
-def private(tmp_path, db_url):
-    client, loaded, store = make_site(tmp_path, db_url, "private")
+def private(tmp_path, db_url, started):
+    client, loaded, store = make_site(tmp_path, db_url, "private", started)
     yield client, loaded, store
     store.close()
 

@@ -33,14 +33,14 @@ def test_a_removed_subscribers_links_never_act_on_the_next_subscriber(site):  # 
     assert store.subscriber(new_id).status == "active"  # and the old one-click URL unsubscribes nobody
 
 
-def test_subscribing_again_after_leaving_kills_the_old_links_once_confirmed(site):  # noqa: F811
+def test_subscribing_again_after_leaving_kills_the_old_links_once_confirmed(site, started):  # noqa: F811
     client, loaded, src = site
     store, sub, unsubscribe = _signed_page(client, loaded, src, "back@example.org", "unsubscribe")
     _, _, preferences = _signed_page(client, loaded, src, "back@example.org", "preferences")
     assert _one_click(client, unsubscribe) == 200
     assert client.get(preferences).status_code == 200  # leaving does not break the page to come back
     # anyone may ask to subscribe it again (later: the form mails one address once in ten minutes)
-    later = TestClient(create_app(loaded), base_url="https://digest.example.org")
+    later = started(create_app(loaded), base_url="https://digest.example.org")
     assert subscribe(later, "back@example.org").status_code == 200
     assert client.get(preferences).status_code == 200  # asking changes nothing until its owner confirms
     confirm = link_in(mails(src)[-1], "confirm")

@@ -156,8 +156,8 @@ def test_no_hostile_link_reaches_the_mail_the_preview_or_the_archive(hostile_sit
     [row] = [r for r in store.deliveries_report() if r["subscriber_id"] == sub.id]
     salt_of = lambda sid: store.subscriber_salts([sid]).get(sid)  # noqa: E731
     token = Signer(loaded.config.delivery.secret or "", salt_of).sign(sub.id, "archive")
-    client = TestClient(create_app(loaded))
-    archived = client.get(f"/archive/{token}/{row['period']}")
+    with TestClient(create_app(loaded)) as client:  # `with`: the app's start-up opens its store
+        archived = client.get(f"/archive/{token}/{row['period']}")
     assert archived.status_code == 200
     assert_nothing_hostile_clickable(archived.text)
     CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

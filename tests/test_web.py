@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def site(tmp_path: Path, db_url: str):
+def site(tmp_path: Path, db_url: str, started):
     src = tmp_path / "site"
     shutil.copytree(ROOT / "examples" / "offline", src)
     cfg = src / "feeds.yaml"
@@ -31,7 +31,7 @@ def site(tmp_path: Path, db_url: str):
     )
     loaded = load_config(cfg)
     Store(loaded.database_url).close()
-    client = TestClient(create_app(loaded), base_url="https://digest.example.org")
+    client = started(create_app(loaded), base_url="https://digest.example.org")
     return client, loaded, src
 
 
@@ -219,7 +219,7 @@ def test_a_sent_digest_is_in_the_archive_at_a_stable_url(site):
 
 
 @pytest.mark.parametrize("archive", ["private", "public"])
-def test_whether_the_archive_needs_the_token_is_a_setting(site, archive):
+def test_whether_the_archive_needs_the_token_is_a_setting(site, archive, started):
     import asyncio
 
     from digest.service.fetching import FetchOptions, fetch_feeds, utcnow
@@ -232,7 +232,7 @@ def test_whether_the_archive_needs_the_token_is_a_setting(site, archive):
         cfg.read_text().replace("  secret: web-secret", f"  secret: web-secret\n  archive: {archive}")
     )
     loaded = load_config(cfg)
-    client = TestClient(create_app(loaded), base_url="https://digest.example.org")
+    client = started(create_app(loaded), base_url="https://digest.example.org")
     store = Store(loaded.database_url)
     from digest.model.subscribers import Subscriber
 

@@ -26,11 +26,11 @@ from tests.test_web import csrf, link_in, mails, site, subscribe  # noqa: F401  
 BASE = "https://digest.example.org"
 
 
-def with_settings(src: Path, delivery: str = "", top: str = "") -> TestClient:
+def with_settings(started, src: Path, delivery: str = "", top: str = "") -> TestClient:
     cfg = src / "feeds.yaml"
     text = cfg.read_text().replace("  secret: web-secret", "  secret: web-secret\n" + delivery.rstrip("\n"))
     cfg.write_text(top + text)
-    return TestClient(create_app(load_config(cfg)), base_url=BASE, client=("127.0.0.1", 40000))
+    return started(create_app(load_config(cfg)), base_url=BASE, client=("127.0.0.1", 40000))
 
 
 def confirm(client: TestClient, path: str):
@@ -77,11 +77,13 @@ class Inbox:
         return "250 OK"
 
 
-def test_a_failed_confirmation_mail_is_tried_once_and_keeps_the_address_slot(site):  # noqa: F811
+def test_a_failed_confirmation_mail_is_tried_once_and_keeps_the_address_slot(site, started):  # noqa: F811
     _, _, src = site
     port = free_port()
     client = with_settings(
-        src, f"  transport: smtp\n  smtp: {{host: 127.0.0.1, port: {port}, security: none, retries: 3}}"
+        started,
+        src,
+        f"  transport: smtp\n  smtp: {{host: 127.0.0.1, port: {port}, security: none, retries: 3}}",
     )
     down = HangsUp(port)
     try:
@@ -166,9 +168,9 @@ def test_request_bodies_over_64_kib_are_refused_declared_or_streamed(site):  # n
 
 
 @pytest.mark.parametrize("trusted", [False, True])
-def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(site, trusted):  # noqa: F811
+def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(site, trusted, started):  # noqa: F811
     _, _, src = site
-    client = with_settings(src, top="web: {trusted_proxies: ['127.0.0.1']}\n" if trusted else "")
+    client = with_settings(started, src, top="web: {trusted_proxies: ['127.0.0.1']}\n" if trusted else "")
     codes = [_post_as(client, f"p{i}@example.org", f"198.51.100.{i}") for i in range(12)]
     if trusted:  # twelve clients behind the proxy, one sign-up each
         assert codes == [200] * 12
@@ -233,12 +235,12 @@ def test_the_archive_finds_the_oldest_subscriber_among_600_digests(site):  # noq
     assert f"/archive/{token}/" not in other.text  # each archive shows its owner's digests only
 
 
-def test_the_archive_pages_through_a_long_history(site):  # noqa: F811
+def test_the_archive_pages_through_a_long_history(site, started):  # noqa: F811
     from digest.apps.web import ARCHIVE_PAGE
     from digest.service.sending import send_due
 
     _, _, src = site
-    client = with_settings(src, "  send_empty: true")
+    client = with_settings(started, src, "  send_empty: true")
     loaded = load_config(src / "feeds.yaml")
     store = Store(loaded.database_url)
     start = utcnow() - timedelta(days=ARCHIVE_PAGE + 10)

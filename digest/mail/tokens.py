@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +123,25 @@ class Signer:
         except (BadSignature, SignatureExpired):
             return None
         return self._owner(value)
+
+
+class SignUps:
+    """The token in a confirmation link: the subscriber row, its updated_at when the link was
+    made, and the preferences asked for. Nothing is written to a known address's row before its
+    owner confirms, and the stamp makes the link work once (confirming changes updated_at, and so
+    does anything done since). Expires after `max_age` seconds."""
+
+    def __init__(self, secret: str, max_age: int) -> None:
+        self._serializer = URLSafeTimedSerializer(secret, salt="sign-up")
+        self._max_age = max_age
+
+    def make(self, subscriber_id: int, stamp: datetime, asked: dict[str, Any]) -> str:
+        return str(self._serializer.dumps({"id": subscriber_id, "stamp": stamp.isoformat(), "asked": asked}))
+
+    def read(self, token: str) -> tuple[int, datetime, dict[str, Any]] | None:
+        """(subscriber id, stamp, preferences asked for), or None: forged, garbled or expired."""
+        try:
+            data = self._serializer.loads(token, max_age=self._max_age)
+            return int(data["id"]), datetime.fromisoformat(data["stamp"]), dict(data["asked"])
+        except (BadSignature, KeyError, TypeError, ValueError):  # SignatureExpired is a BadSignature
+            return None

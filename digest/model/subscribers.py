@@ -6,8 +6,8 @@ import csv
 import io
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -168,6 +168,30 @@ PREFERENCE_FIELDS = ("topics", "tags", "cadence", "weekday", "send_time", "timez
                      "show_why")  # fmt: skip
 FIELDS = ("email", "name", *PREFERENCE_FIELDS, "status")
 CSV_FIELDS = FIELDS
+
+
+def subscriber_from_form(form: Mapping[str, Any], email: str, topics: Sequence[str]) -> Subscriber:
+    """The preferences a web form sent, for `email`. `topics`: the topics the rules know; a form
+    that ticks them all means every topic, those added later too (stored as no topic filter)."""
+    fields = {k: v for k, v in form.items() if k in PREFERENCE_FIELDS}
+    sub = make_subscriber({**fields, "email": email}, where="form")
+    unknown = set(sub.topics) - set(topics)
+    if unknown:
+        raise SubscriberError(f"form.topics: unknown topic {', '.join(sorted(unknown))}")
+    if set(sub.topics) == set(topics):
+        sub = replace(sub, topics=())
+    return sub
+
+
+def status_after_preferences(current: str, paused: bool) -> str:
+    """A subscriber's status once they saved their preferences: pausing unsubscribes, saving
+    without the pause resumes; a pending sign-up stays pending until its link is confirmed; a
+    complaint (ARF) is for good."""
+    if current == "complained":
+        return current
+    if paused:
+        return "unsubscribed"
+    return "pending" if current == "pending" else "active"
 
 
 def read_csv(text: str, source: str) -> list[Subscriber]:

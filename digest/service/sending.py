@@ -24,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
 from digest.config import LoadedConfig
 from digest.errors import DeliveryError, TransportSetupError
+from digest.mail.links import digest_links
 from digest.mail.render import (
     PLACEHOLDER_EMAIL,
     PLACEHOLDER_LINKS,
@@ -129,19 +129,7 @@ class Mailer:
 
     def links(self, sub: Subscriber, period: str | None = None) -> Links:
         assert sub.id is not None
-        base = self.settings.base_url.rstrip("/")
-        unsub = self.signer.sign(sub.id, "unsubscribe")
-        if self.settings.archive == "public":
-            archive = f"{base}/archive/public/{sub.id}/{period}" if period else None
-        else:
-            archive = f"{base}/archive/{self.signer.sign(sub.id, 'archive')}/{period}" if period else None
-        return Links(
-            unsubscribe=f"{base}/unsubscribe/{unsub}",
-            one_click=f"{base}/unsubscribe/{unsub}",
-            mailto=f"mailto:unsubscribe@{self.domain}?subject={quote('unsubscribe ' + unsub)}",
-            preferences=f"{base}/preferences/{self.signer.sign(sub.id, 'preferences')}",
-            archive=archive,
-        )
+        return digest_links(self.settings, self.signer, sub.id, period)
 
     def assemble(self, sub: Subscriber, period: Period, now: datetime) -> Digest:
         assert sub.id is not None
@@ -206,29 +194,6 @@ class Mailer:
                 date=now,
             )
         return Prepared(sub, digest, rendered, data, mid)
-
-    def archived_html(
-        self, sub: Subscriber, period_key: str, story_ids: list[int], assembled_at: datetime
-    ) -> str:
-        """A sent digest again, for "view in browser": the stories the ledger recorded for it."""
-        views = self._views(story_ids=story_ids)
-        digest = assemble(
-            replace(sub, max_stories=max(1, len(views))),
-            Period(period_key, assembled_at),
-            views,
-            since=datetime.min.replace(tzinfo=assembled_at.tzinfo),
-            until=datetime.max.replace(tzinfo=assembled_at.tzinfo),
-            already_sent=set(),
-            topic_titles=self.topic_titles,
-            feed_titles=self.feed_titles,
-            cache=self._stories,
-        )
-        rendered = self.renderer.render(digest, self.links(sub), web=True)
-        if rendered.html is not None:
-            return rendered.html
-        import html
-
-        return f"<!DOCTYPE html><meta charset='utf-8'><pre>{html.escape(rendered.text)}</pre>"
 
 
 def seed_subscribers(loaded: LoadedConfig, store: Store, now: datetime) -> int:

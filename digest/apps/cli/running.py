@@ -159,13 +159,15 @@ def serve(state: State, host: str, port: int) -> None:
 
     loaded = state.loaded
     warn_base_url(loaded)
-    _ = state.digest.store  # migrated before serving
-    # The socket is bound here so that a port in use is one line (uvicorn logs it and exits 1
-    # after start-up); uvicorn serves on the socket it is given.
+    # The store is opened (and migrated) here, once, so that a database error is one line; the
+    # app uses it for its lifetime. The socket is bound here so that a port in use is one line
+    # too (uvicorn logs it and exits 1 after start-up); uvicorn serves on the socket it is given.
+    store = state.digest.store
     sock = _listen(host, port)
     # X-Forwarded-For is read by the app, from web.trusted_proxies only: uvicorn's own reading
     # trusts anyone on 127.0.0.1 by default (forwarded_allow_ips), a client could name any address
-    config = uvicorn.Config(create_app(loaded), host=host, port=port, log_level="info", proxy_headers=False)
+    app = create_app(loaded, store=store)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", proxy_headers=False)
     uvicorn.Server(config).run(sockets=[sock])
 
 

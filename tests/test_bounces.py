@@ -567,22 +567,23 @@ def test_the_web_never_mails_a_complained_address_nor_undoes_the_complaint(tmp_p
         deliver(tmp_path / "bounces", "arf-abuse.eml", token_of(loaded, store, sid))
         read(loaded)
         salt = store.subscriber_salts([sid])[sid]
-    client = TestClient(create_app(loaded), base_url="https://digest.example.org")
+    with TestClient(create_app(loaded), base_url="https://digest.example.org") as client:
 
-    def csrf(path: str) -> str:
-        page = client.get(path)
-        return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        def csrf(path: str) -> str:
+            page = client.get(path)
+            return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
 
-    form = {"email": "bo@example.org", "topics": ["sco"], "cadence": "daily", "send_time": "07:00"}
-    r = client.post("/subscribe", data={"csrf": csrf("/subscribe"), **form, "timezone": "UTC"})
-    assert r.status_code == 200 and "Check your inbox" in r.text  # the page reveals nothing
-    assert not (tmp_path / "outbox" / "new").exists() or not list((tmp_path / "outbox" / "new").iterdir())
-    signer = Signer("bounce-secret", {sid: salt}.get)
-    prefs = f"/preferences/{signer.sign(sid, 'preferences')}"
-    data = {"csrf": csrf(prefs), **form, "timezone": "UTC", "format": "html", "max_stories": "5"}
-    assert "Saved" in client.post(prefs, data=data).text  # new preferences, the status kept
-    unsub = f"/unsubscribe/{signer.sign(sid, 'unsubscribe')}"
-    assert client.post(unsub, content=b"List-Unsubscribe=One-Click").status_code == 200
+        form = {"email": "bo@example.org", "topics": ["sco"], "cadence": "daily", "send_time": "07:00"}
+        r = client.post("/subscribe", data={"csrf": csrf("/subscribe"), **form, "timezone": "UTC"})
+        assert r.status_code == 200 and "Check your inbox" in r.text  # the page reveals nothing
+        outbox = tmp_path / "outbox" / "new"
+        assert not outbox.exists() or not list(outbox.iterdir())  # and nothing was mailed
+        signer = Signer("bounce-secret", {sid: salt}.get)
+        prefs = f"/preferences/{signer.sign(sid, 'preferences')}"
+        data = {"csrf": csrf(prefs), **form, "timezone": "UTC", "format": "html", "max_stories": "5"}
+        assert "Saved" in client.post(prefs, data=data).text  # new preferences, the status kept
+        unsub = f"/unsubscribe/{signer.sign(sid, 'unsubscribe')}"
+        assert client.post(unsub, content=b"List-Unsubscribe=One-Click").status_code == 200
     with Store(loaded.database_url) as store:
         assert status(store, sid)[0] == "complained"
 

@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from digest.config import load_config  # noqa: E402
 from digest.model.subscribers import Subscriber  # noqa: E402
+from digest.service.compose import link_signer  # noqa: E402
 from digest.service.fetching import utcnow  # noqa: E402
-from digest.service.sending import Mailer  # noqa: E402
 from digest.storage.store import Store  # noqa: E402
 
 
@@ -66,7 +66,7 @@ def main() -> None:
             sid, _ = store.add_subscriber(Subscriber("feeds@example.org", topics=("putin-xi",)), utcnow())
             sub = store.subscriber(sid)
             assert sub is not None
-            preferences = Mailer(loaded, store).links(sub).preferences  # the link in every digest
+            preferences = link_signer(loaded, store).links(sub.id).preferences  # the link in every digest
         server = subprocess.Popen(
             [*digest, "serve", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

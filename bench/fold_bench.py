@@ -27,7 +27,7 @@ from digest.config import load_config
 from digest.feeds.parse import parse_feed
 from digest.model.fold import cluster, conflict
 from digest.model.judge import classify
-from digest.service.fetching import _features
+from digest.service.organising import _features
 
 ROOT = Path(__file__).resolve().parent.parent
 

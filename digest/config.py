@@ -148,6 +148,9 @@ class DeliverySettings(_Model):
     templates: str | None = Field(None, description="template folder (default: templates/ beside feeds.yaml)")
     send_empty: bool = Field(False, description="send a digest even when nothing is new")
     lookback: Duration = Field(86400.0, description="how far back a subscriber's first digest reaches")
+    instant_every: Duration = Field(
+        900.0, ge=60, description="cadence instant: at most one mail per this window (a burst is one mail)"
+    )
     bounce_limit: int = Field(
         3, ge=1, description="permanent failures before a subscriber is marked bouncing"
     )

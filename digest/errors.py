@@ -60,6 +60,10 @@ class DeliveryError(DigestError):
         self.code = code
 
 
+class TemporaryDeliveryError(DeliveryError):
+    """A failure that may pass (a 4xx reply, a dropped connection): the send loop tries again."""
+
+
 class TransportSetupError(DigestError):
     """The mail transport cannot be used at all (login refused, TLS failed): stop, blame no subscriber."""
 

@@ -217,7 +217,7 @@ def test_changing_one_preference_of_a_subscriber_keeps_the_others(offline):
     assert r.exit_code == 0 and "updated ann@example.org" in r.output
     exported = digest("subscribers", "export", config=offline).output
     row = next(line for line in exported.splitlines() if line.startswith("ann@"))
-    assert row == "ann@example.org,,sco,summit,daily,,08:30,Asia/Tokyo,text,7,False,active"
+    assert row == "ann@example.org,,sco,summit,daily,,08:30,Asia/Tokyo,text,7,False,active,"
 
 
 @pytest.mark.parametrize(

@@ -422,3 +422,41 @@ def test_headlines_that_say_different_places_are_two_stories_even_when_one_is_a_
     b = bare("desk", 2, "Putin and Xi meet in Astana on eve of SCO summit", 3,
              ("leader_putin", "leader_xi", "place_astana", "org_sco"))  # fmt: skip
     assert cluster([a, b], S)[1] != cluster([a, b], S)[2]
+
+
+def test_a_call_folds_across_languages_when_one_headline_names_a_third_leader_as_context():
+    # a call joins two people: the third leader is when it happened, not who took part
+    two = ("leader_putin", "leader_xi")
+    en = bare("wire", 1, "Putin and Xi hold video call hours after Trump's inauguration", 0,
+              (*two, "leader_trump"))  # fmt: skip
+    ru = bare("ru", 2, "Путин провёл видеоконференцию с Си Цзиньпином", 1, two, lang="ru")
+    zh = bare("zh", 3, "习近平同俄罗斯总统普京举行视频会晤", 2, two, lang="zh")
+    got = cluster([en, ru, zh], S)
+    assert got[1] == got[2] == got[3]
+    # talks, unlike a call, may be another bilateral: a third leader keeps them apart
+    talks = bare("desk", 4, "Putin and Xi meet, then Trump arrives", 0, (*two, "leader_trump"))
+    ru_talks = bare("ru2", 5, "Путин и Си Цзиньпин провели переговоры", 1, two, lang="ru")
+    got = cluster([talks, ru_talks], S)
+    assert got[4] != got[5]
+
+
+def test_messages_of_congratulation_fold_across_languages_and_stay_apart_from_a_meeting():
+    two = ("leader_putin", "leader_xi")
+    en = bare("wire", 1, "Xi congratulates Putin on re-election, vows to keep ties growing", 0, two)
+    ru = bare("ru", 2, "Си Цзиньпин поздравил Путина с переизбранием", 1, two, lang="ru")
+    zh = bare("zh", 3, "习近平致电祝贺普京再次当选俄罗斯总统", 2, two, lang="zh")
+    talks = bare("desk", 4, "Putin and Xi hold talks in Samarkand", 3, (*two, "place_samarkand"))
+    got = cluster([en, ru, zh, talks], S)
+    assert got[1] == got[2] == got[3] != got[4]
+
+
+def test_a_minister_in_one_headline_and_his_country_in_the_other_are_one_story():
+    rajnath = bare("wire", 1, "Rajnath Singh refuses to sign SCO defence ministers' statement", 0,
+                   ("org_sco", "person_rajnath"), title_entities=("org_sco", "person_rajnath"))  # fmt: skip
+    india = bare("desk", 2, "Shanghai bloc's generals part without a communique as India objects", 2,
+                 ("org_sco", "country_india"), title_entities=("org_sco", "country_india"))  # fmt: skip
+    pakistan = bare("ru", 3, "Пакистан поддержал заявление министров обороны ШОС", 2,
+                    ("org_sco", "country_pakistan"), lang="ru",
+                    title_entities=("org_sco", "country_pakistan"))  # fmt: skip
+    got = cluster([rajnath, india, pakistan], S)
+    assert got[1] == got[2] != got[3]

@@ -130,13 +130,13 @@ def test_a_message_is_marked_sent_before_its_connection_takes_the_next(tmp_path,
     srv = MailServer(port=port)
     srv.recorder = srv.controller.handler = watcher
     with srv, Store(loaded.database_url) as store:
-        mark = store.finish_delivery
+        mark = store.finish_deliveries
 
         def slow_mark(*args, **kw):  # a busy database: the mark takes longer than the next send
             time.sleep(0.05)
             return mark(*args, **kw)
 
-        monkeypatch.setattr(store, "finish_delivery", slow_mark)
+        monkeypatch.setattr(store, "finish_deliveries", slow_mark)
         reports = asyncio.run(send_due(loaded, store, now=wall_clock()))
     tally = watcher.tally(due)
     assert [r.state for r in reports].count("sent") == 40 and tally.lost == 0

@@ -45,11 +45,11 @@ def make_site(tmp_path: Path, db_url: str, archive: str, started):
 def archive_of(client: TestClient, loaded, store: Store, sid: int) -> str:
     """A subscriber's archive page, reached as they reach it: their digest's preferences link,
     then "Past digests" (the links are signed however tokens.py signs them)."""
-    from digest.service.sending import Mailer
+    from digest.service.compose import link_signer
 
     sub = store.subscriber(sid)
     assert sub is not None
-    prefs = Mailer(loaded, store).links(sub).preferences.removeprefix("https://digest.example.org")
+    prefs = link_signer(loaded, store).links(sub.id).preferences.removeprefix("https://digest.example.org")
     return re.search(r'href="(/archive/[^"]+)"', client.get(prefs).text).group(1)  # type: ignore[union-attr]
 
 
@@ -155,11 +155,11 @@ def test_the_archive_page_links_the_feeds_and_a_search_box(private):
     assert client.get(feeds[0]).status_code == 200
     assert f'<form method="get" action="/search/{token}"' in page
     # and the preferences page, where every digest's footer leads, names the same feed
-    from digest.service.sending import Mailer
+    from digest.service.compose import link_signer
 
     sub = store.subscriber(sid)
     assert sub is not None
-    prefs = Mailer(loaded, store).links(sub).preferences.removeprefix("https://digest.example.org")
+    prefs = link_signer(loaded, store).links(sub.id).preferences.removeprefix("https://digest.example.org")
     assert f'href="{feeds[0]}"' in client.get(prefs).text
 
 

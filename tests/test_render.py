@@ -20,10 +20,10 @@ from digest.mail.render import (
     PLACEHOLDER_LINKS,
     Links,
     Renderer,
+    build_message,
     clean_text,
     fresh_summary,
     make_template,
-    personalise,
 )
 from digest.model.assemble import Digest, DigestStory, Section
 from digest.model.locales import Words, words_for
@@ -33,7 +33,6 @@ from digest.model.subscribers import Subscriber
 NOW = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 LINKS = Links(
     unsubscribe="https://digest.example.org/unsubscribe/MTIzNDU2.aGVsbG8gd29ybGQgdGhpcyBpcyBhIHRva2Vu",
-    one_click="https://digest.example.org/unsubscribe/MTIzNDU2.aGVsbG8gd29ybGQgdGhpcyBpcyBhIHRva2Vu",
     mailto="mailto:unsubscribe@digest.example.org?subject=unsubscribe%20MTIzNDU2.aGVsbG8",
     preferences="https://digest.example.org/preferences/MTIzNDU2.cHJlZmVyZW5jZXMgdG9rZW4gaGVyZQ",
     archive="https://digest.example.org/archive/MTIzNDU2.YXJjaGl2ZSB0b2tlbiBoZXJl/2026-03-02",
@@ -75,14 +74,13 @@ def digest(stories: list[DigestStory], *, fmt: str = "html", more: int = 0, max_
 
 
 def mail(d: Digest, renderer: Renderer | None = None) -> email.message.EmailMessage:
-    """The message one subscriber receives, by the path dispatch takes (render once, personalise)."""
+    """The message one subscriber receives, by the path sending takes (render once, build per subscriber)."""
     renderer = renderer or Renderer(list_name="SCO & Putin–Xi digest")
     generic = renderer.render(d, PLACEHOLDER_LINKS)
     template = make_template(generic, sender="Digest <digest@example.org>", list_id="<sco.example.org>")
-    raw = personalise(
+    raw = build_message(
         template, recipient="reader@example.org", msg_id="<x@example.org>", links=LINKS, date=NOW
     )
-    assert raw is not None
     return email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[return-value]
 
 

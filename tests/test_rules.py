@@ -304,6 +304,23 @@ def tags(rules, title: str, summary: str = "") -> set[str]:
         ),
         # the organisation's name is not their relationship ("Cooperation")
         ("习近平出席上海合作组织成员国元首理事会会议", "普京主持会议。", {"summit"}, {"diplomacy"}),
+        # trade: currencies, in each language
+        ("SCO interbank consortium pledges more lending in members' currencies", "", {"trade"}, set()),
+        ("Межбанковское объединение ШОС расширит кредитование в национальных валютах", "", {"trade"}, set()),
+        # security: terrorist attacks, in each language
+        ("Декларация саммита ШОС осудила теракты", "", {"security"}, set()),
+        ("上合组织峰会宣言谴责恐怖袭击", "", {"security"}, set()),
+        # an anniversary of the organisation is not a summit decision
+        ("上海合作组织成立25周年", "", set(), {"summit"}),
+        # one briefing the other is diplomacy, in each language
+        ("Путин проинформировал Си Цзиньпина о контактах с США", "", {"diplomacy"}, set()),
+        # membership: the memorandum of obligations in Russian
+        ("Иран подписал меморандум об обязательствах ради статуса члена ШОС", "", {"membership"}, set()),
+        # a Central Asian country joining is membership; the secretariat's head, the organisation's
+        ("Uzbekistan joins the Shanghai Cooperation Organisation", "", {"membership"}, {"central-asia"}),
+        ("Kazakh diplomat takes helm of Shanghai bloc secretariat", "", {"diplomacy"}, {"central-asia"}),
+        # the two meeting at the organisation's meeting: its summit, not talks below it
+        ("Putin tells Xi he understands China's concerns at SCO meeting", "", {"summit"}, {"diplomacy"}),
     ],
 )
 def test_tags_follow_the_definitions(rules, title, summary, has, lacks):
@@ -342,6 +359,34 @@ def test_a_tag_with_unless_gives_way_to_the_other_tag():
     assert classify("SCO ministers adopt declaration", "", rules).tags == ("diplomacy",)
     assert classify("SCO ministers meet", "", rules).tags == ("diplomacy",)
     assert classify("SCO ministers discuss gas", "", rules).tags == ("energy",)
+
+
+def test_a_rule_that_gave_way_is_recorded_with_the_tag_it_gave_way_to():
+    """An explanation must not pretend nothing matched: the rule held, `unless` left it out."""
+    data = {
+        "topics": {"t": {"rules": [{"any": ["SCO"]}]}},
+        "tags": {
+            "summit": {"rules": [{"any": ["summit"]}]},
+            "energy": {"rules": [{"any": ["gas"]}]},
+            "diplomacy": {
+                "unless": ["summit"],
+                "rules": [
+                    {"name": "declaration", "any": ["declaration"]},
+                    {"name": "ministers", "any": ["ministers"], "unless": ["energy"]},
+                ],
+            },
+        },
+    }
+    rules = compile_rules(data)
+    c = classify("SCO summit adopts declaration", "", rules)
+    assert [(r.name, r.fired.rule, sorted(to)) for r, to in c.gave_way] == [
+        ("diplomacy", "declaration", ["summit"])
+    ]
+    assert c.gave_way[0][0].fired.evidence[0][3] == "declaration"  # the text that matched
+    c = classify("SCO ministers adopt declaration on gas", "", rules)
+    assert c.tags == ("energy", "diplomacy")  # the declaration rule still gives it
+    assert [(r.fired.rule, sorted(to)) for r, to in c.gave_way] == [("ministers", ["energy"])]
+    assert classify("SCO ministers meet", "", rules).gave_way == ()
 
 
 def test_normalise_handles_width_invisible_characters_and_quotes():

@@ -18,12 +18,12 @@ def test_the_search_box_finds_stories_in_chinese_and_russian(served):  # noqa: F
     store = Store(loaded.database_url)
     asyncio.run(fetch_feeds(loaded, store, FetchOptions()))
     organise(loaded, store)
-    from digest.service.sending import Mailer
+    from digest.service.compose import link_signer
 
     sid, _ = store.add_subscriber(Subscriber("finder@example.org"), utcnow())
     sub = store.subscriber(sid)
     assert sub is not None
-    preferences = Mailer(loaded, store).links(sub).preferences  # the link in every digest
+    preferences = link_signer(loaded, store).links(sub.id).preferences  # the link in every digest
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
         browser = launch(p)

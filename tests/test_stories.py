@@ -65,6 +65,19 @@ def test_explain_shows_the_score_that_decided_and_each_piece_of_evidence(offline
     assert "not selected" in out and "“SCO” not counted: another sense (Orchestra" in out
 
 
+def test_explain_shows_a_tag_rule_that_matched_but_gave_way_to_another_tag(offline: Path):
+    offline.write_text(
+        offline.read_text()
+        + "tags:\n  summit:\n    rules:\n      - any: [summit*]\n"
+        + "  diplomacy:\n    rules:\n      - name: talks\n        any: [talks]\n        unless: [summit]\n"
+    )
+    digest(offline, "fetch")
+    talks = next(r for r in stories(offline) if r["title"].startswith("Putin and Xi hail"))
+    out = digest(offline, "explain", str(talks["id"])).output
+    assert "tag summit ← rule 1: " in out
+    assert "tag diplomacy ✗ talks: title: “talks” (talks); matched but gives way to summit" in out
+
+
 def test_rules_test_shows_what_would_change_and_stores_nothing(offline: Path, tmp_path: Path):
     digest(offline, "fetch")
     before = len(stories(offline, "--all"))

@@ -16,9 +16,11 @@ instead of inlined: the archive's Content-Security-Policy allows no inline style
 
 from __future__ import annotations
 
+import binascii
 import email.policy
 import email.utils
 import hashlib
+import html as html_lib
 import re
 import unicodedata
 from dataclasses import dataclass, replace
@@ -38,14 +40,6 @@ from digest.model.locales import Words, words_for
 
 POLICY = email.policy.SMTP.clone(max_line_length=998)
 SUBJECT_MAX = 150
-TEMPLATES = (
-    "digest.html.j2",
-    "digest.txt.j2",
-    "subject.j2",
-    "_story.html.j2",
-    "style.css",
-    "style-head.css",
-)
 # Gmail clips an HTML part over about 102 KB behind "View entire message", footer and unsubscribe
 # link included (spamresource.com, "What is Gmail clipping", 2022). A digest's HTML is kept under
 # HTML_LIMIT bytes; HTML_MARGIN is left for personalising (real links and the address are longer
@@ -73,8 +67,7 @@ def default_template_dir() -> Path:
 
 @dataclass(frozen=True, slots=True)
 class Links:
-    unsubscribe: str  # https, signed: opens a page with one button
-    one_click: str  # the RFC 8058 POST target
+    unsubscribe: str  # https, signed: opens a page with one button; also the RFC 8058 POST target
     mailto: str
     preferences: str
     archive: str | None = None
@@ -278,6 +271,8 @@ def preheader(digest: Digest, words: Words) -> str:
 def period_label(digest: Digest, words: Words | None = None) -> str:
     words = words or Words("en")
     key = digest.period.key
+    if digest.subscriber.cadence == "instant":  # a window's start, in the reader's own time
+        return words.when(digest.period.due.astimezone(ZoneInfo(digest.subscriber.timezone)))
     if "W" in key:
         year, week = key.split("-W")
         return words.week(int(year), int(week))
@@ -290,74 +285,24 @@ def message_id(subscriber_id: int, period: str, domain: str) -> str:
     return f"<digest.{period}.{subscriber_id}.{digest}@{domain}>"
 
 
-def build_message(
-    rendered: Rendered,
-    *,
-    sender: str,
-    recipient: str,
-    msg_id: str,
-    list_id: str,
-    links: Links,
-    date: datetime,
-) -> bytes:
-    from digest.model.subscribers import mail_address
-
-    to = mail_address(recipient)
-    # a non-ASCII local part goes into the header as UTF-8 (RFC 6532 §3.2): an encoded-word is
-    # not allowed in an addr-spec (RFC 2047 §5). Such a message needs an SMTPUTF8 server anyway.
-    policy = POLICY if to.isascii() else POLICY.clone(utf8=True)
-    msg = EmailMessage(policy=policy)
-    msg["From"] = sender
-    msg["To"] = to
-    msg["Subject"] = rendered.subject
-    msg["Date"] = email.utils.format_datetime(date)
-    msg["Message-ID"] = msg_id
-    msg["List-Id"] = list_id
-    # RFC 8058: an https URI that takes a POST with List-Unsubscribe=One-Click, plus mailto
-    msg["List-Unsubscribe"] = f"<{links.one_click}>, <{links.mailto}>"
-    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(rendered.text, charset="utf-8")
-    if rendered.html is not None:
-        msg.add_alternative(rendered.html, subtype="html", charset="utf-8")
-    return msg.as_bytes(policy=policy)
-
-
-def plain_message(
-    *, sender: str, recipient: str, subject: str, text: str, msg_id: str, date: datetime
-) -> bytes:
-    """A short text mail (a confirmation, the operator report) with the headers every mail needs:
-    Date is required and Message-ID expected (RFC 5322 §3.6); spam filters score their absence."""
-    from digest.model.subscribers import mail_address
-
-    to = mail_address(recipient)
-    # a non-ASCII local part is written as UTF-8 (RFC 6532 §3.2), never as an encoded-word
-    policy = POLICY if to.isascii() else POLICY.clone(utf8=True)
-    msg = EmailMessage(policy=policy)
-    msg["From"], msg["To"], msg["Subject"] = sender, to, subject
-    msg["Date"] = email.utils.format_datetime(date)
-    msg["Message-ID"] = msg_id
-    msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(text)
-    return msg.as_bytes(policy=policy)
-
-
-# -- one message for many subscribers --------------------------------------------------------------
+# -- MIME: one builder -----------------------------------------------------------------------------
 #
-# Subscribers who get the same stories in the same format, zone and schedule get the same digest
-# but for their address and their signed links. Rendering (Jinja2, css-inline) and MIME assembly
-# (the stdlib email package) cost ~5 ms a message, so both are done once per distinct content
-# with placeholders, and each subscriber costs a few string replacements and a base64 encoding.
-# tests/test_delivery.py checks the result parses exactly as build_message's does.
+# Every message (a digest, a confirmation, the operator's report) is built here, in two steps:
+# `make_template` once per distinct content (the headers shared by every copy, encoded and folded
+# by the email package's SMTP policy, and the rendered bodies with placeholders for the
+# subscriber's address and links), then `build_message` per subscriber: the personal headers and
+# the bodies, base64, in a multipart/alternative (RFC 2046 §5.1.4) or a single text/plain part.
+# Rendering and the email package cost ~5 ms a message; one subscriber's copy costs a few string
+# replacements and a base64 encoding (tests/test_render.py parses the result with the email package).
 
 PLACEHOLDER_EMAIL = "digest-placeholder-address@placeholder.invalid"
 PLACEHOLDER_LINKS = Links(
     unsubscribe="https://placeholder.invalid/u/DIGESTPH1",
-    one_click="https://placeholder.invalid/u/DIGESTPH1",
     mailto="mailto:placeholder@placeholder.invalid?subject=DIGESTPH2",
     preferences="https://placeholder.invalid/p/DIGESTPH3",
     archive="https://placeholder.invalid/a/DIGESTPH4",
 )
+NO_LINKS = Links(unsubscribe="", mailto="", preferences="")  # a mail that is not a digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,35 +311,42 @@ class MessageTemplate:
     text: str
     html: str | None
     boundary: str
+    list_mail: bool = True  # a digest: List-Unsubscribe with the subscriber's own links
 
 
-def make_template(rendered: Rendered, *, sender: str, list_id: str) -> MessageTemplate:
+def make_template(rendered: Rendered, *, sender: str, list_id: str | None) -> MessageTemplate:
+    """The part of a message every subscriber's copy shares. `list_id` None: not a list mail
+    (a confirmation, the operator's report): no List-* headers."""
     import uuid
 
     head = EmailMessage(policy=POLICY)
     head["From"] = sender
     head["Subject"] = rendered.subject
-    head["List-Id"] = list_id
-    head["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    head["Auto-Submitted"] = "auto-generated"
+    if list_id is not None:
+        head["List-Id"] = list_id
+        # RFC 8058: an https URI that takes a POST with List-Unsubscribe=One-Click (the personal
+        # List-Unsubscribe header holds it, and a mailto)
+        head["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    head["Auto-Submitted"] = "auto-generated"  # RFC 3834 §5: no auto-replies, please
     shared = head.as_bytes(policy=POLICY).split(b"\r\n\r\n", 1)[0] + b"\r\n"
-    return MessageTemplate(shared, rendered.text, rendered.html, f"=_digest_{uuid.uuid4().hex}")
+    boundary = f"=_digest_{uuid.uuid4().hex}"  # never in base64 text (RFC 2046 §5.1.1)
+    return MessageTemplate(shared, rendered.text, rendered.html, boundary, list_id is not None)
 
 
 def _b64(text: str) -> bytes:
-    """A text body in canonical MIME form (CRLF line breaks, RFC 2046 §4.1.1), base64-encoded."""
-    import base64
-
+    """A text body in canonical MIME form (CRLF line breaks, RFC 2046 §4.1.1), base64-encoded
+    (RFC 2045 §6.8: lines of 76 characters)."""
     canonical = text.replace("\r\n", "\n").replace("\n", "\r\n")
     if not canonical.endswith("\r\n"):
         canonical += "\r\n"  # as the email package does: a body ends with a line break
-    return base64.encodebytes(canonical.encode("utf-8")).replace(b"\n", b"\r\n")
+    # one C call for the whole body, then the lines cut (base64.encodebytes makes one call per
+    # 57-byte line: a third of a digest's cost to build)
+    encoded = binascii.b2a_base64(canonical.encode("utf-8"), newline=False)
+    return b"".join([encoded[i : i + 76] + b"\r\n" for i in range(0, len(encoded), 76)])
 
 
 def _substitute(text: str, body_html: str | None, recipient: str, links: Links) -> tuple[str, str | None]:
     """The placeholders replaced by one subscriber's address and links (escaped in the HTML)."""
-    import html as html_lib
-
     pairs = [
         (PLACEHOLDER_LINKS.unsubscribe, links.unsubscribe),
         (PLACEHOLDER_LINKS.mailto, links.mailto),
@@ -403,47 +355,65 @@ def _substitute(text: str, body_html: str | None, recipient: str, links: Links) 
         (PLACEHOLDER_EMAIL, recipient),
     ]
     for old, new in pairs:
-        text = text.replace(old, new)
+        if old in text:
+            text = text.replace(old, new)
         if body_html is not None:
-            body_html = body_html.replace(html_lib.escape(old), html_lib.escape(new))
+            escaped = html_lib.escape(old)
+            if escaped in body_html:
+                body_html = body_html.replace(escaped, html_lib.escape(new))
     return text, body_html
 
 
-def personalised(rendered: Rendered, recipient: str, links: Links) -> Rendered:
-    """A generic rendering made one subscriber's (for preview)."""
+def fill_placeholders(rendered: Rendered, recipient: str, links: Links) -> Rendered:
+    """A rendering made with the placeholders, made one subscriber's (for preview)."""
     text, body_html = _substitute(rendered.text, rendered.html, recipient, links)
     return Rendered(rendered.subject, text, body_html)
 
 
-def personalise(
-    t: MessageTemplate, *, recipient: str, msg_id: str, links: Links, date: datetime
-) -> bytes | None:
-    """The message for one subscriber, or None when the fast path cannot be sure (non-ASCII address)."""
+_TEXT_PART = b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+_HTML_PART = b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
 
-    personal = f"{recipient}{msg_id}{links.one_click}{links.mailto}"
-    if not personal.isascii() or any(c in personal for c in "\r\n"):
-        return None
+
+def build_message(
+    t: MessageTemplate, *, recipient: str, msg_id: str, date: datetime, links: Links = NO_LINKS
+) -> bytes:
+    """One subscriber's copy of a template: RFC 5322 bytes with CRLF line ends.
+
+    The To header carries the address as it goes on the wire (subscribers.mail_address: IDNA
+    domain); a non-ASCII local part stays UTF-8 in the header (RFC 6532 §3.2), since an
+    encoded-word is not allowed in an addr-spec (RFC 2047 §5); such a message needs an SMTPUTF8
+    server anyway (RFC 6531)."""
+    from digest.model.subscribers import mail_address
+
+    to = mail_address(recipient)
+    personal = f"{to}{msg_id}{links.unsubscribe}{links.mailto}"
+    if any(c in personal for c in "\r\n"):  # addresses and links are ours: this is a bug, not input
+        raise ValueError(f"a line break in the headers of the message to {recipient!r}")
+    lines = [f"To: {to}", f"Date: {email.utils.format_datetime(date)}", f"Message-ID: {msg_id}"]
+    if t.list_mail:
+        lines.append(f"List-Unsubscribe: <{links.unsubscribe}>, <{links.mailto}>")
+    lines.append("MIME-Version: 1.0")
+    head = t.shared_headers + ("\r\n".join(lines) + "\r\n").encode("utf-8")
     text, body_html = _substitute(t.text, t.html, recipient, links)
-    lines = [
-        f"To: {recipient}",
-        f"Date: {email.utils.format_datetime(date)}",
-        f"Message-ID: {msg_id}",
-        f"List-Unsubscribe: <{links.one_click}>, <{links.mailto}>",
-        "MIME-Version: 1.0",
-    ]
-    head = t.shared_headers + ("\r\n".join(lines) + "\r\n").encode("ascii")
-    text_part = b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
     if body_html is None:
-        return head + text_part + _b64(text)
+        return head + _TEXT_PART + _b64(text)
     b = t.boundary.encode("ascii")
-    html_part = b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
     return (
         head
         + b'Content-Type: multipart/alternative; boundary="' + b + b'"\r\n\r\n'
-        + b"--" + b + b"\r\n" + text_part + _b64(text)
-        + b"--" + b + b"\r\n" + html_part + _b64(body_html)
+        + b"--" + b + b"\r\n" + _TEXT_PART + _b64(text)
+        + b"--" + b + b"\r\n" + _HTML_PART + _b64(body_html)
         + b"--" + b + b"--\r\n"
     )  # fmt: skip
+
+
+def plain_message(
+    *, sender: str, recipient: str, subject: str, text: str, msg_id: str, date: datetime
+) -> bytes:
+    """A short text mail (a confirmation, the operator report) with the headers every mail needs:
+    Date is required and Message-ID expected (RFC 5322 §3.6); spam filters score their absence."""
+    template = make_template(Rendered(subject, text, None), sender=sender, list_id=None)
+    return build_message(template, recipient=recipient, msg_id=msg_id, date=date)
 
 
 _DOMAIN = re.compile(r"@([^>\s]+)")

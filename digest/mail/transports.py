@@ -1,8 +1,8 @@
 """Deliver messages: one Transport protocol, chosen by `delivery.transport` in feeds.yaml.
 
-The send loop (pipeline.send_due) owns the ledger; transports only move bytes, and say whether
-a failure is permanent (5xx: never retry) or temporary (4xx, a dropped connection: retried here
-with back-off, then left for the next run).
+The send loop (service.sending) owns the ledger, the rate limit and retries; a transport moves
+one message per call and says whether a failure is permanent (5xx: never retry) or temporary
+(TemporaryDeliveryError: 4xx, a dropped connection; the loop tries again with back-off).
 """
 
 from __future__ import annotations
@@ -12,18 +12,16 @@ import contextlib
 import hashlib
 import os
 import ssl
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
 from digest.config import DeliverySettings, SmtpSettings
-from digest.errors import DeliveryError, TransportSetupError
+from digest.errors import DeliveryError, TemporaryDeliveryError, TransportSetupError
 from digest.model.subscribers import mail_address
 
 
 class Transport(Protocol):
-    name: str
     # Sending the same message twice leaves one copy: its "sent" marks may be committed in batches.
     idempotent: bool
 
@@ -50,7 +48,6 @@ class OutboxTransport:
     so sending the same digest twice leaves one file, and a crash never leaves half a file.
     """
 
-    name = "outbox"
     idempotent = True  # the same Message-ID writes the same file
 
     def __init__(self, folder: Path) -> None:
@@ -102,14 +99,13 @@ class _Connection:
 
 
 class SmtpTransport:
-    """aiosmtplib with a small pool of reused connections, a rate limit and retries.
+    """aiosmtplib with a small pool of reused connections and a circuit breaker.
 
     SMTP is sequential per connection, so parallelism comes from several connections (RFC 5321);
     each is renewed after `per_connection` messages. Bytes are sent with sendmail() because
     send_message() re-serialises with the default policy and folds List-Unsubscribe (email.policy).
     """
 
-    name = "smtp"
     idempotent = False  # a re-sent message is a second message: commit each one as it is accepted
 
     # The circuit breaker: this many failures to connect (refused, no greeting) or timeouts in a
@@ -127,8 +123,7 @@ class SmtpTransport:
         self.s = settings
         self._idle: asyncio.Queue[_Connection] = asyncio.Queue()
         self._slots = asyncio.Semaphore(settings.connections)
-        self._next_send = 0.0
-        self._rate_lock = asyncio.Lock()
+        self._tls: ssl.SSLContext | None = None  # made once: loading the CA store takes ~30 ms
         self._failures = 0  # connection failures and timeouts in a row
         self.down: TransportSetupError | None = None  # set when the breaker trips
 
@@ -154,17 +149,18 @@ class SmtpTransport:
         import aiosmtplib
 
         s = self.s
-        context = ssl.create_default_context(cafile=s.ca_file)
-        if not s.verify_tls:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+        if self._tls is None and s.security != "none":
+            self._tls = ssl.create_default_context(cafile=s.ca_file)
+            if not s.verify_tls:
+                self._tls.check_hostname = False
+                self._tls.verify_mode = ssl.CERT_NONE
         smtp = aiosmtplib.SMTP(
             hostname=s.host,
             port=s.port,
             timeout=s.timeout,
             use_tls=s.security == "tls",
             start_tls=s.security == "starttls",
-            tls_context=context,
+            tls_context=self._tls,
         )
         try:
             await smtp.connect(timeout=min(s.timeout, self.CONNECT_TIMEOUT))
@@ -198,100 +194,84 @@ class SmtpTransport:
             with contextlib.suppress(Exception):
                 conn.smtp.close()  # type: ignore[attr-defined]
 
-    async def _throttle(self) -> None:
-        if not self.s.rate:
-            return
-        async with self._rate_lock:
-            now = time.monotonic()
-            wait = self._next_send - now
-            self._next_send = max(now, self._next_send) + 1.0 / self.s.rate
-        if wait > 0:
-            await asyncio.sleep(wait)
-
     async def send(
         self, sender: str, recipient: str, data: bytes, message_id: str, accepted: Accepted | None = None
     ) -> None:
+        """One attempt: a permanent refusal raises DeliveryError(permanent=True), a 4xx reply or a
+        lost connection TemporaryDeliveryError, a server taken to be down TransportSetupError."""
         import aiosmtplib
 
         s = self.s
-        last = "no attempt made"
         rcpt, envelope_from = mail_address(recipient), mail_address(sender)
         # a non-ASCII local part needs SMTPUTF8 (RFC 6531 §3.4); aiosmtplib refuses to send it
         # to a server that does not offer it (SMTPNotSupported), before MAIL FROM
         options = [] if rcpt.isascii() and envelope_from.isascii() else ["SMTPUTF8"]
-        for attempt in range(s.retries + 1):
-            if attempt:
-                await asyncio.sleep(s.retry_delay * 2 ** (attempt - 1))
+        if self.down is not None:
+            raise self.down
+        async with self._slots:
             if self.down is not None:
                 raise self.down
-            async with self._slots:
-                if self.down is not None:
-                    raise self.down
-                conn: _Connection | None = None
-                try:
-                    conn = self._idle.get_nowait() if not self._idle.empty() else await self._connect()
-                    await self._throttle()
-                    errors, _ = await conn.smtp.sendmail(  # type: ignore[attr-defined]
-                        envelope_from, [rcpt], data, mail_options=options
-                    )
-                    if errors:  # some servers report a refused recipient here rather than raising
-                        code, text = next(iter(errors.values()))
-                        raise aiosmtplib.SMTPRecipientRefused(code, text, recipient)
-                except aiosmtplib.SMTPNotSupported:
-                    # this subscriber alone, and not a bounce: the address is fine, the server
-                    # cannot carry it. Retrying the same server changes nothing.
+            conn: _Connection | None = None
+            try:
+                conn = self._idle.get_nowait() if not self._idle.empty() else await self._connect()
+                errors, _ = await conn.smtp.sendmail(  # type: ignore[attr-defined]
+                    envelope_from, [rcpt], data, mail_options=options
+                )
+                if errors:  # some servers report a refused recipient here rather than raising
+                    code, text = next(iter(errors.values()))
+                    raise aiosmtplib.SMTPRecipientRefused(code, text, recipient)
+            except aiosmtplib.SMTPNotSupported:
+                # this subscriber alone, and not a bounce: the address is fine, the server
+                # cannot carry it. Trying the same server again changes nothing.
+                self._keep(conn)
+                raise DeliveryError(
+                    f"{recipient}: not sent: {s.host}:{s.port} does not offer SMTPUTF8 "
+                    "(RFC 6531), which an address with a non-ASCII local part needs; use a "
+                    "server that does (Postfix: smtputf8_enable = yes), or ask for an ASCII address"
+                ) from None
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                code, text = exc.recipients[0].code, exc.recipients[0].message
+                self._keep(conn)
+                if code >= 500:
+                    raise DeliveryError(
+                        f"{recipient}: refused ({code} {text})", permanent=True, code=code
+                    ) from None
+                raise TemporaryDeliveryError(f"{recipient}: {code} {text}", code=code) from None
+            except aiosmtplib.SMTPResponseException as exc:
+                if exc.code >= 500:
                     self._keep(conn)
                     raise DeliveryError(
-                        f"{recipient}: not sent: {s.host}:{s.port} does not offer SMTPUTF8 "
-                        "(RFC 6531), which an address with a non-ASCII local part needs; use a "
-                        "server that does (Postfix: smtputf8_enable = yes), or ask for an ASCII address"
+                        f"{recipient}: refused ({exc.code} {exc.message})", permanent=True, code=exc.code
                     ) from None
-                except aiosmtplib.SMTPRecipientsRefused as exc:
-                    code, text = exc.recipients[0].code, exc.recipients[0].message
-                    last = f"{code} {text}"
-                    self._keep(conn)
-                    if code >= 500:
-                        raise DeliveryError(
-                            f"{recipient}: refused ({last})", permanent=True, code=code
-                        ) from None
-                except aiosmtplib.SMTPResponseException as exc:
-                    last = f"{exc.code} {exc.message}"
-                    if exc.code >= 500:
-                        self._keep(conn)
-                        raise DeliveryError(
-                            f"{recipient}: refused ({last})", permanent=True, code=exc.code
-                        ) from None
-                    if conn is not None:  # a 4xx such as 421 may close the session: start afresh
-                        await self._quit(conn)
-                except _dropped() as exc:
-                    last = f"connection lost ({exc.__class__.__name__}: {exc})"
-                    timed_out = isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError)
-                    if conn is not None:
-                        await self._quit(conn)
-                    # a server that takes no connection, never greets or stops answering is down;
-                    # one that drops a session it had opened is only retried
-                    if conn is None or timed_out:
-                        self._failed(last)
-                    if self.down is not None:
-                        raise self.down from None
-                else:
-                    self._failures = 0
-                    conn.sent += 1
-                    try:
-                        if accepted is not None:
-                            await accepted()  # still holding the connection: nothing else goes on it yet
-                    except BaseException:
-                        await self._quit(conn)
-                        raise
-                    if conn.sent >= s.per_connection:
-                        await self._quit(conn)
-                    else:
-                        self._idle.put_nowait(conn)
-                    return
-        raise DeliveryError(
-            f"{recipient}: not delivered after {s.retries + 1} tries ({last}); "
-            "it will be tried again next run"
-        )
+                if conn is not None:  # a 4xx such as 421 may close the session: start afresh
+                    await self._quit(conn)
+                raise TemporaryDeliveryError(
+                    f"{recipient}: {exc.code} {exc.message}", code=exc.code
+                ) from None
+            except _dropped() as exc:
+                last = f"connection lost ({exc.__class__.__name__}: {exc})"
+                timed_out = isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError)
+                if conn is not None:
+                    await self._quit(conn)
+                # a server that takes no connection, never greets or stops answering is down;
+                # one that drops a session it had opened is only tried again
+                if conn is None or timed_out:
+                    self._failed(last)
+                if self.down is not None:
+                    raise self.down from None
+                raise TemporaryDeliveryError(f"{recipient}: {last}") from None
+            self._failures = 0
+            conn.sent += 1
+            try:
+                if accepted is not None:
+                    await accepted()  # still holding the connection: nothing else goes on it yet
+            except BaseException:
+                await self._quit(conn)
+                raise
+            if conn.sent >= s.per_connection:
+                await self._quit(conn)
+            else:
+                self._idle.put_nowait(conn)
 
     def _keep(self, conn: _Connection | None) -> None:
         # a refused recipient leaves the session usable (RFC 5321 §4.2: RCPT is answered alone)
@@ -325,7 +305,6 @@ class SendmailTransport:
     command that cannot run or says it is misused or misconfigured stops the run, blaming nobody.
     """
 
-    name = "sendmail"
     idempotent = False  # each invocation queues a new message
     TEMPORARY = frozenset({71, 74, 75})  # EX_OSERR, EX_IOERR, EX_TEMPFAIL
     PERMANENT = frozenset({65, 67, 68})  # EX_DATAERR, EX_NOUSER, EX_NOHOST
@@ -392,8 +371,9 @@ class SendmailTransport:
             raise DeliveryError(
                 f"{recipient}: refused (sendmail exit {code}: {said})", permanent=True, code=code
             )
-        kind = "a temporary failure" if code in self.TEMPORARY else "not sent"
-        raise DeliveryError(f"{recipient}: {kind} (sendmail exit {code}: {said}); tried again next run")
+        if code in self.TEMPORARY:
+            raise TemporaryDeliveryError(f"{recipient}: a temporary failure (sendmail exit {code}: {said})")
+        raise DeliveryError(f"{recipient}: not sent (sendmail exit {code}: {said}); tried again next run")
 
 
 def make_transport(settings: DeliverySettings, base_dir: Path) -> Transport:

@@ -294,7 +294,12 @@ def story_entry(
         kinds=kinds,
         setting_kinds=kinds or event_kinds(_fold(next(iter(sentences(summary_for_words)), "")), s),
         participants=specific(ents, s)
-        | frozenset(e for e in title_entities if e.startswith("country_") and e not in s.protagonists),
+        | frozenset(
+            c
+            for e in title_entities
+            for c in (e, s.nationalities.get(e, ""))
+            if c.startswith("country_") and c not in s.protagonists
+        ),
     )
 
 
@@ -338,6 +343,24 @@ PLACES: dict[str, tuple[str, ...]] = {
     "place_anchorage": ("Anchorage", "Анкоридж*", "安克雷奇"),
     "place_geneva": ("Geneva", "Женев*", "日内瓦"),
     "place_zhurihe": ("Zhurihe", "Чжурихэ", "朱日和"),
+}
+
+# Whose country a person in a headline speaks for: "Rajnath Singh refuses to sign" and "India
+# objects" tell one story. China and Russia are left out (see `protagonists`).
+NATIONALITIES: dict[str, str] = {
+    "leader_modi": "country_india",
+    "person_jaishankar": "country_india",
+    "person_rajnath": "country_india",
+    "leader_sharif": "country_pakistan",
+    "leader_khan": "country_pakistan",
+    "leader_iran": "country_iran",
+    "leader_tokayev": "country_kazakhstan",
+    "leader_mirziyoyev": "country_uzbekistan",
+    "leader_japarov": "country_kyrgyzstan",
+    "leader_rahmon": "country_tajikistan",
+    "leader_lukashenko": "country_belarus",
+    "leader_erdogan": "country_turkey",
+    "leader_zelensky": "country_ukraine",
 }
 
 # What happened, told from the headline: two reports of one day whose headlines name different
@@ -398,6 +421,23 @@ EVENT_KINDS: dict[str, tuple[str, ...]] = {
     ),
     "exercise": (r"\bexercises?\b", r"\bdrills?\b", r"\bwar ?games", r"\bучени", "演习", "演练"),
     "award": (r"\bmedal", r"\baward", r"\border of\b", r"\bорден", r"\bмедал", "勋章"),
+    # messages between them: congratulations, letters, telegrams (not a call, not a meeting)
+    "message": (
+        r"\bcongratulat",
+        r"\bmessages?\b",
+        r"\bletters?\b",
+        r"\btelegram",
+        r"\bgreetings\b",
+        r"\bпоздрав",
+        r"\bпослани",
+        r"\bтелеграмм",
+        r"\bписьм",
+        "贺电",
+        "贺信",
+        "致信",
+        "祝贺",
+        "互致",
+    ),
     "opening": (r"\bopens?\b", r"\bopening\b", r"\bоткры", "开幕"),
     "arrival": (r"\barriv", r"\blands?\b", r"\blanded\b", r"\bприбыл", r"\bприл[её]т", "抵达", "到达"),
 }
@@ -435,6 +475,10 @@ class ClusteringSettings(BaseModel):
         0.25,
         ge=0,
         description="likeness added to the threshold when the headlines name different kinds of event",
+    )
+    nationalities: dict[str, str] = Field(
+        default_factory=lambda: dict(NATIONALITIES),
+        description="person or leader id -> the country id a headline naming them speaks for",
     )
     protagonists: tuple[str, ...] = Field(
         ("country_china", "country_russia"),
@@ -663,9 +707,12 @@ def similar(a: StoryEntry, b: StoryEntry, s: ClusteringSettings, threshold: floa
     # a leader in one headline whom the other report leaves out is either the same meeting told
     # more fully ("Putin sees Xi, then Erdogan, in Astana" and "Putin and Xi meet in Astana") or
     # another angle (a third leader's reaction, another bilateral at the summit): names alone are
-    # not enough, unless one headline names every leader the other does and they share a city
-    fuller = (a.title_heads <= b.title_heads or b.title_heads <= a.title_heads) and any(
-        e.startswith("place_") and e not in s.capitals for e in a.participants & b.participants
+    # not enough, unless one headline names every leader the other does and they share a city,
+    # or both are a call: a call joins two people, so a third leader in one headline is context
+    # ("Putin and Xi hold video call hours after Trump's inauguration")
+    fuller = (a.title_heads <= b.title_heads or b.title_heads <= a.title_heads) and (
+        any(e.startswith("place_") and e not in s.capitals for e in a.participants & b.participants)
+        or "call" in a.kinds & b.kinds
     )
     third_leader = bool(a.title_heads - b.heads or b.title_heads - a.heads) and not fuller
     if threshold is None and not other_kind(a, b, s) and not third_leader:

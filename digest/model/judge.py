@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from digest.model.evidence import SCORERS, Score
-from digest.model.rules import CompiledRules, Fired, evaluate
+from digest.model.rules import CompiledRules, Fired, evaluate, gave_way
 from digest.model.terms import Hits, normalise, scan_entry
 
 
@@ -41,6 +41,8 @@ class Classification:
     entities: frozenset[str]
     title_entities: frozenset[str] = frozenset()  # those found in the headline
     scores: tuple[Score, ...] = ()  # each evidence-scored topic's score, selected or not
+    # tag rules that matched but gave way to other tags (`unless`): (tag, why, the tags given)
+    gave_way: tuple[tuple[Reason, frozenset[str]], ...] = ()
 
     @property
     def relevant(self) -> bool:
@@ -75,6 +77,7 @@ def classify_hits(hits: Hits, rules: CompiledRules) -> Classification:
             # one reason per rule: a rule that matched is listed once (issue 11)
             why.extend(Reason("topic", topic.name, f) for f in fired[:1])
     tags = []
+    gave: list[tuple[Reason, frozenset[str]]] = []
     if topics:  # tags apply to selected entries only
         # `unless` reads the tags whose rules match, before any `unless` is applied (one pass,
         # so the order of the tags never matters)
@@ -82,6 +85,8 @@ def classify_hits(hits: Hits, rules: CompiledRules) -> Classification:
         matching = [t for t in rules.tags if any(r.matches(present) for r in t.rules)]
         given = frozenset(t.name for t in matching)
         for tag in matching:
+            if tag.unless or any(r.unless for r in tag.rules):
+                gave.extend((Reason("tag", tag.name, f), to) for f, to in gave_way(tag, hits, given))
             if not tag.unless.isdisjoint(given):
                 continue
             fired = evaluate(tag, hits, given)
@@ -95,6 +100,7 @@ def classify_hits(hits: Hits, rules: CompiledRules) -> Classification:
         _entities(hits.lists()),
         _entities(hits.lists(("title",))),
         tuple(scores),
+        tuple(gave),
     )
 
 

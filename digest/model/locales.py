@@ -97,11 +97,11 @@ class Words:
     def more(self, n: int, cadence: str) -> str:
         """Stories the subscriber's own limit left out."""
         if self.code == "ru":
-            period = "на этой неделе" if cadence == "weekly" else "сегодня"
+            period = {"weekly": "на этой неделе", "instant": "с прошлого письма"}.get(cadence, "сегодня")
             return f"…и ещё {self.stories(n)} {period}, сверх вашего лимита."
         if self.code == "zh":
             return f"……另有 {n} 条新闻超出您设定的数量。"
-        period = "this week" if cadence == "weekly" else "today"
+        period = {"weekly": "this week", "instant": "since the last mail"}.get(cadence, "today")
         return f"…and {self.stories(n)} more {period}, over your limit."
 
     def clipped(self, n: int) -> str:
@@ -113,6 +113,12 @@ class Words:
         return f"{n} more {'story' if n == 1 else 'stories'} in the archive"
 
     def footer(self, cadence: str, send_time: str, timezone: str, email: str) -> str:
+        if cadence == "instant":
+            if self.code == "ru":
+                return f"Вы получаете новости по мере их появления на адрес {email}."
+            if self.code == "zh":
+                return f"您以 {email} 接收即时新闻提醒。"
+            return f"You receive new stories as they happen, as {email}."
         if self.code == "ru":
             kind = "еженедельный" if cadence == "weekly" else "ежедневный"
             return f"Вы получаете {kind} дайджест в {send_time} ({timezone}) на адрес {email}."

@@ -10,7 +10,7 @@ a topic may instead be decided by an evidence score (evidence.py) reaching its t
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -126,6 +126,21 @@ def evaluate(ruleset: RuleSet, hits: Hits, given: frozenset[str] = frozenset()) 
             evidence.append((c.source, h.field, h.term, h.matched))
         fired.append(Fired(rule.name, tuple(evidence)))
     return fired
+
+
+def gave_way(ruleset: RuleSet, hits: Hits, given: frozenset[str]) -> list[tuple[Fired, frozenset[str]]]:
+    """The rules of `ruleset` that match but do not count because of `unless` (the tag's own or
+    the rule's), each with its evidence and the given tags it gave way to: so that an explanation
+    shows a tag left out on purpose, not as if nothing had matched."""
+    out: list[tuple[Fired, frozenset[str]]] = []
+    for rule in ruleset.rules:
+        if not rule.matches(hits.present):
+            continue
+        to = (ruleset.unless | rule.unless) & given
+        if to:
+            alone = replace(ruleset, rules=(replace(rule, unless=frozenset()),))
+            out.extend((f, to) for f in evaluate(alone, hits))
+    return out
 
 
 @dataclass(frozen=True)

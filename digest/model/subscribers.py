@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from digest.errors import AddressError, SubscriberError
 
-CADENCES = ("daily", "weekly")
+CADENCES = ("daily", "weekly", "instant")  # instant: each new story soon after it is folded
 FORMATS = ("html", "text")
 # complained: a feedback-loop complaint (ARF) came back; never mailed again (storage/bounces.py)
 STATUSES = ("active", "pending", "unsubscribed", "bouncing", "complained")
@@ -34,6 +34,7 @@ class Subscriber:
     format: str = "html"  # html (with a text part) or text
     max_stories: int = 20
     show_why: bool = False
+    quiet_hours: str | None = None  # "22:00-07:00", local time: instant mail waits until they end
     status: str = "active"
     name: str | None = None
     id: int | None = field(default=None, compare=False)
@@ -115,7 +116,7 @@ def make_subscriber(data: Mapping[str, Any], *, where: str = "subscriber") -> Su
 
     cadence = str(data.get("cadence") or "daily").lower()
     if cadence not in CADENCES:
-        raise SubscriberError(f"{where}.cadence: {cadence!r}; use daily or weekly")
+        raise SubscriberError(f"{where}.cadence: {cadence!r}; use daily, weekly or instant")
     fmt = str(data.get("format") or "html").lower()
     if fmt not in FORMATS:
         raise SubscriberError(f"{where}.format: {fmt!r}; use html or text")
@@ -144,6 +145,15 @@ def make_subscriber(data: Mapping[str, Any], *, where: str = "subscriber") -> Su
         raise SubscriberError(f"{where}.max_stories: {data.get('max_stories')!r} is not a number") from None
     if not 1 <= max_stories <= 200:
         raise SubscriberError(f"{where}.max_stories: {max_stories} is outside 1..200")
+    quiet = str(data.get("quiet_hours") or "").strip() or None
+    if quiet is not None:
+        q = re.fullmatch(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})", quiet)
+        h1, m1, h2, m2 = (int(x) for x in q.groups()) if q else (99, 0, 0, 0)
+        if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59 or (h1, m1) == (h2, m2):
+            raise SubscriberError(
+                f"{where}.quiet_hours: {quiet!r} is not a span of the day; write e.g. 22:00-07:00"
+            )
+        quiet = f"{h1:02d}:{m1:02d}-{h2:02d}:{m2:02d}"
     show_why = data.get("show_why", False)
     if isinstance(show_why, str):
         show_why = show_why.strip().lower() in ("1", "true", "yes", "y")
@@ -158,6 +168,7 @@ def make_subscriber(data: Mapping[str, Any], *, where: str = "subscriber") -> Su
         format=fmt,
         max_stories=max_stories,
         show_why=bool(show_why),
+        quiet_hours=quiet,
         status=status,
         name=str(data.get("name") or "").strip() or None,
     )
@@ -165,9 +176,9 @@ def make_subscriber(data: Mapping[str, Any], *, where: str = "subscriber") -> Su
 
 # What a subscriber chooses; with the address, name and status, every stored field.
 PREFERENCE_FIELDS = ("topics", "tags", "cadence", "weekday", "send_time", "timezone", "format", "max_stories",
-                     "show_why")  # fmt: skip
+                     "show_why", "quiet_hours")  # fmt: skip
 FIELDS = ("email", "name", *PREFERENCE_FIELDS, "status")
-CSV_FIELDS = FIELDS
+CSV_FIELDS = (*(f for f in FIELDS if f != "quiet_hours"), "quiet_hours")  # a new column goes last
 
 
 def subscriber_from_form(form: Mapping[str, Any], email: str, topics: Sequence[str]) -> Subscriber:

@@ -40,10 +40,11 @@ from digest.model.subscribers import (
 )
 from digest.service import views
 from digest.service.bounces import BounceSummary, process_bounces
+from digest.service.compose import DigestMaker, Prepared
 from digest.service.fetching import FetchOptions, fetch_feeds
 from digest.service.lookup import search_stories
 from digest.service.organising import OrganiseSummary, organise
-from digest.service.sending import Mailer, Prepared, SendReport, send_due
+from digest.service.sending import SendReport, send_due
 from digest.storage.store import Store
 
 Clock = Callable[[], datetime]
@@ -278,9 +279,8 @@ class Digest:
         sub = subs[0] if subs else Subscriber("preview@example.org", id=0)
         if part in ("html", "text"):
             sub = replace(sub, format=part)
-        mailer = Mailer(loaded, self.store)
-        mailer.load_history([sub.id] if sub.id else [], now)
-        return sub, mailer.prepare(sub, current_period(sub, now), now, readable=True)
+        maker = DigestMaker(loaded, self.store, [sub.id] if sub.id else [], now)
+        return sub, maker.prepare(sub, current_period(sub, now), now, readable=True)
 
     def mail_operator(self, address: str) -> None:
         """Mail `address` the operator's report: feeds failing for a day or more, the last day's sends."""

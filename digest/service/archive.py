@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from digest.config import LoadedConfig
-from digest.mail.links import digest_links
+from digest.mail.links import LinkSigner
 from digest.mail.render import Renderer
 from digest.mail.tokens import Signer
 from digest.model.assemble import assemble
@@ -70,7 +70,7 @@ def archived_digest(
         feed_titles=feed_titles,
     )
     salt = store.subscriber_salts([subscriber_id]).get(subscriber_id)  # once, for both signed links
-    links = digest_links(loaded.config.delivery, signer, subscriber_id, salt=salt)
+    links = LinkSigner(loaded.config.delivery, signer).links(subscriber_id, salt=salt)
     rendered = renderer.render(digest, links, web=True)
     if rendered.html is not None:
         return rendered.html

@@ -1,16 +1,15 @@
 """The send loop: who is due, what their digest holds, and the ledger that makes it exactly once.
 
-    store.list_subscribers(active) | schedule.current_period    # pure: due or not
-    | compose.assemble (stories since their last digest, minus those already sent)
-    | render.Renderer (templates, CSS inlined) | render.build_message
-    | store.claim_deliveries (a few rows per connection at a time, held by this sender until
-    |                         sent or its lease runs out; Message-ID fixed per subscriber and period)
-    | transport.send, and while its connection is still held:
-    | store.finish_delivery (sent + the stories, one transaction)
+    store.schedules + store.ledger_states | schedule.who_is_due           (pure: due or not)
+    | compose.DigestMaker: assemble, render once per content, personalise (bytes per subscriber)
+    | SendLoop: claim a few rows per connection at a time (held by this sender until sent or
+    |           its lease runs out; Message-ID fixed per subscriber and period)
+    |           | rate limit | transport.send (one attempt; temporary failures tried again here)
+    |           | Marks: "sent" + the stories committed while the connection that took it is held
 
 Any number of senders (send, run --once, daemons on several machines) may run at once: each
 sends only the rows it claimed, and a claim is taken over only when its lease has run out (a
-crashed sender). A crash between the server accepting a message and `finish_delivery` leaves
+crashed sender). A crash between the server accepting a message and its mark's commit leaves
 that row pending: it is sent again, with the same Message-ID, once its lease runs out; each SMTP
 connection has at most that one message in flight, so that is the most a crash can repeat.
 """
@@ -19,36 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from digest.config import LoadedConfig
-from digest.errors import DeliveryError, TransportSetupError
-from digest.mail.links import digest_links
-from digest.mail.render import (
-    PLACEHOLDER_EMAIL,
-    PLACEHOLDER_LINKS,
-    Links,
-    MessageTemplate,
-    Rendered,
-    Renderer,
-    build_message,
-    domain_of,
-    make_template,
-    message_id,
-    personalise,
-    personalised,
-)
-from digest.mail.tokens import Signer, load_secret
+from digest.config import DeliverySettings, LoadedConfig
+from digest.errors import DeliveryError, TemporaryDeliveryError, TransportSetupError
 from digest.mail.transports import Transport, make_transport
-from digest.model.assemble import Digest, DigestStory, assemble
-from digest.model.bounces import verp_address
-from digest.model.schedule import Period, current_period
-from digest.model.stories import StoryView, build_stories, topic_title
+from digest.model.schedule import INSTANT_EVERY, Period, current_periods, in_quiet_hours, who_is_due
 from digest.model.subscribers import Subscriber, make_subscriber
+from digest.service.compose import DigestMaker, Prepared
 from digest.storage.lease import holder_id, wall_clock
 from digest.storage.store import Store
 
@@ -57,143 +39,12 @@ from digest.storage.store import Store
 class SendReport:
     email: str
     period: str
-    state: str  # sent, empty, failed, bounced, done (already), claimed (by another sender), dry-run
+    # sent, empty, failed, bounced, done (already), claimed (by another sender), dry-run, quiet
+    # (an instant subscriber's quiet hours)
+    state: str
     stories: int = 0
     error: str | None = None
     message_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    subscriber: Subscriber
-    digest: Digest
-    rendered: Rendered
-    data: bytes
-    message_id: str
-
-
-class Mailer:
-    """Everything one run needs to turn a (subscriber, period) into a message.
-
-    Digests with the same content (period, stories, format, zone, schedule, topics) are rendered
-    once and personalised per subscriber (render.personalise); ledger facts are read once per run.
-    """
-
-    def __init__(self, loaded: LoadedConfig, store: Store) -> None:
-        self.loaded, self.store = loaded, store
-        d = loaded.config.delivery
-        self.settings = d
-        template_dir = loaded.base_dir / (d.templates or "templates")
-        self.renderer = Renderer(template_dir, list_name=d.list_name, locale=d.locale)
-        self.salts: dict[int, str] = {}  # the subscriptions' salts, signed into their links
-        self.signer = Signer(load_secret(d.secret, loaded.base_dir), self._salt_of)
-        self.domain = domain_of(d.sender)
-        rules = loaded.rules
-        self.topic_titles = {t.name: topic_title(t.name) for t in rules.topics}
-        self.feed_titles = {n: st.title for n, st in store.feed_states().items()}
-        self.order = [t.name for t in (*rules.topics, *rules.tags)]
-        self.views: list[StoryView] = []  # the stories these subscribers' digests may hold (load_history)
-        self._templates: dict[tuple[object, ...], tuple[Rendered, MessageTemplate]] = {}
-        self._stories: dict[int, DigestStory] = {}  # digest items, the same for every subscriber
-        self.last_assembled: dict[int, datetime] = {}
-        self.sent: dict[int, set[int]] = {}
-
-    def _salt_of(self, subscriber_id: int) -> str | None:
-        if subscriber_id not in self.salts:
-            self.salts.update(self.store.subscriber_salts([subscriber_id]))
-        return self.salts.get(subscriber_id)
-
-    def _views(self, **window: Any) -> list[StoryView]:
-        found = self.store.classified_entries(**window)
-        return build_stories(found, self.feed_titles, self.order, self.loaded.clustering.tag_share)
-
-    def load_history(self, subscriber_ids: list[int], now: datetime) -> None:
-        """What these subscribers were last sent, and the stories their digests may hold: those
-        that gained an entry since the earliest of their last digests (or the lookback). Each
-        tick reads that window, never the whole store."""
-        self.last_assembled = self.store.last_digests(subscriber_ids)
-        self.salts.update(self.store.subscriber_salts(subscriber_ids))
-        fallback = now - timedelta(seconds=self.settings.lookback)
-        since = min((self.last_assembled.get(i) or fallback for i in subscriber_ids), default=fallback)
-        self.views = self._views(stories_since=since)
-        self.sent = self.store.sent_stories(subscriber_ids, [v.id for v in self.views])
-
-    def return_path(self, sub: Subscriber) -> str:
-        """MAIL FROM (RFC 5321 §4.1.1.2, where bounces go): with delivery.bounce_address, the
-        subscriber's own VERP address bounces+TOKEN@domain, so a bounce that comes back later
-        names its subscriber however mangled its report (service/bounces.py); else From's address."""
-        bounce_address = self.settings.bounce_address
-        if bounce_address is None or sub.id is None:
-            return _envelope(self.settings.sender)
-        return verp_address(bounce_address, self.signer.sign_bounce(sub.id, self._salt_of(sub.id) or ""))
-
-    def links(self, sub: Subscriber, period: str | None = None) -> Links:
-        assert sub.id is not None
-        return digest_links(self.settings, self.signer, sub.id, period)
-
-    def assemble(self, sub: Subscriber, period: Period, now: datetime) -> Digest:
-        assert sub.id is not None
-        since = self.last_assembled.get(sub.id) or now - timedelta(seconds=self.settings.lookback)
-        return assemble(
-            sub,
-            period,
-            self.views,
-            since=since,
-            until=now,
-            already_sent=self.sent.get(sub.id, set()),
-            topic_titles=self.topic_titles,
-            feed_titles=self.feed_titles,
-            cache=self._stories,
-            max_age=self.loaded.config.max_age,  # old news is stored, never mailed (issue 11)
-        )
-
-    def prepare(
-        self,
-        sub: Subscriber,
-        period: Period,
-        now: datetime,
-        digest: Digest | None = None,
-        *,
-        readable: bool = False,
-    ) -> Prepared:
-        assert sub.id is not None
-        digest = digest or self.assemble(sub, period, now)
-        links = self.links(sub, period.key)
-        mid = message_id(sub.id, period.key, self.domain)
-        key = (
-            period.key,
-            sub.format,
-            sub.show_why,
-            sub.timezone,
-            sub.cadence,
-            sub.send_time,
-            sub.weekday,
-            sub.topics,
-            digest.story_ids,
-            digest.more,
-        )
-        cached = self._templates.get(key)
-        if cached is None:
-            generic = replace(digest, subscriber=replace(sub, email=PLACEHOLDER_EMAIL))
-            rendered = self.renderer.render(generic, PLACEHOLDER_LINKS)
-            template = make_template(rendered, sender=self.settings.sender, list_id=self.settings.list_id)
-            cached = self._templates[key] = (rendered, template)
-        shared, template = cached
-        # the readable copy is for preview; sending needs only the bytes below
-        rendered = personalised(shared, sub.email, links) if readable else shared
-        data = personalise(template, recipient=sub.email, msg_id=mid, links=links, date=now)
-        if data is None:  # an address the fast path does not handle: the email package does it
-            rendered = self.renderer.render(digest, links)
-            data = build_message(
-                rendered,
-                sender=self.settings.sender,
-                recipient=sub.email,
-                msg_id=mid,
-                list_id=self.settings.list_id,
-                links=links,
-                date=now,
-            )
-        return Prepared(sub, digest, rendered, data, mid)
 
 
 def seed_subscribers(loaded: LoadedConfig, store: Store, now: datetime) -> int:
@@ -206,58 +57,282 @@ def seed_subscribers(loaded: LoadedConfig, store: Store, now: datetime) -> int:
     return added
 
 
-BATCH = 200  # digests assembled and rendered at a time
-CLAIM_PER_CONNECTION = 4  # rows claimed at a time, per SMTP connection; each "sent" is committed on its own
-
-
-class Claims:
-    """This sender's claims on one batch: renewed before their lease runs out, so that a long
-    batch (a slow server, a rate limit) never sends a row whose lease another sender may have
-    taken over; a row whose renewal fails is no longer ours and is not sent."""
-
-    def __init__(self, store: Store, owner: str, lease: float, keys: set[tuple[int, str]]) -> None:
-        self.store, self.owner, self.lease = store, owner, lease
-        self.unsent = keys
-        self.renew_at = time.monotonic() + lease / 2
-        self._lock = asyncio.Lock()
-
-    async def still_ours(self, key: tuple[int, str]) -> bool:
-        async with self._lock:
-            if time.monotonic() >= self.renew_at and self.unsent:
-                started = time.monotonic()
-                kept = await asyncio.to_thread(
-                    self.store.renew_claims, sorted(self.unsent), self.owner, wall_clock(), self.lease
-                )
-                self.unsent &= kept
-                self.renew_at = started + self.lease / 2
-            return key in self.unsent
-
-    def sent(self, key: tuple[int, str]) -> None:
-        self.unsent.discard(key)
-
-
-def who_is_due(
-    store: Store, now: datetime, *, only: str | None = None
+def due_now(
+    store: Store, now: datetime, *, only: str | None = None, instant_every: float = INSTANT_EVERY
 ) -> tuple[list[Subscriber], dict[int, Period], list[int]]:
     """-> (active subscribers' schedules, each one's current period, the ids not yet done for it).
 
     From schedules and the ledger rows of the current periods alone: the daemon asks every
     tick, so it never reads preferences or history for subscribers who are not due."""
     schedules = store.schedules(email=only)
-    memo: dict[tuple[str, int | None, str, str], Period] = {}
-    periods: dict[int, Period] = {}
-    for s in schedules:
-        key = (s.cadence, s.weekday, s.send_time, s.timezone)  # few distinct schedules, many subscribers
-        if key not in memo:
-            memo[key] = current_period(s, now)
-        periods[s.id or 0] = memo[key]
-    states = store.ledger_states([p.key for p in memo.values()])
-    due = [
-        s.id or 0
-        for s in schedules
-        if states.get((s.id or 0, periods[s.id or 0].key)) not in ("sent", "empty")
-    ]
-    return schedules, periods, due
+    periods = current_periods(schedules, now, instant_every=instant_every)
+    states = store.ledger_states([p.key for p in set(periods.values())])
+    return schedules, periods, who_is_due(schedules, periods, states, now)
+
+
+CLAIM_PER_CONNECTION = 4  # rows claimed at a time, per SMTP connection
+
+
+class Claims:
+    """This sender's claims: renewed before their lease runs out, so that a long run (a slow
+    server, a rate limit, retries) never sends a row whose lease another sender may have taken
+    over; a row whose renewal fails is no longer ours and is not sent."""
+
+    def __init__(self, store: Store, owner: str, lease: float) -> None:
+        self.store, self.owner, self.lease = store, owner, lease
+        self.unsent: set[tuple[int, str]] = set()
+        self.renew_at = time.monotonic() + lease / 2
+        self._lock = asyncio.Lock()
+
+    def add(self, keys: Iterable[tuple[int, str]]) -> None:
+        if not self.unsent:  # the first claims since nothing was held: a lease from now
+            self.renew_at = time.monotonic() + self.lease / 2
+        self.unsent.update(keys)
+
+    async def still_ours(self, key: tuple[int, str]) -> bool:
+        async with self._lock:
+            if time.monotonic() >= self.renew_at and self.unsent:
+                started, asked = time.monotonic(), set(self.unsent)
+                kept = await asyncio.to_thread(
+                    self.store.renew_claims, sorted(asked), self.owner, wall_clock(), self.lease
+                )
+                self.unsent -= asked - kept  # rows claimed meanwhile were not asked about: still ours
+                self.renew_at = started + self.lease / 2
+            return key in self.unsent
+
+    def done(self, key: tuple[int, str]) -> None:
+        self.unsent.discard(key)
+
+
+Mark = tuple[int, str, str, str | None]  # (subscriber, period, state, error)
+
+
+class Marks:
+    """Ledger marks ("sent" with its stories, "failed") committed in groups: a mark waits for
+    the commit that holds it, and the marks that arrive while one commit runs share the next.
+    A connection that awaits its mark before taking another message (transports.Accepted) still
+    has at most one unmarked message in flight; the ledger sees one transaction for many."""
+
+    def __init__(self, store: Store, now: datetime, db: Any) -> None:
+        self.store, self.now, self.db = store, now, db
+        self._queue: list[tuple[Mark, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def mark(self, row: Mark) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((row, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write())
+        await future
+
+    async def _write(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                async with self.db:
+                    await asyncio.to_thread(self.store.finish_deliveries, [row for row, _ in batch], self.now)
+            except BaseException as exc:  # every waiter hears of it; nothing was committed
+                for _, f in batch:
+                    if not f.done():
+                        f.set_exception(exc)
+            else:
+                for _, f in batch:
+                    if not f.done():
+                        f.set_result(None)
+
+
+class RateLimit:
+    """At most `rate` sends a second over the whole run (0: no limit), spaced evenly."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if not self.rate:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            wait = self._next - now
+            self._next = max(now, self._next) + 1.0 / self.rate
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
+class SendLoop:
+    """Claims, the rate limit, retries and the ledger marks of one run; nothing else sends.
+
+    Prepared messages are claimed a few per connection at a time, just before they are sent:
+    senders running at once share the work (each takes the next rows nobody holds), and a
+    sender that dies holds few rows for a lease. A bounded queue hands claimed rows to as many
+    workers as the transport has connections (twice over, so that a connection never waits for
+    the next message), so claiming the next rows overlaps sending the last ones."""
+
+    def __init__(
+        self,
+        store: Store,
+        transport: Transport,
+        settings: DeliverySettings,
+        *,
+        now: datetime,
+        report: Callable[[SendReport], None],
+        stopping: Callable[[], bool],
+    ) -> None:
+        self.store, self.transport, self.now, self.report, self.stopping = (
+            store,
+            transport,
+            now,
+            report,
+            stopping,
+        )
+        self.settings = d = settings
+        self.owner = holder_id()
+        # one ledger write at a time on SQLite (one writer anyway); PostgreSQL takes them side by
+        # side, so each connection's mark comes sooner and a crash finds fewer messages unmarked
+        self.db: Any = asyncio.Lock() if store.engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        self.claims = Claims(store, self.owner, d.lease)
+        self.marks = Marks(store, now, self.db)
+        smtp = d.transport == "smtp"  # retries and the rate are SMTP settings; a local MTA queues
+        self.rate = RateLimit(d.smtp.rate if smtp else 0.0)
+        self.retries, self.retry_delay = (d.smtp.retries, d.smtp.retry_delay) if smtp else (0, 0.0)
+        self.envelope = email.utils.parseaddr(d.sender)[1] or d.sender  # MAIL FROM: the bare address
+        self.claim_size = CLAIM_PER_CONNECTION * d.smtp.connections
+        self.workers = max(8, d.smtp.connections * 2)
+        self.broken: list[TransportSetupError] = []  # the transport cannot be used: stop
+        self.failures: list[BaseException] = []  # anything else unexpected: stop, then raise
+
+    def stopped(self) -> bool:
+        return bool(self.stopping() or self.broken or self.failures)
+
+    async def run(self, messages: Iterable[tuple[Prepared, Period]]) -> None:
+        """Send `messages`. `stopping()` turning true (SIGTERM) starts no new send: messages in
+        flight finish and are recorded; rows claimed but not sent are let go for the next run.
+        A transport that cannot be used at all (login refused, the SMTP circuit breaker) stops
+        the run the same way and is raised once the messages in flight are recorded."""
+        queue: asyncio.Queue[tuple[Prepared, Period] | None] = asyncio.Queue(self.claim_size)
+        await self.transport.open()
+        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.workers)]
+        try:
+            for chunk in _chunks(messages, self.claim_size, self.stopped):
+                for item in await self._claim(chunk):
+                    await queue.put(item)  # waits while the workers are busy: few rows held
+                    if self.stopped():
+                        break
+        finally:
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers, return_exceptions=True)
+            try:
+                await self.transport.close()
+            finally:
+                with contextlib.suppress(Exception):  # a failed release only makes the next run wait a lease
+                    await asyncio.to_thread(self.store.release_claims, self.owner)
+        if self.broken:
+            raise self.broken[0]
+        if self.failures:
+            raise self.failures[0]
+
+    async def _claim(self, chunk: list[tuple[Prepared, Period]]) -> list[tuple[Prepared, Period]]:
+        items = [
+            (p.subscriber.id or 0, per.key, p.message_id, p.digest.story_ids, self.now) for p, per in chunk
+        ]
+        async with self.db:
+            claimed = await asyncio.to_thread(
+                self.store.claim_deliveries, items, self.owner, wall_clock(), self.settings.lease
+            )
+        ours = []
+        for (p, per), ok in zip(chunk, claimed, strict=True):
+            if ok:
+                ours.append((p, per))
+            else:  # another sender has it, or has sent it since we looked
+                self.report(SendReport(p.subscriber.email, per.key, "claimed", p.digest.count))
+        self.claims.add((p.subscriber.id or 0, per.key) for p, per in ours)
+        return ours
+
+    async def _worker(self, queue: asyncio.Queue[tuple[Prepared, Period] | None]) -> None:
+        while (item := await queue.get()) is not None:
+            if self.stopped():
+                continue  # left pending (its claim let go at the end): the next run sends it
+            try:
+                await self._deliver(*item)
+            except TransportSetupError as exc:
+                self.broken.append(exc)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # a database or disk failure, an interrupt: raised by run()
+                self.failures.append(exc)  # once every send in flight has finished and the claims are let go
+
+    async def _deliver(self, p: Prepared, period: Period) -> None:
+        sub, n = p.subscriber, p.digest.count
+        sid = sub.id or 0
+        key = (sid, period.key)
+        mark_now = not self.transport.idempotent
+
+        async def accepted() -> None:  # the transport still holds the connection that took it
+            await self.marks.mark((sid, period.key, "sent", None))
+
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
+                if self.stopped():
+                    return
+            if not await self.claims.still_ours(key):
+                self.report(SendReport(sub.email, period.key, "claimed", n, message_id=p.message_id))
+                return
+            await self.rate.wait()
+            try:
+                await self.transport.send(
+                    p.return_path or self.envelope,
+                    sub.email,
+                    p.data,
+                    p.message_id,
+                    accepted=accepted if mark_now else None,
+                )
+            except TemporaryDeliveryError as exc:
+                if attempt < self.retries:
+                    continue
+                error = DeliveryError(
+                    f"{exc}; not delivered after {self.retries + 1} tries, it will be tried again next run"
+                )
+                await self._failed(p, period, error)
+                return
+            except DeliveryError as exc:
+                await self._failed(p, period, exc)
+                return
+            break
+        if not mark_now:  # an idempotent transport: a re-send after a crash leaves one copy
+            await self.marks.mark((sid, period.key, "sent", None))
+        self.claims.done(key)
+        self.report(SendReport(sub.email, period.key, "sent", n, message_id=p.message_id))
+
+    async def _failed(self, p: Prepared, period: Period, exc: DeliveryError) -> None:
+        sid = p.subscriber.id or 0
+        await self.marks.mark((sid, period.key, "failed", str(exc)))
+        state = "failed"
+        if exc.permanent:
+            async with self.db:
+                status = await asyncio.to_thread(
+                    self.store.record_bounce, sid, self.settings.bounce_limit, self.now
+                )
+            state = "bounced" if status == "bouncing" else "failed"
+        self.claims.done((sid, period.key))
+        self.report(SendReport(p.subscriber.email, period.key, state, p.digest.count, str(exc), p.message_id))
+
+
+def _chunks(
+    items: Iterable[tuple[Prepared, Period]], size: int, stopped: Callable[[], bool]
+) -> Iterator[list[tuple[Prepared, Period]]]:
+    chunk: list[tuple[Prepared, Period]] = []
+    for item in items:
+        if stopped():
+            return
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk and not stopped():
+        yield chunk
 
 
 async def send_due(
@@ -271,151 +346,61 @@ async def send_due(
     on_report: Callable[[SendReport], None] | None = None,
     stopping: Callable[[], bool] = lambda: False,
 ) -> list[SendReport]:
-    """Send what is due. `stopping()` turning true (SIGTERM) starts no new send: messages in flight
-    finish and are recorded; rows claimed but not sent are let go for the next run. A transport
-    that cannot be used at all (login refused, the SMTP circuit breaker) stops the run the same
-    way and is raised once the messages in flight are recorded."""
+    """Send what is due now (SendLoop.run says how a stop and a broken transport end the run)."""
     if not dry_run:  # a dry run changes nothing, not even the subscriber table (issue 13)
         seed_subscribers(loaded, store, now)
     d = loaded.config.delivery
-    schedules, periods, due_ids = who_is_due(store, now, only=only)
+    schedules, periods, due_ids = due_now(store, now, only=only, instant_every=d.instant_every)
     due = set(due_ids)
     reports = [
-        SendReport(s.email, periods[s.id or 0].key, "done") for s in schedules if (s.id or 0) not in due
+        SendReport(s.email, periods[s.id or 0].key, "quiet" if in_quiet_hours(s, now) else "done")
+        for s in schedules
+        if (s.id or 0) not in due
     ]
     if not due_ids:
         return reports
-    subs = store.subscribers_by_id(due_ids)
-    mailer = Mailer(loaded, store)
-    mailer.load_history(due_ids, now)
-    transport = transport or make_transport(d, loaded.base_dir)
-    owner = holder_id()
-    # one ledger write at a time on SQLite (one writer anyway); PostgreSQL takes them side by
-    # side, so each connection's mark comes sooner and a crash finds fewer messages unmarked
-    db: Any = asyncio.Lock() if store.engine.dialect.name == "sqlite" else contextlib.nullcontext()
-    sending = asyncio.Semaphore(max(8, d.smtp.connections * 2))
-    done: list[tuple[int, str, str, str | None]] = []  # sent through an idempotent transport
-    broken: list[TransportSetupError] = []  # the transport cannot be used: stop
 
     def report(r: SendReport) -> None:
         reports.append(r)
         if on_report:
             on_report(r)
 
-    async def deliver(p: Prepared, period: Period, claims: Claims) -> None:
-        sub = p.subscriber
-        assert sub.id is not None
-        sid, n, key = sub.id, p.digest.count, (sub.id, period.key)
-        async with sending:
-            if stopping() or broken:
-                return  # left pending (its claim let go at the end): the next run sends it
-            if not await claims.still_ours(key):
-                report(SendReport(sub.email, period.key, "claimed", n, message_id=p.message_id))
-                return
+    maker = DigestMaker(loaded, store, due_ids, now)
+    empty: list[tuple[int, str, str]] = []
 
-            async def accepted() -> None:  # the transport still holds the connection that took it
-                async with db:
-                    await asyncio.to_thread(store.finish_delivery, sid, period.key, "sent", now)
-                claims.sent(key)
-
-            try:
-                await transport.send(
-                    mailer.return_path(sub),
-                    sub.email,
-                    p.data,
-                    p.message_id,
-                    accepted=None if transport.idempotent else accepted,
-                )
-            except TransportSetupError as exc:
-                broken.append(exc)
-                return
-            except DeliveryError as exc:
-                async with db:
-                    await asyncio.to_thread(store.finish_delivery, sid, period.key, "failed", now, str(exc))
-                    state = "failed"
-                    if exc.permanent:
-                        status = await asyncio.to_thread(store.record_bounce, sid, d.bounce_limit, now)
-                        state = "bounced" if status == "bouncing" else "failed"
-                claims.sent(key)
-                report(SendReport(sub.email, period.key, state, n, str(exc), p.message_id))
-                return
-        if transport.idempotent:
-            done.append((sid, period.key, "sent", None))  # committed with its batch
-        report(SendReport(sub.email, period.key, "sent", n, message_id=p.message_id))
-
-    async def send_claimed(part: list[tuple[Prepared, Period]]) -> None:
-        items = [(p.subscriber.id, per.key, p.message_id, p.digest.story_ids, now) for p, per in part]
-        async with db:
-            claimed = await asyncio.to_thread(
-                store.claim_deliveries,
-                items,  # type: ignore[arg-type]
-                owner,
-                wall_clock(),
-                d.lease,
-            )
-        ours = [(p, per) for (p, per), ok in zip(part, claimed, strict=True) if ok]
-        for (p, per), ok in zip(part, claimed, strict=True):
-            if not ok:  # another sender has it, or has sent it since we looked
-                report(SendReport(p.subscriber.email, per.key, "claimed", p.digest.count))
-        claims = Claims(store, owner, d.lease, {(p.subscriber.id or 0, per.key) for p, per in ours})
-        done.clear()
-        # every send in flight finishes and is recorded before a failure that stops the run
-        # (login refused, the outbox full) is raised: none is left for asyncio.run to cancel
-        outcomes = await asyncio.gather(*(deliver(p, per, claims) for p, per in ours), return_exceptions=True)
-        failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
-        if done:
-            async with db:
-                await asyncio.to_thread(store.finish_deliveries, list(done), now)
-        if failure is not None:
-            raise failure
-
-    # Claimed a few at a time, just before they are sent: senders running at once share the
-    # work (each takes the next rows nobody holds), and a sender that dies holds few rows
-    # for a lease; enough to keep every connection busy between claims.
-    claim_size = CLAIM_PER_CONNECTION * d.smtp.connections
-    await transport.open()
-    try:
-        for i in range(0, len(subs), BATCH):
-            if stopping() or broken:
-                break
-            batch: list[tuple[Prepared, Period]] = []
-            for sub in subs[i : i + BATCH]:
-                assert sub.id is not None
-                period = periods[sub.id]
-                digest = mailer.assemble(sub, period, now)
-                if digest.count == 0 and not d.send_empty:
-                    if not dry_run:
-                        mid = message_id(sub.id, period.key, mailer.domain)
-                        async with db:
-                            await asyncio.to_thread(store.record_empty, sub.id, period.key, mid, now)
-                    report(SendReport(sub.email, period.key, "empty"))
-                    continue
-                prepared = mailer.prepare(sub, period, now, digest)
-                if dry_run:
-                    report(
-                        SendReport(
-                            sub.email, period.key, "dry-run", digest.count, message_id=prepared.message_id
-                        )
-                    )
-                    continue
-                batch.append((prepared, period))
-            if not batch:
+    def messages() -> Iterator[tuple[Prepared, Period]]:
+        for sub in store.subscribers_by_id(due_ids):
+            period = periods[sub.id or 0]
+            digest = maker.assemble(sub, period, now)
+            if digest.count == 0 and (not d.send_empty or sub.cadence == "instant"):
+                # an instant window with nothing new is not recorded: a story folded later in
+                # the same window still goes out in it
+                if sub.cadence != "instant":
+                    empty.append((sub.id or 0, period.key, maker.message_id(sub, period)))
+                report(SendReport(sub.email, period.key, "empty"))
                 continue
-            for j in range(0, len(batch), claim_size):
-                if stopping() or broken:
-                    break
-                await send_claimed(batch[j : j + claim_size])
+            prepared = maker.prepare(sub, period, now, digest)
+            if dry_run:
+                report(
+                    SendReport(sub.email, period.key, "dry-run", digest.count, message_id=prepared.message_id)
+                )
+                continue
+            yield prepared, period
+
+    if dry_run:
+        for _ in messages():
+            pass
+        return reports
+    try:
+        await SendLoop(
+            store,
+            transport or make_transport(d, loaded.base_dir),
+            d,
+            now=now,
+            report=report,
+            stopping=stopping,
+        ).run(messages())
     finally:
-        await transport.close()
-        with contextlib.suppress(Exception):  # a failed release only makes the next run wait a lease
-            await asyncio.to_thread(store.release_claims, owner)
-    if broken:
-        raise broken[0]
+        for sid, key, mid in empty:
+            await asyncio.to_thread(store.record_empty, sid, key, mid, now)
     return reports
-
-
-def _envelope(sender: str) -> str:
-    """The bare address of a From header, for MAIL FROM."""
-    import email.utils
-
-    return email.utils.parseaddr(sender)[1] or sender

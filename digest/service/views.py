@@ -20,7 +20,7 @@ from digest.model.schedule import next_due
 from digest.model.stories import age_at_first_sight, build_stories, old_news
 from digest.model.subscribers import Subscriber
 from digest.model.terms import Hits
-from digest.service.sending import who_is_due
+from digest.service.sending import due_now
 from digest.storage.store import Store
 
 
@@ -197,7 +197,7 @@ class Status:
 def status(loaded: LoadedConfig, store: Store, now: datetime) -> Status:
     states = store.feed_states()
     subs = store.list_subscribers()
-    _, _, due = who_is_due(store, now)
+    _, _, due = due_now(store, now, instant_every=loaded.config.delivery.instant_every)
     enabled = [f for f in loaded.config.feeds if f.enabled]
     active = [s for s in subs if s.status == "active"]
     return Status(

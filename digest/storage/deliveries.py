@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from digest.storage import ledger
 from digest.storage.base import (
     StorageBase,
     chunks,
@@ -90,11 +91,6 @@ class DeliveriesMixin(StorageBase):
         gives False. Rows are taken in subscriber order, so two senders never wait on each other
         in a circle (PostgreSQL)."""
         d = deliveries
-        until = clock + timedelta(seconds=lease)
-        claimable = sa.and_(
-            d.c.state.in_(("pending", "failed")),
-            sa.or_(d.c.claimed_by.is_(None), d.c.claimed_by == owner, d.c.claimed_until < clock),
-        )
         with self._writing() as conn:
             fresh = [
                 {
@@ -110,22 +106,7 @@ class DeliveriesMixin(StorageBase):
             ]
             if fresh:
                 conn.execute(insert_ignore(conn, d, ["subscriber_id", "period"]), fresh)
-            claimed: dict[tuple[object, object], bool] = {}
-            for row in fresh:
-                result = conn.execute(
-                    d.update()
-                    .where(d.c.subscriber_id == row["subscriber_id"], d.c.period == row["period"], claimable)
-                    .values(
-                        state="pending",
-                        attempts=d.c.attempts + 1,
-                        story_ids=row["story_ids"],
-                        assembled_at=row["assembled_at"],
-                        message_id=row["message_id"],  # fixed per (subscriber, period): the same
-                        claimed_by=owner,
-                        claimed_until=until,
-                    )
-                )
-                claimed[(row["subscriber_id"], row["period"])] = result.rowcount == 1
+            claimed = ledger.claim(conn, fresh, owner, clock, lease)
         return [claimed[(sid, period)] for sid, period, *_ in batch]
 
     def renew_claims(
@@ -169,38 +150,8 @@ class DeliveriesMixin(StorageBase):
 
     def finish_deliveries(self, batch: Sequence[tuple[int, str, str, str | None]], now: datetime) -> None:
         """(subscriber, period, state, error) for several deliveries, in one transaction."""
-        d, ss = deliveries, sent_stories
         with self._safe(), self.engine.begin() as conn:
-            for subscriber_id, period, state, error in batch:
-                row = conn.execute(
-                    sa.select(d.c.id, d.c.story_ids).where(
-                        d.c.subscriber_id == subscriber_id, d.c.period == period
-                    )
-                ).one()
-                conn.execute(
-                    d.update()
-                    .where(d.c.id == row.id)
-                    .values(
-                        state=state,
-                        last_error=error,
-                        sent_at=now if state == "sent" else None,
-                        claimed_by=None,
-                        claimed_until=None,
-                    )
-                )
-                if state == "sent" and row.story_ids:
-                    known = set(
-                        conn.execute(
-                            sa.select(ss.c.story_id).where(ss.c.subscriber_id == subscriber_id)
-                        ).scalars()
-                    )
-                    fresh = [
-                        {"subscriber_id": subscriber_id, "story_id": sid, "delivery_id": row.id}
-                        for sid in row.story_ids
-                        if sid not in known
-                    ]
-                    if fresh:
-                        conn.execute(ss.insert(), fresh)
+            ledger.finish(conn, batch, now)
 
     def record_empty(self, subscriber_id: int, period: str, message_id: str, now: datetime) -> None:
         with self._safe(), self.engine.begin() as conn:

@@ -29,7 +29,7 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 
 
 # The Alembic revision these tables match; tests check it is the head of digest/storage/migrations.
-SCHEMA_REVISION = "0009"
+SCHEMA_REVISION = "0010"
 
 metadata = sa.MetaData()
 
@@ -150,6 +150,7 @@ subscribers = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("salt", sa.String(32), nullable=False, server_default=""),
+    sa.Column("quiet_hours", sa.String(11)),  # "22:00-07:00" local: instant mail waits (0009)
     sqlite_autoincrement=True,
 )
 
@@ -185,7 +186,7 @@ sent_stories = sa.Table(
     sa.Column("delivery_id", sa.Integer, sa.ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False),
 )
 
-# The bounce mailbox's ledger (migration 0009): one row per message read, keyed by the sha256 of
+# The bounce mailbox's ledger (migration 0010): one row per message read, keyed by the sha256 of
 # its bytes, written in the transaction that applies its effect. A message read again (a crash
 # between that commit and moving it aside) finds its row and changes nothing.
 bounce_reports = sa.Table(

@@ -112,13 +112,15 @@ class SubscribersMixin(StorageBase):
     def schedules(self, *, status: str = "active", email: str | None = None) -> list[Subscriber]:
         """Subscribers with only what deciding who is due needs (id, address, cadence, time, zone)."""
         c = subscribers.c
-        q = sa.select(c.id, c.email, c.cadence, c.weekday, c.send_time, c.timezone).where(c.status == status)
+        q = sa.select(c.id, c.email, c.cadence, c.weekday, c.send_time, c.timezone, c.quiet_hours).where(
+            c.status == status
+        )
         with self._safe(), self.engine.connect() as conn:
             if email:
                 q = q.where(c.id == self._subscriber_id(conn, email))
             return [
-                Subscriber(email=e, cadence=cad, weekday=wd, send_time=t, timezone=tz, id=i)
-                for i, e, cad, wd, t, tz in conn.execute(q.order_by(c.id)).tuples()
+                Subscriber(email=e, cadence=cad, weekday=wd, send_time=t, timezone=tz, quiet_hours=qh, id=i)
+                for i, e, cad, wd, t, tz, qh in conn.execute(q.order_by(c.id)).tuples()
             ]
 
     def subscriber(self, subscriber_id: int) -> Subscriber | None:

@@ -33,6 +33,7 @@ def print_send(reports: list[Any]) -> int:
             "empty": "dim",
             "done": "dim",
             "claimed": "dim",
+            "quiet": "dim",
         }.get(r.state, "")
         table.add_row(
             r.email, r.period, f"[{style}]{r.state}[/]" if style else r.state, str(r.stories), r.error or ""
@@ -40,7 +41,8 @@ def print_send(reports: list[Any]) -> int:
     out.print(table)
     counts = {
         k: sum(r.state == k for r in reports)
-        for k in ("sent", "empty", "failed", "bounced", "done", "claimed")
+        for k in ("sent", "empty", "failed", "bounced", "done", "claimed", "quiet")
+        if k != "quiet" or any(r.state == k for r in reports)
     }
     out.print(", ".join(f"{v} {k}" for k, v in counts.items()))
     return counts["failed"] + counts["bounced"]

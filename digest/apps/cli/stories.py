@@ -221,6 +221,12 @@ def explain(state: State, entry: str) -> None:
             continue
         ev = "; ".join(f"{field}: “{matched}” ({cond})" for cond, field, _term, matched in r.fired.evidence)
         out.print(f"  tag {r.name} ← {r.fired.rule}: {ev}", markup=False)
+    for r, to in c.gave_way:  # matched, but `unless` let another tag have it
+        ev = "; ".join(f"{field}: “{matched}” ({cond})" for cond, field, _term, matched in r.fired.evidence)
+        out.print(
+            f"  tag {r.name} ✗ {r.fired.rule}: {ev}; matched but gives way to {', '.join(sorted(to))}",
+            markup=False,
+        )
     if x.old_news_age is not None:
         out.print(
             f"\n[yellow]not mailed[/]: old news, published {fmt_age(x.old_news_age)} before it was"

@@ -28,7 +28,10 @@ def subscribers() -> None:
 @click.option("--topics", default=None, help="comma-separated topics  [new subscriber: all]")
 @click.option("--tags", default=None, help="only stories with one of these tags  [new subscriber: any]")
 @click.option(
-    "--cadence", type=click.Choice(["daily", "weekly"]), default=None, help="[new subscriber: daily]"
+    "--cadence",
+    type=click.Choice(["daily", "weekly", "instant"]),
+    default=None,
+    help="instant: each new story soon after it is folded  [new subscriber: daily]",
 )
 @click.option("--weekday", default=None, help="with --cadence weekly: monday ... sunday  [monday]")
 @click.option("--time", "send_time", default=None, help="local send time  [new subscriber: 07:00]")
@@ -38,6 +41,9 @@ def subscribers() -> None:
 )
 @click.option("--max-stories", type=int, default=None, help="1..200  [new subscriber: 20]")
 @click.option("--why/--no-why", "show_why", default=None, help="show why each story was picked")
+@click.option(
+    "--quiet-hours", default=None, help="with --cadence instant: hold mail, e.g. 22:00-07:00 ('' clears)"
+)
 @pass_state
 @handles_errors
 def subscribers_add(
@@ -52,6 +58,7 @@ def subscribers_add(
     fmt: str | None,
     max_stories: int | None,
     show_why: bool | None,
+    quiet_hours: str | None,
 ) -> None:
     """Add a subscriber, or change what is given of an existing one's preferences (the rest stay)."""
     sub, created = state.digest.subscribe(
@@ -65,6 +72,7 @@ def subscribers_add(
         format=fmt,
         max_stories=max_stories,
         show_why=show_why,
+        quiet_hours=quiet_hours,
     )
     out.print(f"{'added' if created else 'updated'} {sub.email}", markup=False)
 

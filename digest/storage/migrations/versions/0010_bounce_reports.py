@@ -5,15 +5,15 @@ neither), keyed by the sha256 of its bytes and written with its effect on the su
 reading a message twice never counts it twice. subscribers.status gains the value "complained"
 (a String column: no change needed).
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

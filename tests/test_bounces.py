@@ -625,3 +625,14 @@ def test_the_operator_report_counts_the_last_days_bounces(tmp_path, db_url):
     (eml,) = (tmp_path / "outbox" / "new").glob("*.eml")
     text = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default).get_content()  # type: ignore[attr-defined]
     assert "1 hard and 0 soft bounces, 1 complaints, 0 unknown messages" in text
+
+
+def test_a_folder_half_made_by_a_reader_starting_at_the_same_moment_is_completed(tmp_path):
+    box = make_maildir(tmp_path / "bounces")
+    (box / ".processed").mkdir()  # the other reader made the folder and not yet its cur/
+    source = MaildirSource(box)
+    source.open()
+    deliver(box, "vacation.eml")
+    (item,) = source.messages()
+    source.move(item, "processed")
+    assert len(moved(box, "processed")) == 1 and waiting(box) == []

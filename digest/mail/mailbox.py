@@ -67,9 +67,15 @@ class MaildirSource:
         try:
             box = mailbox.Maildir(self.root, factory=None, create=False)
             for dest in ("processed", "unknown"):
+                folder = self.root / f".{dest}"
                 if dest not in box.list_folders():
-                    box.add_folder(dest)
-                self.folders[dest] = self.root / f".{dest}"
+                    # two readers starting at once (the daemon and `digest bounces`) both make it:
+                    # the second finds it there, perhaps half made, and completes it
+                    with contextlib.suppress(FileExistsError):
+                        box.add_folder(dest)
+                for sub in ("cur", "new", "tmp"):
+                    (folder / sub).mkdir(parents=True, exist_ok=True)
+                self.folders[dest] = folder
         except OSError as exc:
             raise MailboxError(
                 f"bounces.maildir: cannot create the .processed and .unknown folders in {self.root} "

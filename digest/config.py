@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from digest.defaults import embedded_text
 from digest.errors import ConfigError, DigestError
@@ -154,6 +154,11 @@ class DeliverySettings(_Model):
     bounce_limit: int = Field(
         3, ge=1, description="permanent failures before a subscriber is marked bouncing"
     )
+    bounce_address: str | None = Field(
+        None,
+        description="return path for digests, e.g. bounces@example.org: each message is sent from "
+        "bounces+TOKEN@example.org (VERP), so a bounce names its subscriber",
+    )
     locale: Literal["auto", "en", "ru", "zh"] = Field(
         "auto",
         description="language of the digest's headings, dates and links; auto: that of most of its headlines",
@@ -167,6 +172,21 @@ class DeliverySettings(_Model):
         description="how long a sender's claim on a digest (and a poller's on a feed) holds; a crashed "
         "sender's digests are sent by another after it",
     )
+
+    @field_validator("bounce_address")
+    @classmethod
+    def _bounce_address(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        local, at, domain = v.strip().rpartition("@")
+        if not at or not local or "." not in domain or not v.isascii() or any(c in v for c in ' <>"(),;'):
+            raise ValueError(f"{v!r} is not a bare ASCII address; write e.g. bounces@example.org")
+        if "+" in local:
+            raise ValueError(
+                f"{v!r}: digest adds +TOKEN to the local part itself; write the base address, "
+                f"e.g. {local.partition('+')[0]}@{domain}"
+            )
+        return v.strip()
 
     def base_url_warning(self) -> str | None:
         """One line when base_url is not https: RFC 8058 §3.1 one-click unsubscribe needs an https
@@ -213,6 +233,47 @@ class WebSettings(_Model):
         return v
 
 
+class ImapSettings(_Model):
+    host: str = Field(min_length=1)
+    port: int = Field(993, ge=1, le=65535, description="IMAP over TLS (RFC 8314): 993")
+    username: str = Field(min_length=1)
+    password_env: str = Field(
+        "DIGEST_BOUNCES_PASSWORD", description="the environment variable holding the password"
+    )
+    folder: str = Field("INBOX", description="where bounces arrive")
+    processed_folder: str = Field("processed", description="where read reports are moved")
+    unknown_folder: str = Field("unknown", description="where messages that are no report are moved")
+    timeout: Duration = 30.0
+    verify_tls: bool = True
+    ca_file: str | None = Field(None, description="a CA bundle to verify the server with (a private CA)")
+
+    @field_validator("password_env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError(
+                f"{v!r} is not the name of an environment variable; write e.g. DIGEST_BOUNCES_PASSWORD "
+                "and export the password in it (never the password itself)"
+            )
+        return v
+
+
+class BounceSettings(_Model):
+    maildir: str | None = Field(None, description="a Maildir the MTA delivers bounces to (beside feeds.yaml)")
+    imap: ImapSettings | None = None
+    every: Duration = Field(300.0, description="how often the daemon reads the bounce mailbox")
+
+    @model_validator(mode="after")
+    def _one_mailbox(self) -> BounceSettings:
+        if self.maildir is not None and self.imap is not None:
+            raise ValueError("give either maildir or imap, not both; digest reads one bounce mailbox")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return self.maildir is not None or self.imap is not None
+
+
 SUPPORTED_DATABASES = "SQLite (sqlite:///digest.db) or PostgreSQL (postgresql+psycopg://user@host/db)"
 
 
@@ -233,6 +294,7 @@ class Config(_Model):
     delivery: DeliverySettings = DeliverySettings()
     daemon: DaemonSettings = DaemonSettings()
     web: WebSettings = WebSettings()
+    bounces: BounceSettings = BounceSettings()
     subscribers: tuple[dict[str, Any], ...] = ()
 
     @field_validator("database")

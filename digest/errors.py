@@ -66,3 +66,8 @@ class TemporaryDeliveryError(DeliveryError):
 
 class TransportSetupError(DigestError):
     """The mail transport cannot be used at all (login refused, TLS failed): stop, blame no subscriber."""
+
+
+class MailboxError(DigestError):
+    """The bounce mailbox cannot be read (no such Maildir, IMAP login refused): nothing is lost,
+    its messages are read next time."""

@@ -134,7 +134,7 @@ def test_status_names_failing_feeds_who_is_due_and_the_last_sends(offline: Path)
     assert r.exit_code == 0, r.output
     assert "feeds: 4 enabled, 1 failing" in r.output
     assert "gone" in r.output and "does not exist" in r.output
-    assert "subscribers: 2 (2 active, 0 bouncing); 0 due now" in r.output  # both were just sent
+    assert "subscribers: 2 (2 active, 0 bouncing, 0 complained); 0 due now" in r.output  # both were just sent
     assert "reader@example.org" in r.output and "analyst@example.org" in r.output
 
 

@@ -111,6 +111,7 @@ CASES = [
     (["daemon", "--metrics-port", "70000"], 2),
     (["serve", "--host", "192.0.2.1"], 2),  # TEST-NET-1 (RFC 5737): not this machine
     (["status", "--config", "/nonexistent.yaml"], 2),
+    (["bounces"], 2),  # no bounce mailbox configured
 ]
 
 

@@ -3,6 +3,7 @@
     every tick:         fetch feeds that are due (their interval, back-off, Retry-After) | organise
     every tick:         send the digests that are due (schedule.current_period per subscriber)
     every housekeeping: prune old entries, tidy the database, mail the operator report
+    every bounces.every: read the bounce mailbox (service/bounces.py), when one is configured
 
 Why this shape (the APScheduler 3.x user guide): BlockingScheduler with a thread pool, each job
 calling asyncio.run, so every run gets a fresh event loop and clients and shutdown(wait=True)
@@ -42,6 +43,7 @@ from digest.config import LoadedConfig, load_config
 from digest.errors import DigestError, LockHeldError, TransportSetupError
 from digest.model.records import FetchStatus
 from digest.model.schedule import next_due
+from digest.model.subscribers import STATUSES
 from digest.service.api import Digest
 from digest.service.fetching import FetchOptions, utcnow
 from digest.storage.lock import SchedulerLock
@@ -227,6 +229,36 @@ class Daemon:
             if r.state in ("failed", "bounced"):
                 log.warning("send: %s %s: %s", r.email, r.state, r.error)
 
+    def bounces(self) -> None:
+        # not in turn with polls and sends: it touches only statuses and its own ledger, and an
+        # IMAP server that is slow to answer must not hold up a digest
+        if not self.loaded.config.bounces.configured:
+            return  # none configured (or removed by a reload): nothing ran, so nothing recovered
+        if not self.stopping.is_set() and self._lock_held():
+            self._guarded(self._bounces)
+
+    def _bounces(self) -> None:
+        from digest.service.bounces import summary_line
+
+        started = time.monotonic()
+        summary = self.digest.read_bounces(stopping=self.stopping.is_set)
+        statuses = self.digest.store.status_counts()
+        for outcome, n in summary.outcomes.items():
+            metrics.BOUNCE_REPORTS.labels(outcome).inc(n)
+        for status in STATUSES:
+            metrics.SUBSCRIBERS.labels(status).set(statuses.get(status, 0))
+        if summary.read:
+            seconds = time.monotonic() - started
+            _event(
+                f"{summary_line(summary)} in {seconds:.1f}s",
+                event="bounces",
+                seconds=round(seconds, 3),
+                read=summary.read,
+                **dict(summary.outcomes),
+            )
+        for sid, status in sorted(summary.changed.items()):
+            log.warning("bounces: subscriber %s is now %s", sid, status)
+
     def housekeeping(self) -> None:
         with self._turn:
             if not self.stopping.is_set() and self._lock_held():
@@ -311,6 +343,16 @@ class Daemon:
                 seconds=d.housekeeping,
                 id="housekeeping",
                 next_run_time=now + timedelta(seconds=min(30.0, d.housekeeping)),
+            )
+            # always scheduled: a mailbox added by a SIGHUP reload is read from the next tick
+            # (the job does nothing while none is configured); `every` is read at start
+            every = self.loaded.config.bounces.every
+            self.scheduler.add_job(
+                self.bounces,
+                "interval",
+                seconds=every,
+                id="bounces",
+                next_run_time=now + timedelta(seconds=min(5.0, every)),
             )
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)

@@ -15,6 +15,12 @@ POLL_SECONDS = Histogram("digest_poll_seconds", "Duration of a poll cycle")
 SEND_SECONDS = Histogram("digest_send_seconds", "Duration of a send tick")
 NEXT_SEND = Gauge("digest_next_send_timestamp_seconds", "When the next digest is due (Unix time)")
 FAILING_FEEDS = Gauge("digest_failing_feeds", "Enabled feeds whose last poll failed")
+BOUNCE_REPORTS = Counter(
+    "digest_bounce_reports_total",
+    "Messages read from the bounce mailbox, by outcome (hard, soft, complaint, ignored, unknown)",
+    ["outcome"],
+)
+SUBSCRIBERS = Gauge("digest_subscribers", "Subscribers, by status", ["status"])
 
 
 def serve(port: int, host: str = "127.0.0.1") -> None:

@@ -356,16 +356,18 @@ async def subscribe(request: Request) -> Response:
         return page(request, "web/subscribe.html.j2", 422, sub=BLANK, email=address, errors=form_errors(exc))
     if site.limits.mail_allowed(sub.email):
         try:
-            subject, text = await site.run(sign_up_mail, site, sub)
-            await send_notice(
-                site.delivery,
-                site.loaded.base_dir,
-                to=sub.email,
-                subject=subject,
-                text=text,
-                tag="confirm",
-                now=utcnow(),
-            )
+            mail = await site.run(sign_up_mail, site, sub)
+            if mail is not None:  # None: the address complained of our mail, never mailed again
+                subject, text = mail
+                await send_notice(
+                    site.delivery,
+                    site.loaded.base_dir,
+                    to=sub.email,
+                    subject=subject,
+                    text=text,
+                    tag="confirm",
+                    now=utcnow(),
+                )
         except DigestError as exc:
             site.limits.mail_failed(sub.email)  # nothing was sent: the retry may send it
             reason = str(exc).splitlines()[0]
@@ -376,9 +378,12 @@ async def subscribe(request: Request) -> Response:
     )
 
 
-def sign_up_mail(site: Site, sub: Subscriber) -> tuple[str, str]:
-    """Record the sign-up -> the mail's subject and text, with the link it needs (worker thread)."""
+def sign_up_mail(site: Site, sub: Subscriber) -> tuple[str, str] | None:
+    """Record the sign-up -> the mail's subject and text, with the link it needs, or None: no
+    mail (worker thread)."""
     signed = subscriptions.sign_up(site.store, sub, utcnow())
+    if signed.quiet:
+        return None
     if signed.known:
         link = f"{site.base}/preferences/{site.signer.sign(signed.subscriber_id, 'preferences')}"
     else:

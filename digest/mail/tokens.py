@@ -9,8 +9,10 @@ that subscription's salt is still "" (schema.subscribers).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
+import re
 import secrets
 from collections.abc import Callable
 from datetime import datetime
@@ -20,6 +22,8 @@ from typing import Any
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode
 from itsdangerous.serializer import Serializer
+
+_BOUNCE_TOKEN = re.compile(r"(\d{1,18})-([0-9a-f]{16})")
 
 SaltOf = Callable[[int], "str | None"]  # a subscription's salt; None: no such subscriber
 
@@ -96,6 +100,34 @@ class Signer:
         except BadSignature:
             return None
         return self._owner(value)
+
+    def sign_bounce(self, subscriber_id: int, salt: str | None = None) -> str:
+        """The VERP token of a subscriber's return path (bounces+TOKEN@domain): `<id>-<16 hex>`.
+        Digits, a hyphen and lower-case hex only: a local part may lose its case on the way back
+        (RFC 5321 §2.4), and a forged bounce must not name anyone (64 bits of HMAC-SHA256)."""
+        salt = self._salt_of(subscriber_id) if salt is None else salt
+        return f"{subscriber_id}-{self._bounce_mac(subscriber_id, salt or '')}"
+
+    def verify_bounce(self, token: str) -> int | None:
+        """The subscriber a VERP token names, if it is still the same subscription."""
+        m = _BOUNCE_TOKEN.fullmatch(token.lower())
+        if m is None:
+            return None
+        sid = int(m.group(1))
+        salt = self._salt_of(sid)
+        if salt is None or not hmac.compare_digest(self._bounce_mac(sid, salt), m.group(2)):
+            return None
+        return sid
+
+    @staticmethod
+    def bounce_id(token: str) -> int | None:
+        """The subscriber id a VERP token claims, unverified (to read salts in one query)."""
+        m = _BOUNCE_TOKEN.fullmatch(token.lower())
+        return int(m.group(1)) if m else None
+
+    def _bounce_mac(self, subscriber_id: int, salt: str) -> str:
+        message = f"bounce:{subscriber_id}:{salt}".encode()
+        return hmac.new(self._secret.encode(), message, hashlib.sha256).hexdigest()[:16]
 
     def sign_timed(self, value: int, purpose: str) -> str:
         """A token that expires (confirmation links): verify_timed checks its age."""

@@ -15,7 +15,8 @@ from digest.errors import AddressError, SubscriberError
 
 CADENCES = ("daily", "weekly", "instant")  # instant: each new story soon after it is folded
 FORMATS = ("html", "text")
-STATUSES = ("active", "pending", "unsubscribed", "bouncing")
+# complained: a feedback-loop complaint (ARF) came back; never mailed again (storage/bounces.py)
+STATUSES = ("active", "pending", "unsubscribed", "bouncing", "complained")
 # A confirmation link works for two days; a sign-up not confirmed by then is deleted (housekeeping).
 CONFIRM_MAX_AGE = 2 * 86400
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -195,7 +196,10 @@ def subscriber_from_form(form: Mapping[str, Any], email: str, topics: Sequence[s
 
 def status_after_preferences(current: str, paused: bool) -> str:
     """A subscriber's status once they saved their preferences: pausing unsubscribes, saving
-    without the pause resumes; a pending sign-up stays pending until its link is confirmed."""
+    without the pause resumes; a pending sign-up stays pending until its link is confirmed; a
+    complaint (ARF) is for good."""
+    if current == "complained":
+        return current
     if paused:
         return "unsubscribed"
     return "pending" if current == "pending" else "active"

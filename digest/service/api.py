@@ -39,6 +39,7 @@ from digest.model.subscribers import (
     read_csv,
 )
 from digest.service import views
+from digest.service.bounces import BounceSummary, process_bounces
 from digest.service.compose import DigestMaker, Prepared
 from digest.service.fetching import FetchOptions, fetch_feeds
 from digest.service.lookup import search_stories
@@ -237,6 +238,15 @@ class Digest:
         if stopping is not None:
             kwargs["stopping"] = stopping
         return asyncio.run(send_due(self.config, self.store, **kwargs))
+
+    def read_bounces(
+        self, *, now: datetime | None = None, stopping: Callable[[], bool] | None = None
+    ) -> BounceSummary:
+        """Read the bounce mailbox (`bounces:`) once: DSNs and complaints mark subscribers
+        bouncing or complained, and each message is moved aside (service/bounces.py)."""
+        return process_bounces(
+            self.config, self.store, now=now or self.clock(), stopping=stopping or (lambda: False)
+        )
 
     def unstored_config_subscribers(self) -> list[str]:
         """Subscribers listed in feeds.yaml but not yet stored (stored at the first real send)."""

@@ -29,6 +29,7 @@ from digest.mail.render import (
 )
 from digest.mail.tokens import Signer, load_secret
 from digest.model.assemble import Digest, DigestStory, assemble
+from digest.model.bounces import verp_address
 from digest.model.schedule import Period
 from digest.model.stories import StoryView, build_stories, topic_title
 from digest.model.subscribers import Subscriber
@@ -42,6 +43,10 @@ class Prepared:
     rendered: Rendered  # with placeholders, unless prepared readable (preview)
     data: bytes
     message_id: str
+    # MAIL FROM (RFC 5321 §4.1.1.2, where bounces go): with delivery.bounce_address, the
+    # subscriber's own VERP address bounces+TOKEN@domain, so a bounce that comes back later names
+    # its subscriber however mangled its report (service/bounces.py); None: From's address
+    return_path: str | None = None
 
 
 def link_signer(loaded: LoadedConfig, store: Store, salts: dict[int, str] | None = None) -> LinkSigner:
@@ -174,4 +179,6 @@ class DigestMaker:
         rendered = fill_placeholders(shared, sub.email, links) if readable else shared
         mid = self.message_id(sub, period)
         data = build_message(template, recipient=sub.email, msg_id=mid, links=links, date=now)
-        return Prepared(sub, digest, rendered, data, mid)
+        bounces = self.settings.bounce_address
+        path = verp_address(bounces, self.links.signer.sign_bounce(sub.id)) if bounces else None
+        return Prepared(sub, digest, rendered, data, mid, path)

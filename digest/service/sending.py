@@ -283,7 +283,11 @@ class SendLoop:
             await self.rate.wait()
             try:
                 await self.transport.send(
-                    self.envelope, sub.email, p.data, p.message_id, accepted=accepted if mark_now else None
+                    p.return_path or self.envelope,
+                    sub.email,
+                    p.data,
+                    p.message_id,
+                    accepted=accepted if mark_now else None,
                 )
             except TemporaryDeliveryError as exc:
                 if attempt < self.retries:

@@ -28,6 +28,9 @@ class SignUp:
     known: bool  # already active: they get a link to their preferences, not a confirmation
     stamp: datetime  # the row's updated_at: a confirmation link made now works while it is unchanged
     asked: dict[str, Any]  # the preferences asked for, to travel in the confirmation link
+    # the address complained of our mail (an ARF report): it is never mailed again, not even a
+    # confirmation; the page says what it says to anyone
+    quiet: bool = False
 
 
 def sign_up(store: Store, sub: Subscriber, now: datetime) -> SignUp:
@@ -43,7 +46,8 @@ def sign_up(store: Store, sub: Subscriber, now: datetime) -> SignUp:
     if sid is None or stamp is None:  # deleted between the two reads: housekeeping or the CLI
         raise SubscriberError(f"{sub.email}: the subscription changed while signing up; send the form again")
     asked = {k: v for k, v in asdict(sub).items() if k in (*PREFERENCE_FIELDS, "name")}
-    return SignUp(sid, bool(existing) and existing[0].status == "active", stamp, asked)
+    status = existing[0].status if existing else None
+    return SignUp(sid, status == "active", stamp, asked, quiet=status == "complained")
 
 
 def sign_up_mail(list_name: str, email: str, link: str, *, known: bool) -> tuple[str, str]:
@@ -85,7 +89,8 @@ def confirm(
 def unsubscribe(store: Store, subscriber_id: int, now: datetime) -> None:
     """Idempotent: a second time changes nothing (not even updated_at)."""
     sub = store.subscriber(subscriber_id)
-    if sub is not None and sub.status != "unsubscribed":
+    # a complaint stays: it is the stronger "never again" (storage/bounces.py)
+    if sub is not None and sub.status not in ("unsubscribed", "complained"):
         store.set_status(subscriber_id, "unsubscribed", now)
 
 

@@ -187,6 +187,8 @@ class Status:
     due_now: int
     next_send: datetime | None
     recent: list[dict[str, Any]]  # the last sends, newest first
+    bounce_reports: dict[str, int]  # messages read from the bounce mailbox, by outcome
+    last_bounce_report: datetime | None
 
     def count(self, status: str) -> int:
         return sum(s.status == status for s in self.subscribers)
@@ -207,6 +209,8 @@ def status(loaded: LoadedConfig, store: Store, now: datetime) -> Status:
         due_now=len(due),
         next_send=min((next_due(s, now) for s in active), default=None),
         recent=store.deliveries_report(limit=10),
+        bounce_reports=store.bounce_report_counts(),
+        last_bounce_report=store.last_bounce_report(),
     )
 
 
@@ -233,4 +237,11 @@ def operator_report(store: Store, now: datetime) -> tuple[str, str]:
         for st in failing
     ]
     lines += ["", f"{len(recent)} digests sent in the last day."]
+    bounced = store.bounce_report_counts(since=now - timedelta(days=1))
+    if bounced:
+        lines.append(
+            f"{bounced.get('hard', 0)} hard and {bounced.get('soft', 0)} soft bounces, "
+            f"{bounced.get('complaint', 0)} complaints, {bounced.get('unknown', 0)} unknown messages "
+            "in the bounce mailbox in the last day."
+        )
     return f"digest: {len(failing)} failing feeds", "\n".join(lines)

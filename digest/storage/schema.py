@@ -29,7 +29,7 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 
 
 # The Alembic revision these tables match; tests check it is the head of digest/storage/migrations.
-SCHEMA_REVISION = "0009"
+SCHEMA_REVISION = "0010"
 
 metadata = sa.MetaData()
 
@@ -184,6 +184,21 @@ sent_stories = sa.Table(
     ),
     sa.Column("story_id", sa.Integer, primary_key=True),
     sa.Column("delivery_id", sa.Integer, sa.ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False),
+)
+
+# The bounce mailbox's ledger (migration 0010): one row per message read, keyed by the sha256 of
+# its bytes, written in the transaction that applies its effect. A message read again (a crash
+# between that commit and moving it aside) finds its row and changes nothing.
+bounce_reports = sa.Table(
+    "bounce_reports",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("outcome", sa.String(10), nullable=False),  # hard, soft, complaint, ignored, unknown
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id", ondelete="SET NULL")),
+    sa.Column("message_id", sa.Text),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("processed_at", UTCDateTime, nullable=False),
+    sa.Index("ix_bounce_reports_processed_at", "processed_at"),
 )
 
 # The search index (migration 0008): titles and summaries as search.index_text writes them, kept

@@ -8,6 +8,7 @@ happens in one transaction, so a crash leaves either the old state or the new on
 from __future__ import annotations
 
 from digest.storage.base import StorageBase
+from digest.storage.bounces import BouncesMixin
 from digest.storage.deliveries import DeliveriesMixin
 from digest.storage.entries import EntriesMixin
 from digest.storage.feeds import FeedsMixin
@@ -17,5 +18,7 @@ from digest.storage.subscribers import SubscribersMixin
 __all__ = ["Store"]
 
 
-class Store(FeedsMixin, EntriesMixin, StoriesMixin, SubscribersMixin, DeliveriesMixin, StorageBase):
+class Store(
+    FeedsMixin, EntriesMixin, StoriesMixin, SubscribersMixin, DeliveriesMixin, BouncesMixin, StorageBase
+):
     """Owns every SQL statement. Thread-safe as SQLAlchemy engines are; no ORM sessions."""

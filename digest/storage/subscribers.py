@@ -69,6 +69,8 @@ class SubscribersMixin(StorageBase):
             values.pop("email")  # the address as first stored
             # subscribing again after leaving is a new subscription: the old one's links die
             renewed = sa.case((c.status == "unsubscribed", new_salt()), else_=c.salt)
+            # a complaint (ARF) is for good: an import or `subscribers add` never mails them again
+            values["status"] = sa.case((c.status == "complained", "complained"), else_=values["status"])
             conn.execute(
                 subscribers.update().where(c.id == known).values(**values, salt=renewed, updated_at=now)
             )
@@ -169,7 +171,12 @@ class SubscribersMixin(StorageBase):
         renewed = sa.case((c.status == "unsubscribed", new_salt()), else_=c.salt)
         values.update(status="active", bounces=0, updated_at=now, salt=renewed)
         with self._safe(), self.engine.begin() as conn:
-            q = subscribers.update().where(c.id == subscriber_id, c.updated_at == stamp).values(**values)
+            # a confirmation link made before a complaint came back does nothing
+            q = (
+                subscribers.update()
+                .where(c.id == subscriber_id, c.updated_at == stamp, c.status != "complained")
+                .values(**values)
+            )
             return bool(conn.execute(q).rowcount)
 
     def remove_expired_pending(self, changed_before: datetime) -> int:

@@ -1,4 +1,5 @@
-"""`digest send` and `digest preview`: digests sent when due, or rendered without sending."""
+"""`digest send`, `digest preview` and `digest bounces`: digests sent when due, or rendered
+without sending; the mail that comes back later."""
 
 from __future__ import annotations
 
@@ -68,6 +69,17 @@ def send(state: State, dry_run: bool, only: str | None) -> None:
             f"not in this dry run: {', '.join(unstored)} (in feeds.yaml, stored at the first real send)",
             markup=False,
         )
+
+
+@main.command()
+@pass_state
+@handles_errors
+def bounces(state: State) -> None:
+    """Read the bounce mailbox once (bounces: in feeds.yaml): DSNs and complaints mark subscribers
+    bouncing or complained; each message is moved aside, so none is read twice."""
+    from digest.service.bounces import summary_line
+
+    out.print(summary_line(state.digest.read_bounces()), markup=False)
 
 
 PREVIEW_KINDS = {".html": "html", ".htm": "html", ".txt": "text", ".eml": "message"}

@@ -117,10 +117,18 @@ def status(state: State) -> None:
             )
         out.print(table)
     out.print(
-        f"subscribers: {len(st.subscribers)} ({st.count('active')} active, {st.count('bouncing')} bouncing); "
-        f"{st.due_now} due now; next send {fmt_time(st.next_send)}",
+        f"subscribers: {len(st.subscribers)} ({st.count('active')} active, {st.count('bouncing')} bouncing, "
+        f"{st.count('complained')} complained); {st.due_now} due now; next send {fmt_time(st.next_send)}",
         markup=False,
     )
+    b = st.bounce_reports
+    if b:
+        out.print(
+            f"bounce mailbox: {sum(b.values())} messages read, last {fmt_time(st.last_bounce_report)} "
+            f"({b.get('hard', 0)} hard, {b.get('soft', 0)} soft, {b.get('complaint', 0)} complaints, "
+            f"{b.get('ignored', 0)} ignored, {b.get('unknown', 0)} unknown)",
+            markup=False,
+        )
     recent = st.recent
     if recent:
         table = Table(title="last sends")

@@ -294,7 +294,7 @@ def message_id(subscriber_id: int, period: str, domain: str) -> str:
 # subscriber's address and links), then `build_message` per subscriber: the personal headers and
 # the bodies, base64, in a multipart/alternative (RFC 2046 §5.1.4) or a single text/plain part.
 # Rendering and the email package cost ~5 ms a message; one subscriber's copy costs a few string
-# replacements and a base64 encoding (tests/test_render.py parses the result with the email package).
+# replacements and a base64 encoding (tests/mail/test_render.py parses the result with the email package).
 
 PLACEHOLDER_EMAIL = "digest-placeholder-address@placeholder.invalid"
 PLACEHOLDER_LINKS = Links(

@@ -19,7 +19,7 @@ from aiosmtpd.smtp import AuthResult
 
 from tests.support.worlds import daily_now, offline_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SUBSCRIBERS = 40
 
 

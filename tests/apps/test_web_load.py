@@ -24,7 +24,7 @@ from digest.service.fetching import FetchOptions, fetch_feeds, utcnow
 from digest.service.organising import organise
 from digest.service.sending import send_due
 from digest.storage.store import Store
-from tests.test_web import link_in, mails, site  # noqa: F401  (site: a fixture)
+from tests.apps.test_web import link_in, mails, site  # noqa: F401  (site: a fixture)
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from digest.service.organising import organise
 from digest.service.sending import send_due
 from digest.storage.store import Store
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 

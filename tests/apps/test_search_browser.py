@@ -6,8 +6,8 @@ import asyncio
 
 from digest.model.subscribers import Subscriber
 from digest.storage.store import Store
+from tests.apps.test_web_browser import ARTIFACTS, playwright, pytestmark, served  # noqa: F401
 from tests.support.browser import launch
-from tests.test_web_browser import ARTIFACTS, playwright, pytestmark, served  # noqa: F401
 
 
 def test_the_search_box_finds_stories_in_chinese_and_russian(served):  # noqa: F811

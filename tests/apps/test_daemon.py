@@ -30,7 +30,7 @@ from digest.storage.lock import SchedulerLock
 from digest.storage.store import Store
 from tests.support.worlds import record
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DIGEST = shutil.which("digest") or f"{sys.executable} -m digest"
 
 

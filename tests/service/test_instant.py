@@ -20,9 +20,9 @@ from digest.service.fetching import FetchOptions, fetch_feeds
 from digest.service.organising import organise
 from digest.service.sending import send_due
 from digest.storage.store import Store
+from tests.apps.test_web import _signed_page, csrf, site  # noqa: F401 (site: the web app's fixture)
+from tests.service.test_delivery import Sink, free_port
 from tests.support.feedserver import rss
-from tests.test_delivery import Sink, free_port
-from tests.test_web import _signed_page, csrf, site  # noqa: F401 (site: the web app's fixture)
 
 T0 = datetime(2026, 3, 2, 12, 1, tzinfo=UTC)  # 13:01 in Berlin
 FEEDS = ("wire", "herald", "courier", "gazette")

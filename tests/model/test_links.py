@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from digest.apps.cli import main
 from digest.model.links import SAFE_SCHEMES, safe_href
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HOSTILE = [
     "javascript:alert(1)",
     " JaVaScRiPt:alert(2)",

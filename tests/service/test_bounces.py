@@ -40,8 +40,8 @@ from digest.service.bounces import BounceSummary
 from digest.service.sending import send_due
 from digest.storage.store import Store
 
-DATA = Path(__file__).resolve().parent / "data" / "bounces"
-ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parents[1] / "data" / "bounces"
+ROOT = Path(__file__).resolve().parents[2]
 BASE = "bounces@digest.example.org"
 NOW = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)
 

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from digest.apps.cli import main
 from digest.config import load_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def digest(*args: str, config: Path | None = None, env: dict[str, str] | None = None):

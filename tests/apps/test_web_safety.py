@@ -21,7 +21,7 @@ from digest.model.subscribers import Subscriber
 from digest.service.fetching import FetchOptions, fetch_feeds, utcnow
 from digest.service.organising import organise
 from digest.storage.store import Store
-from tests.test_web import csrf, link_in, mails, site, subscribe  # noqa: F401  (site: a fixture)
+from tests.apps.test_web import csrf, link_in, mails, site, subscribe  # noqa: F401  (site: a fixture)
 
 BASE = "https://digest.example.org"
 

@@ -7,7 +7,7 @@ from starlette.testclient import TestClient
 from digest.apps.web import create_app
 from digest.model.subscribers import Subscriber
 from digest.service.fetching import utcnow
-from tests.test_web import _signed_page, csrf, link_in, mails, site, subscribe  # noqa: F401  (site: the fixture)
+from tests.apps.test_web import _signed_page, csrf, link_in, mails, site, subscribe  # noqa: F401  (site: the fixture)
 
 ONE_CLICK = {
     "content": b"List-Unsubscribe=One-Click",

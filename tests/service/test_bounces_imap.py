@@ -14,8 +14,8 @@ from digest.config import LoadedConfig, load_config
 from digest.errors import MailboxError
 from digest.mail.mailbox import ImapSource
 from digest.storage.store import Store
+from tests.service.test_bounces import DATA, add, read, status, token_of
 from tests.support.imapserver import DOVECOT, ImapServer
-from tests.test_bounces import DATA, add, read, status, token_of
 
 pytestmark = pytest.mark.skipif(
     DOVECOT is None, reason="Dovecot is not installed (apt-get install dovecot-imapd; .ci/run does)"

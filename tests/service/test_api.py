@@ -101,7 +101,7 @@ def test_housekeeping_keeps_old_entries_their_feed_still_serves(offline: Path):
 
 
 def test_the_readme_example_runs(offline: Path, capsys: pytest.CaptureFixture[str]):
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     code = readme.split("```python\n", 1)[1].split("```", 1)[0]
     exec(compile(code.replace('"feeds.yaml"', repr(str(offline))), "README.md", "exec"), {})  # noqa: S102
     out = capsys.readouterr().out

@@ -31,7 +31,7 @@ from tests.support.mailfaults import (
     wait_for,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _finish(proc, timeout: float = 120) -> tuple[int, str, str]:

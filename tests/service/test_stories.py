@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from digest.apps.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # the corpus beside the checkout (../shared/eval), or beside a worktree's parent folder
 EVAL = next(
     (d / "shared" / "eval" for d in (ROOT.parent, ROOT.parent.parent) if (d / "shared" / "eval").is_dir()),

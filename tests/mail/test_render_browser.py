@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from digest.apps.cli import main
 from tests.support.browser import CHROMIUM, launch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 playwright = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
@@ -222,7 +222,7 @@ def test_view_in_browser_has_the_same_look_under_a_strict_csp(browser, site, wid
 
 def rendered_page(tmp_path: Path, stories: list[Any], name: str, locale: str = "auto") -> str:
     from digest.mail.render import Renderer
-    from tests.test_render import LINKS, digest
+    from tests.mail.test_render import LINKS, digest
 
     html = Renderer(list_name="SCO & Putin–Xi digest", locale=locale).render(digest(stories), LINKS).html
     path = tmp_path / f"{name}.html"
@@ -231,7 +231,7 @@ def rendered_page(tmp_path: Path, stories: list[Any], name: str, locale: str = "
 
 
 def test_hostile_titles_stay_in_their_cards(browser, tmp_path):
-    from tests.test_render import story
+    from tests.mail.test_render import story
 
     stories = [
         story(1, title="A" * 3000, summary="https://example.org/" + "x" * 2000),
@@ -272,7 +272,7 @@ def test_hostile_titles_stay_in_their_cards(browser, tmp_path):
 def test_russian_and_chinese_digests_are_set_in_their_language(
     browser, tmp_path, locale, title, heading, font
 ):
-    from tests.test_render import story
+    from tests.mail.test_render import story
 
     url = rendered_page(
         tmp_path, [story(i, title=title, summary=title + " " + title) for i in range(3)], locale

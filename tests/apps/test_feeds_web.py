@@ -20,7 +20,7 @@ from digest.service.lookup import feed_stories
 from digest.service.organising import organise
 from digest.storage.store import Store
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_site(tmp_path: Path, db_url: str, archive: str, started):

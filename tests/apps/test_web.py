@@ -15,7 +15,7 @@ from digest.apps.web import create_app
 from digest.config import load_config
 from digest.storage.store import Store
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

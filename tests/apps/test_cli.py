@@ -10,7 +10,7 @@ from defusedxml import ElementTree
 
 from digest.apps.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def digest(*args: str, config: Path | None = None):

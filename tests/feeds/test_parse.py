@@ -193,7 +193,7 @@ def test_entries_survive_the_trip_between_processes():
 
 # -- the feeds people have (issue 13): feedparser's own corpus where it has one ----------------
 
-CORPUS = Path(__file__).resolve().parent / "data" / "feedparser"
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "feedparser"
 
 
 def corpus(name: str, content_type: str | None = "application/atom+xml", **kw):

@@ -20,7 +20,7 @@ from digest.config import load_config
 from digest.storage.store import Store
 from tests.support.browser import CHROMIUM, launch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 playwright = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install playwright)"

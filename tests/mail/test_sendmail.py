@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from digest.storage.store import Store
-from tests.test_delivery import fetch_and_send, make_config
+from tests.service.test_delivery import fetch_and_send, make_config
 
 FAKE = """#!{python}
 import json, os, sys, pathlib

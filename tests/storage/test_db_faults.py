@@ -28,7 +28,7 @@ from digest.storage.store import Store
 from tests.support.pgcluster import PgCluster
 from tests.support.worlds import daily_now, offline_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(PgCluster.skip_reason() is not None, reason=str(PgCluster.skip_reason()))
 
 
@@ -164,7 +164,7 @@ class SlowSink:
 
 
 def test_postgresql_stopped_mid_send_is_one_line(tmp_path, pg):
-    from tests.test_one_line import assert_one_line, digest, free_port, smtp
+    from tests.apps.test_one_line import assert_one_line, digest, free_port, smtp
 
     sink = SlowSink()
     server = Controller(sink, hostname="127.0.0.1", port=free_port())

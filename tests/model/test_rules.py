@@ -15,7 +15,7 @@ from digest.model.judge import classify
 from digest.model.rules import compile_rules
 from digest.model.terms import normalise
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

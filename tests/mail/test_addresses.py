@@ -16,8 +16,8 @@ from digest.apps.cli import main
 from digest.config import load_config
 from digest.model.subscribers import Subscriber, mail_address, normalise_email
 from digest.storage.store import Store
-from tests.test_delivery import NOW, fetch_and_send, free_port, make_config
-from tests.test_web import site, subscribe  # noqa: F401 (site is a fixture)
+from tests.apps.test_web import site, subscribe  # noqa: F401 (site is a fixture)
+from tests.service.test_delivery import NOW, fetch_and_send, free_port, make_config
 
 UTF8_LOCAL = "müller@bücher.de"
 IDN_DOMAIN = "info@bücher.de"

@@ -6,16 +6,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.script import ScriptDirectory
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 from digest.config import SUPPORTED_DATABASES
 from digest.errors import StorageError
@@ -55,6 +55,8 @@ class StorageBase:
     @staticmethod
     def head_revision() -> str | None:
 
+        from alembic.script import ScriptDirectory  # Alembic: only to migrate (alembic_config)
+
         return ScriptDirectory.from_config(alembic_config(None)).get_current_head()
 
     def upgrade(self) -> bool:
@@ -67,6 +69,8 @@ class StorageBase:
             if is_empty(conn):
                 create_schema(conn)
                 return True
+
+            from alembic import command  # Alembic: only to migrate (alembic_config)
 
             command.upgrade(alembic_config(conn), "head")
         return True
@@ -117,6 +121,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def alembic_config(connection: Connection | None) -> AlembicConfig:
+    """Alembic's configuration for the migrations here. Alembic is imported where a migration
+    runs, not with the store: a store already at SCHEMA_REVISION (every run but the first after
+    an upgrade) never needs it, and it is a tenth of a short run's imports."""
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection

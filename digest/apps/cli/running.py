@@ -8,7 +8,6 @@ import socket
 import sys
 
 import click
-import uvicorn
 from rich.table import Table
 
 from digest.apps.cli.common import (
@@ -24,8 +23,6 @@ from digest.apps.cli.common import (
 )
 from digest.apps.cli.feeds import organise_line, print_fetch_summary, run_fetch
 from digest.apps.cli.mail import print_send
-from digest.apps.daemon import Daemon, setup_logging
-from digest.apps.web import create_app
 from digest.errors import ConfigError
 from digest.model.records import FetchStatus
 from digest.service.api import Digest
@@ -90,6 +87,9 @@ def daemon(
     Several daemons may share a database: each feed's poll and each digest is claimed by one.
     SIGHUP reloads feeds.yaml (an invalid file is reported and the old one kept). With --wait
     it holds the scheduler lock, and exits 4 if another holder keeps it that long."""
+    # a command's own subsystem is imported when it runs: a cron `digest fetch` has no use for
+    # the scheduler, the web framework or the server
+    from digest.apps.daemon import Daemon, setup_logging
 
     warn_base_url(state.loaded)
     setup_logging(log_format, logging.DEBUG if verbose else logging.INFO)
@@ -156,6 +156,9 @@ def serve(state: State, host: str, port: int) -> None:
     """The subscriber pages: subscribe (double opt-in), unsubscribe (one click), preferences, archive.
 
     Every link in every digest points at delivery.base_url: put this behind it (HTTPS)."""
+    import uvicorn  # the server and the app only when serving (see daemon)
+
+    from digest.apps.web import create_app
 
     loaded = state.loaded
     warn_base_url(loaded)

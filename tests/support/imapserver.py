@@ -4,7 +4,6 @@ foreground with a configuration of its own, IMAP over TLS only (a certificate ma
 
 from __future__ import annotations
 
-import datetime
 import imaplib
 import ipaddress
 import os
@@ -16,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.support.certs import self_signed
+
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 DOVECOT = shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
 
@@ -24,40 +25,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _certificate(folder: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
 
 
 class ImapServer:
@@ -75,7 +42,7 @@ class ImapServer:
         f = self.folder
         for sub in ("run", "state", "mail", "home"):
             (f / sub).mkdir(parents=True, exist_ok=True)
-        self.cert, key = _certificate(f)
+        self.cert, key = self_signed(f)
         (f / "passwd").write_text(f"{self.user}:{{PLAIN}}{self.password}\n")
         uid, gid = os.getuid(), os.getgid()
         user = pwd.getpwuid(uid).pw_name

@@ -378,7 +378,7 @@ def test_rules_test_on_a_file_notes_each_entrys_closest_score(offline):
 def test_pytest_says_when_the_postgresql_half_did_not_run(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "DIGEST_TEST_DATABASE_URL"}
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_schedule.py"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/model/test_schedule.py"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -281,7 +281,7 @@ class Config(_Model):
     database: str = "sqlite:///digest.db"
     http: HttpSettings = HttpSettings()
     feeds: tuple[FeedSettings, ...] = ()
-    # Sections that later stages read; validated by their own models (rules.py, cluster.py).
+    # Sections that later stages read; validated by their own models (model/rulespec.py, model/fold.py).
     terms: dict[str, Any] | None = None
     topics: dict[str, Any] | None = None
     tags: dict[str, Any] | None = None

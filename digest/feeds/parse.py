@@ -1,6 +1,6 @@
 """Parse fetched bytes with feedparser into clean Entry records. Pure: bytes in, records out.
 
-Runs in worker processes (see pipeline.py), so everything here takes and returns picklables.
+Runs in worker processes (feeds/workers.py), so everything here takes and returns picklables.
 """
 
 from __future__ import annotations

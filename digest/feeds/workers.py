@@ -1,14 +1,12 @@
 """Fetch workers: fetch, parse and classify feeds, one event loop per core.
 
     shard_by_host                      # pure: one host's feeds stay in one shard
-    | FetchWorkers (a process each)    # forked as `digest fetch` starts (launch.py); while the
-    |                                  #   main process imports and reads, each imports httpx
+    | FetchWorkers (a process each)    # forked by the fetch (service/fetching.py)
     | run_shard                        # per feed: fetch.Fetcher.fetch | parse.parse_feed
-    |                                  #   | judge (select.classify) | poll.next_state
-    | outcomes over a pipe             # the main process writes them (pipeline._Writer)
+    |                                  #   | judge.classify | poll.next_state
+    | outcomes over a pipe             # the main process writes them (fetching.GroupCommit)
 
-Nothing here imports SQLAlchemy, pydantic or httpx at module level, and the workers' orders are
-plain data: a worker never imports the config's or the store's machinery.
+The workers hold no database connection: the main process alone writes.
 """
 
 from __future__ import annotations
@@ -268,9 +266,8 @@ def _worker_main(
 ) -> None:
     """A worker process: warm up, then run the shard it is sent.
 
-    Down the pipe: (jobs, HttpSettings, max back-off, RulesSource), or None for "nothing to do":
-    plain data, so that a worker forked before pydantic was imported (launch.py) never needs it
-    on a run where nothing changed. Up the pipe: FeedOutcome ..., then None. `inherited`: rules
+    Down the pipe: (jobs, HttpSettings, max back-off, RulesSource), or None for "nothing to do".
+    Up the pipe: FeedOutcome ..., then None. `inherited`: rules
     the main process had compiled when it forked this worker (the daemon's polls), with their hash.
     `foreign_ends`: the main process's ends of this worker's pipe and its elder siblings' pipes,
     inherited by the fork; closed at once, so that when the main process dies nobody holds a
@@ -304,12 +301,10 @@ def _worker_main(
 
 
 class FetchWorkers:
-    """Worker processes, forked early and fed their shards later.
+    """Worker processes, forked by a fetch and fed their shards over a pipe each.
 
-    Forked before the store is opened (`digest fetch` forks them before even the config is
-    read: launch.py), they inherit no database connection, and their warm-up (httpx, httpcore,
-    TLS context) runs on the other core while the main process imports what it needs. fork,
-    not spawn: they inherit the imported modules.
+    fork, not spawn: they inherit the imported modules and the compiled rules. They never use
+    the store's connection they inherit (the main process alone writes).
     """
 
     def __init__(self, count: int, rules: tuple[CompiledRules, str] | None = None) -> None:

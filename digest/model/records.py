@@ -41,7 +41,7 @@ class FeedState:
 
 
 # What a feed's state forgets when its URL changes in the config: the old server's validators,
-# redirect, errors and back-off (store.sync_feeds; snapshot.feed_states reads it the same way).
+# redirect, errors and back-off (storage/feeds.py: FeedsMixin.sync_feeds).
 FORGOTTEN_ON_NEW_URL: dict[str, Any] = {
     "fetch_url": None,
     "etag": None,

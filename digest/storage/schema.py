@@ -202,8 +202,8 @@ bounce_reports = sa.Table(
 )
 
 # The search index (migration 0008): titles and summaries as search.index_text writes them, kept
-# in step by storage/entries.py wherever entries are written or removed. Not a metadata table: each backend
-# has its own kind. SQLite: an FTS5 table whose rowid is entries.id (bm25 ranks it; FTS5 has no
+# in step by storage/entries.py wherever entries are written or removed. Not a metadata table:
+# each backend has its own kind. SQLite: an FTS5 table whose rowid is entries.id (bm25 ranks it; FTS5 has no
 # foreign keys, so retention removes its rows too). PostgreSQL: a tsvector per entry (title
 # weighted A, summary B), GIN-indexed, removed with its entry by the foreign key.
 SEARCH_DDL = {

@@ -38,7 +38,7 @@ from digest.model.subscribers import (
     normalise_email,
     read_csv,
 )
-from digest.service import views
+from digest.service import subscriptions, views
 from digest.service.bounces import BounceSummary, process_bounces
 from digest.service.compose import DigestMaker, Prepared
 from digest.service.fetching import FetchOptions, fetch_feeds
@@ -196,7 +196,17 @@ class Digest:
         return created, len(subs) - created
 
     def unsubscribe(self, email: str) -> None:
-        """Remove a subscriber and their delivery history."""
+        """End a subscription as its unsubscribe link does: the row stays (a complaint on record
+        stays too), and nothing more is mailed until they subscribe again."""
+        address = normalise_email(email)
+        found = self.store.list_subscribers(email=address)
+        if not found or found[0].id is None:
+            raise DigestError(f"no subscriber {address}; `digest subscribers list` shows them")
+        subscriptions.unsubscribe(self.store, found[0].id, self.clock())
+
+    def remove_subscriber(self, email: str) -> None:
+        """Remove a subscriber and their delivery history (and so any complaint on record: added
+        again, they are mailed again)."""
         address = normalise_email(email)
         if not self.store.remove_subscriber(address):
             raise DigestError(f"no subscriber {address}; `digest subscribers list` shows them")

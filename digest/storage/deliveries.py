@@ -142,12 +142,6 @@ class DeliveriesMixin(StorageBase):
             )
             return int(result.rowcount or 0)
 
-    def finish_delivery(
-        self, subscriber_id: int, period: str, state: str, now: datetime, error: str | None = None
-    ) -> None:
-        """Mark the period sent (recording its stories as sent to the subscriber), failed or empty."""
-        self.finish_deliveries([(subscriber_id, period, state, error)], now)
-
     def finish_deliveries(self, batch: Sequence[tuple[int, str, str, str | None]], now: datetime) -> None:
         """(subscriber, period, state, error) for several deliveries, in one transaction."""
         with self._safe(), self.engine.begin() as conn:

@@ -46,10 +46,6 @@ class FeedsMixin(EntriesMixin):
             return {r["name"]: FeedState(**r) for r in rows}
 
     @staticmethod
-    def _write_state(conn: Connection, state: FeedState, http_status: int | None) -> None:
-        FeedsMixin._write_states(conn, [(state, http_status)])
-
-    @staticmethod
     def _write_states(conn: Connection, states: Sequence[tuple[FeedState, int | None]]) -> None:
         if not states:
             return

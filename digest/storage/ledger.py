@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from digest.storage.base import insert_ignore
 from digest.storage.schema import deliveries, sent_stories
 
 d, ss = deliveries, sent_stories
@@ -111,7 +112,7 @@ def finish(conn: Connection, batch: Sequence[tuple[int, str, str, str | None]], 
         for story in found[(sid, period)][1] or ()
     }
     if sent:
-        insert = _insert_ignore(conn)
+        insert = insert_ignore(conn, ss, ["subscriber_id", "story_id"])
         conn.execute(
             insert,
             [
@@ -119,14 +120,3 @@ def finish(conn: Connection, batch: Sequence[tuple[int, str, str, str | None]], 
                 for (sid, story), rid in sent.items()
             ],
         )
-
-
-def _insert_ignore(conn: Connection) -> sa.Insert:
-    """INSERT into sent_stories that skips a story already recorded for that subscriber."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(ss).on_conflict_do_nothing(index_elements=["subscriber_id", "story_id"])
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(ss).on_conflict_do_nothing(index_elements=["subscriber_id", "story_id"])

@@ -1,7 +1,8 @@
 """One scheduler per database: a file lock beside a SQLite file, an advisory lock on PostgreSQL.
 
-A daemon holds it for its whole life; `digest run --once` holds it for one run. A second holder
-is refused at once (LockHeldError, exit code 4) or waits (`--wait`). PostgreSQL releases an
+Taken only when asked (`--wait`: `digest daemon` for its whole life, `digest run --once` for one
+run): the claims on feeds and digests keep several schedulers correct without it. A second holder
+waits up to `--wait` seconds, then is refused (LockHeldError, exit code 4). PostgreSQL releases an
 advisory lock when its session ends, so a crashed holder never blocks the next one; by the same
 rule a server restart, or a terminated backend, drops the lock of a holder still running
 (https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS): the daemon asks

@@ -188,14 +188,15 @@ class SubscribersMixin(StorageBase):
 
     def record_bounce(self, subscriber_id: int, limit: int, now: datetime) -> str:
         """One more permanent failure; the subscriber is marked bouncing at `limit`. -> status."""
-        with self._safe(), self.engine.begin() as conn:
+        with self._writing() as conn:  # read then write: no other writer in between
             row = conn.execute(
                 sa.select(subscribers.c.bounces, subscribers.c.status).where(
                     subscribers.c.id == subscriber_id
                 )
             ).one()
             bounces = row.bounces + 1
-            status = "bouncing" if bounces >= limit else row.status
+            # only an active subscription turns bouncing: a complaint (or an unsubscription) stays
+            status = "bouncing" if bounces >= limit and row.status == "active" else row.status
             conn.execute(
                 subscribers.update()
                 .where(subscribers.c.id == subscriber_id)

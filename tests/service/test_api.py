@@ -71,10 +71,12 @@ def test_subscribe_changes_only_what_is_given_and_says_what_is_wrong(offline: Pa
         with pytest.raises(AddressError, match="not a valid e-mail address"):
             d.subscribe("not an address")
         assert [s.email for s in d.subscribers()] == ["New@example.org"]
-        d.unsubscribe("NEW@example.org")
+        d.unsubscribe("NEW@example.org")  # the row stays, ended
+        assert [s.status for s in d.subscribers()] == ["unsubscribed"]
+        d.remove_subscriber("NEW@example.org")
         assert d.subscribers() == []
         with pytest.raises(DigestError, match="no subscriber"):
-            d.unsubscribe("new@example.org")
+            d.remove_subscriber("new@example.org")
 
 
 def test_one_feed_by_name_and_an_unknown_one(offline: Path):

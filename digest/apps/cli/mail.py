@@ -39,11 +39,10 @@ def print_send(reports: list[Any]) -> int:
             r.email, r.period, f"[{style}]{r.state}[/]" if style else r.state, str(r.stories), r.error or ""
         )
     out.print(table)
-    counts = {
-        k: sum(r.state == k for r in reports)
-        for k in ("sent", "empty", "failed", "bounced", "done", "claimed", "quiet")
-        if k != "quiet" or any(r.state == k for r in reports)
-    }
+    # the usual states always, any other a run produced (quiet, dry-run) when it did
+    counts = dict.fromkeys(("sent", "empty", "failed", "bounced", "done", "claimed"), 0)
+    for r in reports:
+        counts[r.state] = counts.get(r.state, 0) + 1
     out.print(", ".join(f"{v} {k}" for k, v in counts.items()))
     return counts["failed"] + counts["bounced"]
 

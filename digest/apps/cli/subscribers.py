@@ -113,7 +113,7 @@ def subscribers_list(state: State) -> None:
 @handles_errors
 def subscribers_remove(state: State, email: str) -> None:
     """Remove a subscriber and their delivery history."""
-    state.digest.unsubscribe(email)
+    state.digest.remove_subscriber(email)
     out.print(f"removed {normalise_email(email)}", markup=False)
 
 

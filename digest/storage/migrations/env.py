@@ -1,4 +1,4 @@
-"""Alembic environment: always given a live connection by digest.storage.store (no alembic.ini)."""
+"""Alembic environment: always given a live connection by digest.storage.base (no alembic.ini)."""
 
 from alembic import context
 

@@ -23,7 +23,7 @@ def is_due(state: FeedState, now: datetime) -> bool:
 
 def backoff(error_count: int, interval: float, max_backoff: float) -> float:
     """interval, 2×, 4×, … capped: the wait after the `error_count`-th failure in a row."""
-    return min(max_backoff, interval * 2 ** max(0, error_count - 1))
+    return min(max_backoff, interval * 2.0 ** max(0, error_count - 1))
 
 
 def next_state(
